@@ -1,0 +1,55 @@
+# tillpulse — the commands a newcomer needs. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SERVERS := mosquitto influxdb victoria-metrics
+
+.PHONY: help venv test test-fast lint bench demo servers-check clean
+
+help:
+	@echo "make demo    run a simulated fleet through the whole local pipeline (issue #8: not yet)"
+	@echo "make test    install what is missing into $(VENV) and run the whole test suite"
+	@echo "make lint    ruff + mypy --strict on the typed packages"
+	@echo "make bench   run the benchmarks in bench/ (prints JSON lines)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The test suite starts real servers; say which Debian packages are missing.
+servers-check:
+	@missing=""; \
+	for bin in mosquitto:mosquitto influxd:influxdb victoria-metrics:victoria-metrics; do \
+	  command -v $${bin%%:*} >/dev/null || [ -x /usr/sbin/$${bin%%:*} ] || missing="$$missing $${bin##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "missing Debian packages:$$missing"; \
+	  echo "install them with: sudo apt-get update && sudo apt-get install -y$$missing"; \
+	  exit 1; \
+	fi
+
+test: venv servers-check
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not integration and not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict wire tillpulse
+
+bench: venv
+	$(PY) bench/lineproto.py
+
+demo:
+	@echo "make demo arrives with issue #8 (simulated fleet through the whole pipeline)."
+	@echo "Until then: 'make test' runs the wire contract against real Mosquitto, influxd and VictoriaMetrics."
+	@exit 3
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

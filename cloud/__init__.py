@@ -1,0 +1,1 @@
+"""Cloud jobs: anomaly detection on InfluxDB, alerts, evaluation against ground truth."""

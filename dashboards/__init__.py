@@ -1,0 +1,1 @@
+"""Grafana dashboards, datasources and alert rules as code."""

@@ -1,0 +1,1 @@
+"""Edge agent for Raspberry Pi terminals: serial devices -> durable outbox -> MQTT."""

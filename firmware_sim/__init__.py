@@ -1,0 +1,1 @@
+"""Firmware simulator: POS terminal and sensor fleets with injected faults and ground truth."""

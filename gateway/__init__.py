@@ -1,0 +1,1 @@
+"""Gateway: MQTT -> validate -> dedup -> aggregate -> durable spool -> InfluxDB."""

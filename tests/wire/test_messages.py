@@ -1,0 +1,149 @@
+import msgspec
+import pytest
+from hypothesis import given
+
+from tests import strategies as s
+from wire import messages as m
+from wire.errors import MessageDecodeError, PanDetectedError, TopicError
+from wire.pci import card_token
+from wire.topics import DeviceTopic, Stream
+
+TS = 1_764_000_000_123_456_789
+
+
+def payment(**overrides: object) -> m.PaymentTransaction:
+    fields: dict[str, object] = dict(
+        site="store-1",
+        device="pos-1",
+        ts=TS,
+        seq=42,
+        txn_id="t-0001",
+        card_token=card_token("4111111111111111", b"k"),
+        amount_minor=1299,
+        currency="EUR",
+        method=m.PaymentMethod.CONTACTLESS,
+        acquirer="acq-a",
+        mcc="5411",
+        response_code="00",
+        approved=True,
+        auth_latency_ms=312.5,
+    )
+    fields.update(overrides)
+    return m.PaymentTransaction(**fields)  # type: ignore[arg-type]
+
+
+def payment_json(**overrides: object) -> dict[str, object]:
+    doc: dict[str, object] = msgspec.json.decode(m.encode(payment()))
+    doc.update(overrides)
+    return doc
+
+
+@given(s.any_messages)
+def test_every_message_round_trips(message: m.Message) -> None:
+    assert m.decode(m.encode(message)) == message
+    assert m.decode_as(m.encode(message), type(message)) == message
+
+
+def test_payload_carries_its_schema_and_version() -> None:
+    doc = msgspec.json.decode(m.encode(payment()))
+    assert doc["schema"] == "payment/1"
+    assert "pan" not in doc and "card_number" not in doc
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"seq": "42"}, "$.seq"),
+        ({"seq": -1}, "$.seq"),
+        ({"amount_minor": 1.5}, "$.amount_minor"),
+        ({"currency": "eur"}, "$.currency"),
+        ({"method": "telepathy"}, "$.method"),
+        ({"site": "bad site"}, "$.site"),
+        ({"device": "pos-1\n"}, "$.device"),
+        ({"card_token": "ct1_short"}, "$.card_token"),
+        ({"auth_latency_ms": -3}, "$.auth_latency_ms"),
+        ({"approved": "yes"}, "$.approved"),
+    ],
+)
+def test_strict_decoding_names_the_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(MessageDecodeError) as info:
+        m.decode(msgspec.json.encode(payment_json(**overrides)))
+    assert field in str(info.value)
+
+
+def test_missing_and_unknown_fields_are_named() -> None:
+    doc = payment_json()
+    del doc["acquirer"]
+    with pytest.raises(MessageDecodeError, match="acquirer"):
+        m.decode(msgspec.json.encode(doc))
+    with pytest.raises(MessageDecodeError, match="pan"):
+        m.decode(msgspec.json.encode(payment_json(pan="4111111111111111")))
+
+
+def test_other_versions_and_types_are_refused() -> None:
+    with pytest.raises(MessageDecodeError, match=r"\$\.schema"):
+        m.decode(msgspec.json.encode(payment_json(schema="payment/2")))
+    with pytest.raises(MessageDecodeError, match="schema"):
+        m.decode_as(m.encode(payment()), m.TerminalStatus)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\xff\xfe\x00", b"null", b"[]", b"{", b"[" * 100_000, b'{"schema": 1}'],
+)
+def test_garbage_gets_a_clear_error(payload: bytes) -> None:
+    with pytest.raises(MessageDecodeError):
+        m.decode(payload)
+
+
+def test_oversized_payload_is_refused_before_parsing() -> None:
+    with pytest.raises(MessageDecodeError, match="exceeds"):
+        m.decode(b" " * (m.MAX_PAYLOAD_BYTES + 1))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("txn_id", "4111111111111111"),
+        ("acquirer", "acq-4111111111111111"),
+        ("txn_id", "5555555555554444-x"),
+    ],
+)
+def test_card_numbers_in_any_string_are_refused_without_echoing_them(
+    field: str, value: str
+) -> None:
+    with pytest.raises(PanDetectedError) as info:
+        m.decode(msgspec.json.encode(payment_json(**{field: value})))
+    assert field in str(info.value)
+    assert "4111" not in str(info.value) and "5555" not in str(info.value)
+
+
+def test_alert_summary_with_a_pan_is_refused() -> None:
+    alert = m.Alert(
+        alert_id="a-1",
+        ts=TS,
+        type="card_testing",
+        severity=m.Severity.CRITICAL,
+        status=m.AlertStatus.FIRING,
+        score=0.9,
+        detector="rules",
+        summary="card 4111 1111 1111 1111 seen on 40 terminals",
+    )
+    with pytest.raises(PanDetectedError, match="summary"):
+        m.decode(m.encode(alert))
+
+
+def test_device_message_must_match_its_topic() -> None:
+    data = m.encode(payment())
+    topic = DeviceTopic("store-1", "pos-1", Stream.PAYMENT)
+    assert m.decode_device_message(topic, data) == payment()
+    with pytest.raises(TopicError, match="do not match"):
+        m.decode_device_message(DeviceTopic("store-1", "pos-2", Stream.PAYMENT), data)
+    with pytest.raises(MessageDecodeError):
+        m.decode_device_message(DeviceTopic("store-1", "pos-1", Stream.STATUS), data)
+
+
+def test_every_stream_has_a_message_type() -> None:
+    assert set(m.MESSAGE_FOR_STREAM) == set(Stream)
+    for stream, cls in m.MESSAGE_FOR_STREAM.items():
+        assert m.STREAM_FOR_MESSAGE[cls] is stream

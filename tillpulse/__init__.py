@@ -1,0 +1,1 @@
+"""tillpulse: edge-to-cloud telemetry for payment terminal fleets."""

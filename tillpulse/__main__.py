@@ -1,0 +1,3 @@
+from tillpulse.cli import main
+
+raise SystemExit(main())

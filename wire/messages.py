@@ -1,0 +1,231 @@
+"""Message schemas: what devices, agents and cloud jobs put on MQTT.
+
+Every message is a msgspec Struct encoded as JSON. The ``schema`` field names
+the message type and its version ("payment/1"); it is required on decode, so a
+payload of another type or version is refused with an error that says so.
+Decoding is strict: unknown fields, wrong types and out-of-range values are
+errors that name the field, and a payload carrying anything shaped like a card
+number (see wire.pci) is refused.
+
+Units are in the field names (``_ms``, ``_pct``, ``_c``, ``_dbm``, ``_s``);
+``ts`` is event time in nanoseconds since the Unix epoch, UTC; ``seq`` is the
+per-device sequence number (gap detection and point identity, see
+wire.points); amounts are integers in the currency's minor unit.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Final, TypeVar
+
+import msgspec
+
+from wire import pci
+from wire.errors import MessageDecodeError, PanDetectedError, TopicError
+from wire.topics import ID_PATTERN, DeviceTopic, Stream
+
+MAX_PAYLOAD_BYTES: Final = 16 * 1024
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Percent = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
+Celsius = Annotated[float, msgspec.Meta(ge=-80.0, le=200.0)]
+Count = Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
+
+
+class PaymentMethod(enum.StrEnum):
+    CHIP = "chip"
+    CONTACTLESS = "contactless"
+    SWIPE = "swipe"
+    MANUAL = "manual"
+    WALLET = "wallet"
+
+
+class StateReason(enum.StrEnum):
+    CONNECTED = "connected"  # published by the agent right after CONNACK
+    LAST_WILL = "last-will"  # published by the broker when the agent vanished
+    SHUTDOWN = "shutdown"  # published by the agent on a clean stop
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertStatus(enum.StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class _Message(
+    msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, tag_field="schema"
+):
+    """Fields every device message carries."""
+
+    site: Id
+    device: Id
+    ts: Nanos
+
+
+class _SequencedMessage(_Message, kw_only=True, frozen=True):
+    seq: Seq
+
+
+class PaymentTransaction(_SequencedMessage, kw_only=True, frozen=True, tag="payment/1"):
+    """One authorisation attempt at a terminal, approved or declined."""
+
+    txn_id: Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9_.:-]{1,64}\Z")]
+    card_token: Annotated[str, msgspec.Meta(pattern=pci.TOKEN_PATTERN)]
+    amount_minor: Annotated[int, msgspec.Meta(ge=0, le=10**10)]
+    currency: Annotated[str, msgspec.Meta(pattern=r"\A[A-Z]{3}\Z")]
+    method: PaymentMethod
+    acquirer: Id
+    mcc: Annotated[str, msgspec.Meta(pattern=r"\A[0-9]{4}\Z")]  # merchant category code
+    response_code: Annotated[str, msgspec.Meta(pattern=r"\A[0-9A-Z]{2}\Z")]  # ISO 8583 field 39
+    approved: bool
+    auth_latency_ms: Annotated[float, msgspec.Meta(ge=0.0, le=600_000.0)]
+    offline: bool = False  # authorised offline and forwarded later by the terminal
+
+
+class TerminalStatus(_SequencedMessage, kw_only=True, frozen=True, tag="status/1"):
+    """A POS terminal's periodic heartbeat."""
+
+    battery_pct: Percent
+    charging: bool
+    paper_pct: Percent
+    signal_dbm: Annotated[int, msgspec.Meta(ge=-150, le=0)]
+    temperature_c: Celsius
+    tamper: bool
+    firmware: Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9_.+-]{1,32}\Z")]
+    offline_queue: Count  # transactions stored on the terminal, not yet forwarded
+    uptime_s: Annotated[int, msgspec.Meta(ge=0, lt=2**40)]
+
+
+class SensorReading(_SequencedMessage, kw_only=True, frozen=True, tag="sensor/1"):
+    """An environmental sensor next to the terminals."""
+
+    temperature_c: Celsius
+    humidity_pct: Percent
+    door_open: bool
+    mains_power: bool
+
+
+class HostHealth(_SequencedMessage, kw_only=True, frozen=True, tag="health/1"):
+    """The edge agent's own host (a Raspberry Pi) and its outbox."""
+
+    cpu_temp_c: Celsius | None
+    load1: Annotated[float, msgspec.Meta(ge=0.0, le=10_000.0)]
+    mem_used_pct: Percent
+    disk_used_pct: Percent
+    clock_synced: bool
+    outbox_depth: Count
+    outbox_dropped: Count  # low-priority samples dropped since the agent started
+
+
+class DeviceState(_Message, kw_only=True, frozen=True, tag="state/1"):
+    """Online/offline, retained; the offline message is the agent's MQTT last will."""
+
+    online: bool
+    reason: StateReason
+
+
+class Alert(
+    msgspec.Struct,
+    kw_only=True,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="schema",
+    tag="alert/1",
+):
+    """An anomaly raised (or resolved) by the cloud jobs."""
+
+    alert_id: Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9_.:-]{1,128}\Z")]
+    ts: Nanos
+    type: Id
+    severity: Severity
+    status: AlertStatus
+    site: Id | None = None
+    device: Id | None = None
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    detector: Id
+    summary: Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+DeviceMessage = PaymentTransaction | TerminalStatus | SensorReading | HostHealth | DeviceState
+Message = DeviceMessage | Alert
+
+MESSAGE_FOR_STREAM: Final[dict[Stream, type[DeviceMessage]]] = {
+    Stream.PAYMENT: PaymentTransaction,
+    Stream.STATUS: TerminalStatus,
+    Stream.SENSOR: SensorReading,
+    Stream.HEALTH: HostHealth,
+    Stream.STATE: DeviceState,
+}
+STREAM_FOR_MESSAGE: Final[dict[type[DeviceMessage], Stream]] = {
+    cls: stream for stream, cls in MESSAGE_FOR_STREAM.items()
+}
+
+_encoder = msgspec.json.Encoder()
+_any_decoder = msgspec.json.Decoder(Message)
+_typed_decoders: dict[type[Message], msgspec.json.Decoder[Any]] = {
+    cls: msgspec.json.Decoder(cls)
+    for cls in (PaymentTransaction, TerminalStatus, SensorReading, HostHealth, DeviceState, Alert)
+}
+
+M = TypeVar("M", PaymentTransaction, TerminalStatus, SensorReading, HostHealth, DeviceState, Alert)
+
+
+def encode(message: Message) -> bytes:
+    """JSON bytes for ``message`` (the ``schema`` tag included)."""
+    return _encoder.encode(message)
+
+
+def decode(data: bytes) -> Message:
+    """Decode and validate a payload of any message type."""
+    message: Message = _checked_decode(_any_decoder, data)
+    return message
+
+
+def decode_as(data: bytes, expected: type[M]) -> M:
+    """Decode and validate a payload that must be of type ``expected``."""
+    message: M = _checked_decode(_typed_decoders[expected], data)
+    return message
+
+
+def _checked_decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
+    """Decode, validate and PCI-check; raise MessageDecodeError naming the bad field."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise MessageDecodeError(
+            f"payload of {len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
+        )
+    try:
+        message = decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise MessageDecodeError(str(exc)) from None
+    _refuse_card_numbers(message)
+    return message
+
+
+def decode_device_message(topic: DeviceTopic, data: bytes) -> DeviceMessage:
+    """Decode a payload received on ``topic``; its type and ids must match the topic."""
+    message: DeviceMessage = _checked_decode(
+        _typed_decoders[MESSAGE_FOR_STREAM[topic.stream]], data
+    )
+    if message.site != topic.site or message.device != topic.device:
+        raise TopicError(
+            f"payload ids site={message.site!r} device={message.device!r} do not match "
+            f"the topic's site={topic.site!r} device={topic.device!r}"
+        )
+    return message
+
+
+def _refuse_card_numbers(message: Message) -> None:
+    for name in message.__struct_fields__:
+        value = getattr(message, name)
+        if isinstance(value, str) and pci.contains_pan(value):
+            raise PanDetectedError(
+                f"field `{name}` holds a card-number-like digit run; payload refused "
+                "(card data travels only as a card_token)"
+            )
