@@ -9,8 +9,10 @@ Some things cannot be written so that every version reads them back intact,
 and are refused with `LineProtocolError` before anything is sent:
 - a backslash in a measurement, tag or field key or tag value (InfluxDB 1.x
   reads it literally, 2.x as an escape: the two disagree);
-- newline, carriage return and NUL there (they end or truncate the line);
+- newline, carriage return and NUL there (they end or truncate the line) and
+  tab (InfluxDB 1.x skips it as white space at the start of a field key);
 - the key ``time`` and keys starting with ``_`` (reserved by InfluxDB);
+- a measurement starting with ``#`` (the line would be read as a comment);
 - NaN and infinite floats, integers outside int64, an empty field set,
   over-long names and strings.
 An empty tag value is left out of the line: InfluxDB stores a missing tag and
@@ -33,8 +35,8 @@ MAX_STRING_FIELD_BYTES: Final = 64 * 1024 - 1  # InfluxDB 1.x's limit
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-_UNSAFE_NAME: Final = re.compile(r"[\\\n\r\x00]")
-_NEEDS_WORK: Final = re.compile(r"[,= \\\n\r\x00\ud800-\udfff]")  # escape or refuse
+_UNSAFE_NAME: Final = re.compile(r"[\\\n\r\t\x00]")
+_NEEDS_WORK: Final = re.compile(r"[,= \\\n\r\t\x00\ud800-\udfff]")  # escape or refuse
 _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 _KEY_ESCAPES: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _MEASUREMENT_ESCAPES: Final = str.maketrans({",": r"\,", " ": r"\ "})
@@ -57,9 +59,10 @@ def encode_point(
     if tags:
         parts = [head]
         for key in sorted(tags):
+            escaped_key = _key(key, "tag key")  # checked even when the value is empty
             value = tags[key]
             if value:
-                parts.append(f"{_key(key, 'tag key')}={_tag_value(key, value)}")
+                parts.append(f"{escaped_key}={tag_value(value, key)}")
         head = ",".join(parts)
     if not fields:
         raise LineProtocolError(f"point in {measurement[:80]!r} has no fields")
@@ -80,6 +83,8 @@ def _measurement(name: str) -> str:
     escaped = _measurement_cache.get(name)
     if escaped is None:
         _check_name(name, "measurement")
+        if name.startswith("#"):
+            raise LineProtocolError(f"measurement {name[:80]!r} starts with '#': a comment line")
         escaped = name.translate(_MEASUREMENT_ESCAPES)
         _remember(_measurement_cache, name, escaped)
     return escaped
@@ -96,34 +101,39 @@ def _key(name: str, what: str) -> str:
     return escaped
 
 
-def _tag_value(key: str, value: str) -> str:
+def tag_value(value: str, key: str = "tag") -> str:
+    """A tag value, escaped; raises LineProtocolError if it cannot round-trip."""
     if _NEEDS_WORK.search(value) is None and len(value) <= MAX_NAME_BYTES // 4:
         return value  # the common case: an id made of safe characters
     _check_name(value, f"tag value for {key!r}")
     return value.translate(_KEY_ESCAPES)
 
 
-def _field_value(key: str, value: FieldValue) -> str:
-    kind = type(value)
-    if kind is float:
-        assert isinstance(value, float)
-        if not math.isfinite(value):
-            raise LineProtocolError(f"field {key!r} is {value}: InfluxDB stores finite floats only")
-        return repr(value)
-    if kind is int:
-        assert isinstance(value, int)
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise LineProtocolError(f"field {key!r} = {value} does not fit in an int64")
-        return f"{value}i"
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is str:
-        assert isinstance(value, str)
-        return f'"{_string_field(key, value)}"'
-    raise LineProtocolError(f"field {key!r} has unsupported type {kind.__name__}")
+def int_field(value: int, key: str = "field") -> str:
+    if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+        raise LineProtocolError(f"field {key!r} = {value!r} is not an int64")
+    return f"{value}i"
 
 
-def _string_field(key: str, value: str) -> str:
+def float_field(value: float, key: str = "field") -> str:
+    """A float field; ints are widened, so a field never changes type between points."""
+    if type(value) is not float:
+        if type(value) is not int:
+            raise LineProtocolError(f"field {key!r} = {value!r} is not a number")
+        value = float(value)
+    if not math.isfinite(value):
+        raise LineProtocolError(f"field {key!r} is {value}: InfluxDB stores finite floats only")
+    return repr(value)
+
+
+def bool_field(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def string_field(value: str, key: str = "field") -> str:
+    """A string field, quoted and escaped."""
+    if type(value) is not str:
+        raise LineProtocolError(f"field {key!r} = {value!r} is not a string")
     if len(value) * 4 > MAX_STRING_FIELD_BYTES and _utf8_len(value, key) > MAX_STRING_FIELD_BYTES:
         raise LineProtocolError(
             f"string field {key!r} is longer than {MAX_STRING_FIELD_BYTES} bytes"
@@ -132,7 +142,19 @@ def _string_field(key: str, value: str) -> str:
         raise LineProtocolError(f"string field {key!r} is not valid Unicode (lone surrogate)")
     if "\\" in value or '"' in value:
         value = value.replace("\\", "\\\\").replace('"', '\\"')
-    return value
+    return f'"{value}"'
+
+
+def _field_value(key: str, value: FieldValue) -> str:
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return bool_field(value)
+    if isinstance(value, int):
+        return int_field(value, key)
+    if isinstance(value, float):
+        return float_field(value, key)
+    if isinstance(value, str):
+        return string_field(value, key)
+    raise LineProtocolError(f"field {key!r} has unsupported type {type(value).__name__}")
 
 
 def _check_name(name: str, what: str) -> None:

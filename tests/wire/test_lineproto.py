@@ -36,7 +36,7 @@ def test_tags_are_sorted_and_empty_values_left_out() -> None:
     assert line == "m,a=1,b=2 f=1i 1"
 
 
-@pytest.mark.parametrize("bad", ["a\\b", "a\nb", "a\rb", "a\x00b", "x\ud800"])
+@pytest.mark.parametrize("bad", ["a\\b", "a\nb", "a\rb", "\tab", "a\x00b", "x\ud800"])
 @pytest.mark.parametrize("where", ["measurement", "tag key", "tag value", "field key"])
 def test_characters_that_do_not_round_trip_are_refused(bad: str, where: str) -> None:
     point: dict[str, object] = {"measurement": "m", "tags": {"t": "v"}, "fields": {"f": 1}}
@@ -101,3 +101,9 @@ def test_floats_are_written_exactly(value: float) -> None:
 
 def test_encode_lines_joins_with_newlines() -> None:
     assert encode_lines(["a f=1i 1", "b f=2i 2"]) == b"a f=1i 1\nb f=2i 2"
+
+
+def test_measurement_that_would_read_as_a_comment_is_refused() -> None:
+    with pytest.raises(LineProtocolError, match="comment"):
+        encode_point("#m", {}, {"f": 1}, 1)
+    assert encode_point("m#", {"t": "#v"}, {"#f": 1}, 1) == "m#,t=#v #f=1i 1"
