@@ -59,9 +59,13 @@ class AlertStatus(enum.StrEnum):
     RESOLVED = "resolved"
 
 
-class _Message(
+class WireStruct(
     msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, tag_field="schema"
 ):
+    """Base of every message: strict, immutable, tagged with its schema and version."""
+
+
+class _Message(WireStruct, kw_only=True, frozen=True):
     """Fields every device message carries."""
 
     site: Id
@@ -131,14 +135,7 @@ class DeviceState(_Message, kw_only=True, frozen=True, tag="state/1"):
     reason: StateReason
 
 
-class Alert(
-    msgspec.Struct,
-    kw_only=True,
-    frozen=True,
-    forbid_unknown_fields=True,
-    tag_field="schema",
-    tag="alert/1",
-):
+class Alert(WireStruct, kw_only=True, frozen=True, tag="alert/1"):
     """An anomaly raised (or resolved) by the cloud jobs."""
 
     alert_id: Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9_.:-]{1,128}\Z")]
@@ -151,6 +148,17 @@ class Alert(
     score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     detector: Id
     summary: Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class LinkAck(WireStruct, kw_only=True, frozen=True, tag="ack/1"):
+    """Serial link only, agent -> device: the message ``seq`` is durable in the outbox.
+
+    The device keeps each payment until it is acknowledged and sends it again
+    otherwise (see docs/wire.md, "Serial link"); samples are never re-sent.
+    """
+
+    device: Id
+    seq: Seq
 
 
 DeviceMessage = PaymentTransaction | TerminalStatus | SensorReading | HostHealth | DeviceState
@@ -169,15 +177,12 @@ STREAM_FOR_MESSAGE: Final[dict[type[DeviceMessage], Stream]] = {
 
 _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder(Message)
-_typed_decoders: dict[type[Message], msgspec.json.Decoder[Any]] = {
-    cls: msgspec.json.Decoder(cls)
-    for cls in (PaymentTransaction, TerminalStatus, SensorReading, HostHealth, DeviceState, Alert)
-}
+_typed_decoders: dict[type[WireStruct], msgspec.json.Decoder[Any]] = {}
 
-M = TypeVar("M", PaymentTransaction, TerminalStatus, SensorReading, HostHealth, DeviceState, Alert)
+M = TypeVar("M", bound=WireStruct)
 
 
-def encode(message: Message) -> bytes:
+def encode(message: WireStruct) -> bytes:
     """JSON bytes for ``message`` (the ``schema`` tag included)."""
     return _encoder.encode(message)
 
@@ -190,7 +195,7 @@ def decode(data: bytes) -> Message:
 
 def decode_as(data: bytes, expected: type[M]) -> M:
     """Decode and validate a payload that must be of type ``expected``."""
-    message: M = _checked_decode(_typed_decoders[expected], data)
+    message: M = _checked_decode(_decoder_for(expected), data)
     return message
 
 
@@ -210,9 +215,7 @@ def _checked_decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
 
 def decode_device_message(topic: DeviceTopic, data: bytes) -> DeviceMessage:
     """Decode a payload received on ``topic``; its type and ids must match the topic."""
-    message: DeviceMessage = _checked_decode(
-        _typed_decoders[MESSAGE_FOR_STREAM[topic.stream]], data
-    )
+    message: DeviceMessage = _checked_decode(_decoder_for(MESSAGE_FOR_STREAM[topic.stream]), data)
     if message.site != topic.site or message.device != topic.device:
         raise TopicError(
             f"payload ids site={message.site!r} device={message.device!r} do not match "
@@ -221,7 +224,14 @@ def decode_device_message(topic: DeviceTopic, data: bytes) -> DeviceMessage:
     return message
 
 
-def _refuse_card_numbers(message: Message) -> None:
+def _decoder_for(cls: type[WireStruct]) -> msgspec.json.Decoder[Any]:
+    decoder = _typed_decoders.get(cls)
+    if decoder is None:
+        decoder = _typed_decoders[cls] = msgspec.json.Decoder(cls)
+    return decoder
+
+
+def _refuse_card_numbers(message: WireStruct) -> None:
     for name in message.__struct_fields__:
         value = getattr(message, name)
         if isinstance(value, str) and pci.contains_pan(value):
