@@ -44,7 +44,7 @@ lint: venv
 	$(VENV)/bin/mypy --strict wire tillpulse
 
 bench: venv
-	$(PY) bench/lineproto.py
+	$(PY) -m bench.lineproto
 
 demo:
 	@echo "make demo arrives with issue #8 (simulated fleet through the whole pipeline)."

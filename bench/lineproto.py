@@ -5,7 +5,7 @@ ours through wire.points.to_line, influxdb-client by building a Point and
 calling to_line_protocol(). Rounds alternate between the two so that machine
 noise hits both alike; the figures are medians over the rounds.
 
-    .venv/bin/python bench/lineproto.py [--points 20000] [--rounds 7]
+    .venv/bin/python -m bench.lineproto [--points 20000] [--rounds 7]
 """
 
 from __future__ import annotations
