@@ -1,0 +1,67 @@
+"""Structured logging: one line per event, ``key=value`` (default) or JSON.
+
+    log = logging.getLogger(__name__)
+    log.info("broker_connected", extra=kv(host=host, port=port))
+
+renders as
+
+    ts=2026-11-25T23:59:01.123Z level=info logger=edge.publisher event=broker_connected
+        host=b port=1883   (on one line)
+
+Values with spaces, quotes or ``=`` are quoted. Secrets are never passed here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Final
+
+_KV_ATTR: Final = "tillpulse_kv"
+
+
+def kv(**fields: Any) -> dict[str, dict[str, Any]]:
+    """The ``extra=`` argument that attaches key=value fields to a log record."""
+    return {_KV_ATTR: fields}
+
+
+def configure_logging(level: str = "info", *, json_lines: bool = False) -> None:
+    """Send every log record to stderr as one structured line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_lines else KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z",
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "event": record.getMessage(),
+    }
+    fields.update(getattr(record, _KV_ATTR, {}))
+    if record.exc_info:
+        fields["error"] = logging.Formatter().formatException(record.exc_info)
+    return fields
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' ="\n\t'):
+        return json.dumps(text)
+    return text
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{key}={_quote(value)}" for key, value in _fields(record).items())
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(_fields(record), default=str)
