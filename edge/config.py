@@ -1,0 +1,105 @@
+"""The edge agent's config file (TOML), validated at start.
+
+    [agent]
+    site = "s0042"
+    device = "s0042-pos1"          # this Pi's id: MQTT client id, HostHealth device
+    state_dir = "/var/lib/tillpulse"
+
+    [mqtt]
+    host = "broker.example.net"
+    port = 8883
+    username = "s0042-pos1"
+    password_file = "/etc/tillpulse/mqtt-password"   # or env TILLPULSE_MQTT_PASSWORD
+    [mqtt.tls]
+    ca_file = "/etc/tillpulse/ca.pem"
+    cert_file = "/etc/tillpulse/client.pem"          # mutual TLS (optional)
+    key_file = "/etc/tillpulse/client.key"
+
+    [outbox]
+    max_bytes = 67108864
+    low_priority_ttl_s = 86400
+
+    [[serial]]
+    port = "/dev/ttyUSB0"
+    baudrate = 115200
+
+    [health]
+    interval_s = 60
+
+Any key can be overridden from the environment, e.g.
+``TILLPULSE_EDGE__MQTT__HOST=10.0.0.5`` (see tillpulse.config).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from tillpulse.config import load_config
+from wire.topics import ID_PATTERN
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+PASSWORD_ENV = "TILLPULSE_MQTT_PASSWORD"
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class AgentSection(_Section, kw_only=True, frozen=True):
+    site: Id
+    device: Id
+    state_dir: str = "/var/lib/tillpulse"
+
+
+class TlsSection(_Section, kw_only=True, frozen=True):
+    ca_file: str
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class MqttSection(_Section, kw_only=True, frozen=True):
+    host: str
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 24 * 3600
+    username: str | None = None
+    password_file: str | None = None
+    tls: TlsSection | None = None
+    # The bounded in-flight window: at most this many QoS 1 publishes unacknowledged.
+    inflight_window: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
+    reconnect_min_s: Seconds = 1.0
+    reconnect_max_s: Seconds = 60.0
+
+
+class OutboxSection(_Section, kw_only=True, frozen=True):
+    max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = 64 << 20
+    low_priority_ttl_s: Seconds = 24 * 3600
+
+
+class SerialSection(_Section, kw_only=True, frozen=True):
+    port: str
+    baudrate: Annotated[int, msgspec.Meta(ge=1200)] = 115200
+
+
+class HealthSection(_Section, kw_only=True, frozen=True):
+    interval_s: Seconds = 60.0
+
+
+class EdgeConfig(_Section, kw_only=True, frozen=True):
+    agent: AgentSection
+    mqtt: MqttSection
+    outbox: OutboxSection = OutboxSection()
+    serial: list[SerialSection] = []
+    health: HealthSection = HealthSection()
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.agent.state_dir) / "outbox.sqlite3"
+
+
+def load_edge_config(path: str | Path) -> EdgeConfig:
+    return load_config(path, EdgeConfig, "edge")
