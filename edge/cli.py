@@ -1,0 +1,98 @@
+"""``tillpulse edge``: run the agent, check its config, show its status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Final
+
+import msgspec
+
+from edge.agent import Agent, AgentStatus, read_status
+from edge.config import load_edge_config
+from edge.errors import EdgeError
+from tillpulse.config import ConfigError
+from tillpulse.logs import configure_logging
+
+EXIT_CONFIG: Final = 2
+EXIT_STATUS_UNKNOWN: Final = 4
+STALE_AFTER_S: Final = 30.0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tillpulse edge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("run", "run the agent (what the systemd unit starts)"),
+        ("check-config", "validate the config file and exit"),
+        ("status", "outbox depth, link state, drops, per-port counters"),
+    ]:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", required=True, help="the agent's TOML config file")
+    commands.choices["run"].add_argument("--log-level", default="info")
+    commands.choices["run"].add_argument("--log-json", action="store_true")
+    commands.choices["status"].add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    try:
+        config = load_edge_config(args.config)
+        if args.command == "check-config":
+            sys.stdout.write(f"{args.config}: ok\n")
+            return 0
+        if args.command == "status":
+            return _show_status(config.agent.state_dir, as_json=args.json)
+        configure_logging(args.log_level, json_lines=args.log_json)
+        agent = Agent(config)
+    except (ConfigError, EdgeError) as exc:
+        sys.stderr.write(f"tillpulse edge: {exc}\n")
+        return EXIT_CONFIG
+    agent.install_signal_handlers()
+    return agent.run()
+
+
+def _show_status(state_dir: str, *, as_json: bool) -> int:
+    try:
+        status = read_status(state_dir)
+    except (OSError, msgspec.DecodeError) as exc:
+        sys.stderr.write(
+            f"tillpulse edge: no status in {state_dir} (is the agent running?): {exc}\n"
+        )
+        return EXIT_STATUS_UNKNOWN
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(status).decode() + "\n")
+    else:
+        sys.stdout.write(_render(status))
+    return 0 if time.time() - status.written_unix < STALE_AFTER_S else EXIT_STATUS_UNKNOWN
+
+
+def _render(status: AgentStatus) -> str:
+    age = time.time() - status.written_unix
+    link, box = status.link, status.outbox
+    last_ack = (
+        "never" if link.last_ack_unix is None else f"{time.time() - link.last_ack_unix:.0f}s ago"
+    )
+    lines = [
+        f"agent      {status.site}/{status.device}  (status written {age:.0f}s ago"
+        + (", STALE: agent not running?)" if age >= STALE_AFTER_S else ")"),
+        f"link       {'connected' if link.connected else 'DISCONNECTED'}  connects={link.connects}"
+        f" failures={link.connect_failures} last_ack={last_ack}"
+        + (f" last_error={link.last_error!r}" if link.last_error else ""),
+        f"published  {link.published}  acked={link.acked}  in_flight={link.inflight}"
+        f"  rejected={link.rejected}",
+        f"outbox     high={box.depth_high} low={box.depth_low} bytes={box.size_bytes}"
+        f" oldest={box.oldest_age_s or 0:.0f}s",
+        f"dropped    overflow={box.dropped_overflow} expired={box.dropped_expired}"
+        f"  duplicates={box.duplicates}",
+        f"deadletter kept={status.deadletters_kept} evicted={status.deadletters_evicted}",
+    ]
+    for source in status.sources:
+        frames = source.frames
+        bad = 0 if frames is None else frames.frames_bad
+        lines.append(
+            f"serial     {source.port} {'open' if source.open else 'CLOSED'}"
+            f" stored={source.stored} dup={source.duplicates} invalid={source.invalid}"
+            f" pci_refused={source.pci_refused} backpressure={source.backpressure}"
+            f" bad_frames={bad}"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""One serial device -> the outbox, with a LinkAck back once each event is durable.
+
+A `SerialSource` owns one port (one device). It reads whatever arrives,
+feeds `wire.framing.FrameDecoder`, decodes each frame as a `wire.messages`
+message and stores it in the outbox; only then does it answer the device with
+a framed `LinkAck(device, seq)`, so a payment the agent has not made durable
+is still held, and re-sent, by the terminal. Payments go in at high priority
+(never dropped); status and sensor samples at low priority.
+
+Bad input never stops the port: corrupt frames are counted by the decoder; a
+frame that is not a valid message is counted and kept in the dead-letter file
+(`tillpulse.deadletters`); a payload carrying a card number is counted and logged
+without its digits, and not kept anywhere. A device that disappears (USB
+unplugged) is reopened with capped backoff until it comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+import serial
+
+from edge.errors import OutboxFullError
+from edge.outbox import Priority, priority_for
+from tillpulse.deadletters import DeadLetters
+from tillpulse.logs import kv
+from wire.errors import MessageDecodeError, PanDetectedError
+from wire.framing import FrameDecoder, FrameStats, encode_frame
+from wire.messages import (
+    STREAM_FOR_MESSAGE,
+    LinkAck,
+    PaymentTransaction,
+    SensorReading,
+    TerminalStatus,
+    decode,
+    encode,
+)
+from wire.topics import device_topic
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 0.1
+REOPEN_MIN_S = 0.2
+REOPEN_MAX_S = 10.0
+SerialMessage = PaymentTransaction | TerminalStatus | SensorReading
+
+
+class Outbox(Protocol):
+    def put(
+        self, topic: str, payload: bytes, priority: Priority, device: str, seq: int
+    ) -> bool: ...
+
+
+class SourceStats(msgspec.Struct, kw_only=True):
+    port: str
+    open: bool = False
+    opens: int = 0
+    stored: int = 0
+    duplicates: int = 0  # re-sent by the device, already in the outbox: acked again
+    invalid: int = 0  # frames that are not valid messages (kept as dead letters)
+    pci_refused: int = 0  # payloads with a card number: counted, never kept
+    wrong_site: int = 0
+    backpressure: int = 0  # outbox full: not acked, the device re-sends later
+    frames: FrameStats | None = None
+
+
+class SerialSource:
+    def __init__(
+        self,
+        port: str,
+        baudrate: int,
+        *,
+        site: str,
+        outbox: Outbox,
+        deadletters: DeadLetters,
+        open_port: Callable[[str, int], serial.Serial] | None = None,
+    ) -> None:
+        self._port = port
+        self._baudrate = baudrate
+        self._site = site
+        self._outbox = outbox
+        self._deadletters = deadletters
+        self._open_port = open_port or _open_serial
+        self._decoder = FrameDecoder()
+        self.stats = SourceStats(port=port)
+
+    def run(self, stop: threading.Event) -> None:
+        delay = REOPEN_MIN_S
+        while not stop.is_set():
+            try:
+                link = self._open_port(self._port, self._baudrate)
+            except (serial.SerialException, OSError) as exc:
+                if delay == REOPEN_MIN_S:
+                    log.warning("serial_unavailable", extra=kv(port=self._port, error=str(exc)))
+                stop.wait(delay)
+                delay = min(delay * 2, REOPEN_MAX_S)
+                continue
+            delay = REOPEN_MIN_S
+            self._pump(link, stop)
+
+    def _pump(self, link: serial.Serial, stop: threading.Event) -> None:
+        self.stats.open = True
+        self.stats.opens += 1
+        self._decoder = FrameDecoder()  # a reopened port starts mid-stream
+        log.info("serial_opened", extra=kv(port=self._port, baudrate=self._baudrate))
+        try:
+            while not stop.is_set():
+                data = link.read(max(1, link.in_waiting))
+                for payload in self._decoder.feed(data):
+                    ack = self.handle_frame(payload)
+                    if ack is not None:
+                        link.write(ack)
+                self.stats.frames = self._decoder.stats
+        except (serial.SerialException, OSError) as exc:
+            log.warning("serial_lost", extra=kv(port=self._port, error=str(exc)))
+        finally:
+            self.stats.open = False
+            link.close()
+
+    def handle_frame(self, payload: bytes) -> bytes | None:
+        """Store one frame's message; return the framed LinkAck to send, if any."""
+        try:
+            message = decode(payload)
+        except PanDetectedError as exc:
+            self.stats.pci_refused += 1
+            log.error("pci_refused", extra=kv(port=self._port, reason=str(exc)))
+            return None
+        except MessageDecodeError as exc:
+            self._reject(payload, str(exc))
+            return None
+        if not isinstance(message, SerialMessage):
+            self._reject(payload, f"{type(message).__name__} is not sent over serial")
+            return None
+        if message.site != self._site:
+            self.stats.wrong_site += 1
+            self._reject(payload, f"site {message.site!r} is not this agent's {self._site!r}")
+            return None
+        stream = STREAM_FOR_MESSAGE[type(message)]
+        topic = device_topic(message.site, message.device, stream)
+        try:
+            is_new = self._outbox.put(
+                topic, payload, priority_for(stream), message.device, message.seq
+            )
+        except OutboxFullError as exc:
+            self.stats.backpressure += 1
+            log.warning("outbox_full", extra=kv(port=self._port, seq=message.seq, error=str(exc)))
+            return None
+        if is_new:
+            self.stats.stored += 1
+        else:
+            self.stats.duplicates += 1
+        return encode_frame(encode(LinkAck(device=message.device, seq=message.seq)))
+
+    def _reject(self, payload: bytes, reason: str) -> None:
+        self.stats.invalid += 1
+        self._deadletters.keep(payload, reason=reason, source=self._port)
+        log.warning("invalid_frame", extra=kv(port=self._port, reason=reason))
+
+
+def _open_serial(port: str, baudrate: int) -> serial.Serial:
+    return serial.Serial(port, baudrate, timeout=READ_TIMEOUT_S, write_timeout=1.0)
