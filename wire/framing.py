@@ -6,10 +6,11 @@ One frame on the wire::
 
 * ``payload``: 1 to `MAX_PAYLOAD` (4093) bytes, opaque to this layer (an encoded
   `wire.messages` message).
-* CRC: CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, not reflected, no final
-  XOR; check value 0x29B1 for ``b"123456789"``) over the payload, appended
-  big-endian. Computed with `binascii.crc_hqx(payload, 0xFFFF)`. Over payload
-  plus CRC the same CRC is 0, which is how the decoder checks it.
+* CRC: CRC-16/GENIBUS (poly 0x1021, init 0xFFFF, not reflected, final XOR
+  0xFFFF; check value 0xD64E for ``b"123456789"``) over the payload, appended
+  big-endian. That is CRC-16/CCITT-FALSE with its result inverted, computed
+  as `binascii.crc_hqx(payload, 0xFFFF) ^ 0xFFFF`. The decoder recomputes it
+  over the payload and compares it with the 2 bytes received.
 * COBS (Consistent Overhead Byte Stuffing, via the ``cobs`` package) removes
   every 0x00 from payload + CRC, at a cost of 1 byte per 254 (at most 17 bytes
   for the largest frame), so 0x00 can only ever be a frame delimiter.
@@ -34,26 +35,18 @@ polynomial of degree 15, so it detects every error of 1, 2 or 3 bits (and any
 odd number of bits, and any burst of up to 16 bits) as long as payload + CRC
 is at most 32767 bits. 4093 + 2 bytes is the largest frame inside that bound;
 from a 4094-byte payload on, two flipped bits 32767 bits apart go undetected.
-The guarantee is about bits of payload + CRC: a line error that hits a COBS
-code byte scrambles the decoded block structure and is caught with
-probability 1 - 2**-16 (by COBS itself or by the CRC), not with certainty.
+This depends on the generator alone: the initial value and the final XOR
+cancel out between a sent and a received frame of the same length. The
+guarantee is about bits of payload + CRC: a line error that hits a COBS code
+byte scrambles the decoded block structure and is caught with probability
+1 - 2**-16 (by COBS itself or by the CRC), not with certainty.
 
-A known gap of this CRC, which has no final XOR: payload + CRC stays valid
-when zero bytes are appended to it or removed from its end. On the wire:
-
-* a frame body followed by 0x01 bytes and a delimiter (e.g. the trailing
-  delimiter turned into 0x01 by one bit flip, closed by the next frame's
-  leading delimiter) is delivered as the sent payload plus one or more extra
-  bytes (the first being the CRC's high byte);
-* a frame whose CRC ends in 0x00 (1 in 256) ends in a 0x01 COBS code byte; if
-  that byte is lost, or flipped to 0x00, the frame is delivered one byte short.
-
-Device payloads are JSON messages, whose decoder refuses a truncated document
-and trailing bytes (or, for trailing whitespace, reads the same message), so
-neither can produce a *different* message, only a message decode error in
-place of a framing error. A final XOR (CRC-16/GENIBUS:
-``crc_hqx(p, 0xFFFF) ^ 0xFFFF``) would close both, at the cost of changing
-the contract.
+The final XOR makes trailing zero bytes count: appending 0x00 bytes to payload
++ CRC, or removing them from its end, always breaks the CRC (without it, as in
+plain CCITT-FALSE, it never does). So a trailing delimiter flipped to 0x01, or
+a lost final COBS byte, can no longer deliver a payload a byte longer or
+shorter: the frame is rejected (or, for a 0x01 right after a full 254-byte
+COBS block, which decodes to nothing, delivered exactly as sent).
 
 `FrameDecoder` is a streaming decoder for one serial port. It never raises on
 input; every non-empty chunk between two delimiters is either returned as a
@@ -98,6 +91,7 @@ MAX_PAYLOAD: Final = 4093
 
 _CRC_LEN: Final = 2
 _CRC_INIT: Final = 0xFFFF
+_CRC_XOROUT: Final = 0xFFFF
 _MIN_BODY: Final = 1 + _CRC_LEN  # a non-empty payload and its CRC
 _MAX_BODY: Final = MAX_PAYLOAD + _CRC_LEN
 
@@ -126,7 +120,8 @@ def encode_frame(payload: bytes) -> bytes:
             f"payload of {size} bytes is over the {MAX_PAYLOAD}-byte frame limit"
             " (wire.framing.MAX_PAYLOAD)"
         )
-    body = bytes(payload) + binascii.crc_hqx(payload, _CRC_INIT).to_bytes(_CRC_LEN, "big")
+    crc = binascii.crc_hqx(payload, _CRC_INIT) ^ _CRC_XOROUT
+    body = bytes(payload) + crc.to_bytes(_CRC_LEN, "big")
     return b"".join((DELIMITER, _cobs_encode(body), DELIMITER))
 
 
@@ -256,11 +251,13 @@ class FrameDecoder:
             elif size > _MAX_BODY:
                 oversize += 1
                 discarded += len(chunk)
-            elif crc(body, _CRC_INIT):  # over payload + its big-endian CRC the residue is 0
-                bad_crc += 1
-                discarded += len(chunk)
             else:
-                append(body[:-_CRC_LEN])
+                payload = body[:-_CRC_LEN]
+                if crc(payload, _CRC_INIT) ^ _CRC_XOROUT != (body[-2] << 8 | body[-1]):
+                    bad_crc += 1
+                    discarded += len(chunk)
+                else:
+                    append(payload)
         stats.frames_ok += len(out) - returned_before
         stats.frames_bad_cobs += bad_cobs
         stats.frames_bad_crc += bad_crc
