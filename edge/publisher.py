@@ -59,7 +59,7 @@ class Outbox(Protocol):
     """What the publisher needs of edge.outbox.Outbox."""
 
     def lease(self, limit: int) -> list[Any]: ...
-    def ack(self, row_id: int) -> None: ...
+    def ack_many(self, row_ids: list[int]) -> int: ...
 
 
 class LinkStatus(msgspec.Struct, kw_only=True):
@@ -94,6 +94,7 @@ class MqttPublisher:
         self._rng = rng or random.Random()
         self.status = LinkStatus()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
+        self._delivered: list[int] = []  # row ids whose PUBACK arrived this turn
         self._attempt = 0
         self._connect_started = False
         self._must_connect = True
@@ -118,6 +119,7 @@ class MqttPublisher:
                 and time.monotonic() > self._connack_deadline
             ):
                 self._link_down("no CONNACK in time")
+            self._ack_delivered()
             if self.status.connected:
                 self._fill_window()
             elif self._must_connect:
@@ -177,6 +179,7 @@ class MqttPublisher:
                 self._client.loop(timeout=0.05)
             self._client.disconnect()
             self._client.loop(timeout=0.05)
+            self._ack_delivered()
         log.info("publisher_stopped", extra=kv(inflight=len(self._inflight)))
 
     # -- paho callbacks (run inside client.loop, in this thread) ------------------
@@ -237,9 +240,15 @@ class MqttPublisher:
             self.status.rejected += 1
             log.error("publish_rejected", extra=kv(row_id=row_id, reason=str(reason)))
             return
-        self._outbox.ack(row_id)
-        self.status.acked += 1
-        self.status.last_ack_unix = time.time()
+        self._delivered.append(row_id)
+
+    def _ack_delivered(self) -> None:
+        """Delete this turn's delivered rows in one outbox transaction."""
+        if self._delivered:
+            self._outbox.ack_many(self._delivered)
+            self.status.acked += len(self._delivered)
+            self.status.last_ack_unix = time.time()
+            self._delivered = []
 
     # -- helpers ------------------------------------------------------------------
 
