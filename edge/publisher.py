@@ -112,7 +112,7 @@ class MqttPublisher:
                 continue
             rc = self._client.loop(timeout=0.05)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self._must_connect:
-                self._link_down(f"network loop: {mqtt.error_string(rc)}")
+                self._connection_lost(f"network loop: {mqtt.error_string(rc)}")
             elif (
                 not self._must_connect
                 and not self.status.connected
@@ -220,7 +220,7 @@ class MqttPublisher:
         properties: Properties | None,
     ) -> None:
         if not self._must_connect:
-            self._link_down(f"disconnected: {reason}")
+            self._connection_lost(f"disconnected: {reason}")
 
     def _on_publish(
         self,
@@ -251,6 +251,15 @@ class MqttPublisher:
             self._delivered = []
 
     # -- helpers ------------------------------------------------------------------
+
+    def _connection_lost(self, detail: str) -> None:
+        if self.status.connected:
+            self._link_down(detail)
+        else:
+            self._link_down(
+                "the broker closed the connection before CONNACK (a refused TLS client"
+                f" certificate or protocol; the broker's log has the reason): {detail}"
+            )
 
     def _link_down(self, error: str) -> None:
         """The connection is gone or never came up: reconnect after a backoff delay."""
