@@ -23,6 +23,7 @@ import msgspec
 
 from edge import host_health, systemd
 from edge.config import PASSWORD_ENV, EdgeConfig
+from edge.errors import OutboxError
 from edge.outbox import DropReason, Outbox, Priority, priority_for
 from edge.publisher import LinkStatus, MqttPublisher
 from edge.sequence import SequenceFile
@@ -178,13 +179,16 @@ class Agent:
                 outbox_depth=stats.total_depth,
                 outbox_dropped=stats.dropped_since_open,
             )
-            self.outbox.put(
-                topic,
-                encode(sample),
-                priority_for(Stream.HEALTH),
-                self.config.agent.device,
-                sample.seq,
-            )
+            try:
+                self.outbox.put(
+                    topic,
+                    encode(sample),
+                    priority_for(Stream.HEALTH),
+                    self.config.agent.device,
+                    sample.seq,
+                )
+            except OutboxError as exc:  # a sample is not worth stopping the agent for
+                log.warning("health_sample_not_stored", extra=kv(error=str(exc)))
             stop.wait(self.config.health.interval_s)
 
     def _thread(self, name: str, target: Callable[[threading.Event], None]) -> threading.Thread:

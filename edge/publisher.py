@@ -60,6 +60,7 @@ class Outbox(Protocol):
 
     def lease(self, limit: int) -> list[Any]: ...
     def ack_many(self, row_ids: list[int]) -> int: ...
+    def defer(self, row_ids: list[int]) -> int: ...
 
 
 class LinkStatus(msgspec.Struct, kw_only=True):
@@ -235,9 +236,11 @@ class MqttPublisher:
         if row_id is None:
             return  # our own state message
         if reason.is_failure:
-            # The broker refused it (ACL, quota): keep the row, it is retried after a
-            # restart; a payment is never dropped on the broker's word.
+            # The broker refused it (ACL, quota): keep the row, out of the window, to
+            # be sent again after a restart; a payment is never dropped on the
+            # broker's word, and a refused row must not hold a window slot forever.
             self.status.rejected += 1
+            self._outbox.defer([row_id])
             log.error("publish_rejected", extra=kv(row_id=row_id, reason=str(reason)))
             return
         self._delivered.append(row_id)

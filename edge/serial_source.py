@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
 import serial
 
 from edge.errors import OutboxFullError
-from edge.outbox import Priority, priority_for
+from edge.outbox import Entry, PutOutcome, PutResult, priority_for
 from tillpulse.deadletters import DeadLetters
 from tillpulse.logs import kv
 from wire.errors import MessageDecodeError, PanDetectedError
@@ -50,9 +50,7 @@ SerialMessage = PaymentTransaction | TerminalStatus | SensorReading
 
 
 class Outbox(Protocol):
-    def put(
-        self, topic: str, payload: bytes, priority: Priority, device: str, seq: int
-    ) -> bool: ...
+    def put_many(self, entries: Sequence[Entry]) -> list[PutResult]: ...
 
 
 class SourceStats(msgspec.Struct, kw_only=True):
@@ -61,6 +59,7 @@ class SourceStats(msgspec.Struct, kw_only=True):
     opens: int = 0
     stored: int = 0
     duplicates: int = 0  # re-sent by the device, already in the outbox: acked again
+    dropped: int = 0  # low-priority samples refused by a full outbox (counted there too)
     invalid: int = 0  # frames that are not valid messages (kept as dead letters)
     pci_refused: int = 0  # payloads with a card number: counted, never kept
     wrong_site: int = 0
@@ -110,10 +109,9 @@ class SerialSource:
         try:
             while not stop.is_set():
                 data = link.read(max(1, link.in_waiting))
-                for payload in self._decoder.feed(data):
-                    ack = self.handle_frame(payload)
-                    if ack is not None:
-                        link.write(ack)
+                acks = self.handle_frames(self._decoder.feed(data))
+                if acks:
+                    link.write(acks)
                 self.stats.frames = self._decoder.stats
         except (serial.SerialException, OSError) as exc:
             log.warning("serial_lost", extra=kv(port=self._port, error=str(exc)))
@@ -121,8 +119,38 @@ class SerialSource:
             self.stats.open = False
             link.close()
 
-    def handle_frame(self, payload: bytes) -> bytes | None:
-        """Store one frame's message; return the framed LinkAck to send, if any."""
+    def handle_frames(self, payloads: list[bytes]) -> bytes:
+        """Store the messages of one read in one outbox transaction (one fsync).
+
+        Returns the framed LinkAcks to send back, one per stored (or already
+        stored) message; nothing for rejected frames, and nothing at all when
+        the outbox is full, so the device keeps its payments and re-sends them.
+        """
+        entries = [entry for entry in map(self._entry, payloads) if entry is not None]
+        if not entries:
+            return b""
+        try:
+            results = self._outbox.put_many(entries)
+        except OutboxFullError as exc:
+            self.stats.backpressure += len(entries)
+            log.warning(
+                "outbox_full", extra=kv(port=self._port, frames=len(entries), error=str(exc))
+            )
+            return b""
+        acks = []
+        for entry, result in zip(entries, results, strict=True):
+            if result.outcome is PutOutcome.STORED:
+                self.stats.stored += 1
+            elif result.outcome is PutOutcome.DUPLICATE:
+                self.stats.duplicates += 1
+            else:
+                self.stats.dropped += 1
+            assert entry.seq is not None  # every serial message carries one
+            acks.append(encode_frame(encode(LinkAck(device=entry.device, seq=entry.seq))))
+        return b"".join(acks)
+
+    def _entry(self, payload: bytes) -> Entry | None:
+        """The outbox entry for one frame, or None (counted, and kept if allowed)."""
         try:
             message = decode(payload)
         except PanDetectedError as exc:
@@ -141,19 +169,7 @@ class SerialSource:
             return None
         stream = STREAM_FOR_MESSAGE[type(message)]
         topic = device_topic(message.site, message.device, stream)
-        try:
-            is_new = self._outbox.put(
-                topic, payload, priority_for(stream), message.device, message.seq
-            )
-        except OutboxFullError as exc:
-            self.stats.backpressure += 1
-            log.warning("outbox_full", extra=kv(port=self._port, seq=message.seq, error=str(exc)))
-            return None
-        if is_new:
-            self.stats.stored += 1
-        else:
-            self.stats.duplicates += 1
-        return encode_frame(encode(LinkAck(device=message.device, seq=message.seq)))
+        return Entry(topic, payload, priority_for(stream), message.device, message.seq)
 
     def _reject(self, payload: bytes, reason: str) -> None:
         self.stats.invalid += 1
