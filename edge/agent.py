@@ -25,12 +25,13 @@ from edge import host_health, systemd
 from edge.config import PASSWORD_ENV, EdgeConfig
 from edge.errors import OutboxError
 from edge.outbox import DropReason, Outbox, Priority, priority_for
-from edge.publisher import LinkStatus, MqttPublisher
+from edge.publisher import MqttPublisher, PublishStatus
 from edge.sequence import SequenceFile
 from edge.serial_source import SerialSource, SourceStats
 from tillpulse.config import read_secret
 from tillpulse.deadletters import DeadLetters
 from tillpulse.logs import kv
+from tillpulse.mqtt_link import LinkStatus
 from wire.messages import encode
 from wire.topics import Stream, device_topic
 
@@ -58,6 +59,7 @@ class AgentStatus(msgspec.Struct, kw_only=True):
     site: str
     device: str
     link: LinkStatus
+    publishing: PublishStatus
     outbox: OutboxStatus
     sources: list[SourceStats]
     deadletters_kept: int
@@ -144,7 +146,8 @@ class Agent:
             written_unix=time.time(),
             site=self.config.agent.site,
             device=self.config.agent.device,
-            link=self.publisher.status,
+            link=self.publisher.link.status,
+            publishing=self.publisher.status,
             outbox=OutboxStatus(
                 depth_high=stats.depth[Priority.HIGH],
                 depth_low=stats.depth[Priority.LOW],

@@ -68,9 +68,9 @@ def _show_status(state_dir: str, *, as_json: bool) -> int:
 
 def _render(status: AgentStatus) -> str:
     age = time.time() - status.written_unix
-    link, box = status.link, status.outbox
+    link, sent, box = status.link, status.publishing, status.outbox
     last_ack = (
-        "never" if link.last_ack_unix is None else f"{time.time() - link.last_ack_unix:.0f}s ago"
+        "never" if sent.last_ack_unix is None else f"{time.time() - sent.last_ack_unix:.0f}s ago"
     )
     lines = [
         f"agent      {status.site}/{status.device}  (status written {age:.0f}s ago"
@@ -78,8 +78,8 @@ def _render(status: AgentStatus) -> str:
         f"link       {'connected' if link.connected else 'DISCONNECTED'}  connects={link.connects}"
         f" failures={link.connect_failures} last_ack={last_ack}"
         + (f" last_error={link.last_error!r}" if link.last_error else ""),
-        f"published  {link.published}  acked={link.acked}  in_flight={link.inflight}"
-        f"  rejected={link.rejected}",
+        f"published  {sent.published}  acked={sent.acked}  in_flight={sent.inflight}"
+        f"  rejected={sent.rejected}",
         f"outbox     high={box.depth_high} low={box.depth_low} bytes={box.size_bytes}"
         f" oldest={box.oldest_age_s or 0:.0f}s",
         f"dropped    overflow={box.dropped_overflow} expired={box.dropped_expired}"

@@ -38,6 +38,7 @@ from typing import Annotated
 import msgspec
 
 from tillpulse.config import load_config
+from tillpulse.mqtt_link import TlsFiles
 from wire.topics import ID_PATTERN
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -55,12 +56,6 @@ class AgentSection(_Section, kw_only=True, frozen=True):
     state_dir: str = "/var/lib/tillpulse"
 
 
-class TlsSection(_Section, kw_only=True, frozen=True):
-    ca_file: str
-    cert_file: str | None = None
-    key_file: str | None = None
-
-
 class MqttSection(_Section, kw_only=True, frozen=True):
     host: str
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
@@ -68,7 +63,7 @@ class MqttSection(_Section, kw_only=True, frozen=True):
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 24 * 3600
     username: str | None = None
     password_file: str | None = None
-    tls: TlsSection | None = None
+    tls: TlsFiles | None = None
     # The bounded in-flight window: at most this many QoS 1 publishes unacknowledged.
     inflight_window: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
     reconnect_min_s: Seconds = 1.0

@@ -127,7 +127,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(
             running.close()
     payloads = [p for _, p, _ in sub.snapshot()]
     assert first_occurrences(payloads) == [f"{DEVICE}:{seq}".encode() for seq in range(5_000)]
-    assert running.publisher.status.connects >= 2
+    assert running.publisher.link.status.connects >= 2
 
 
 def test_online_state_is_retained_and_a_clean_stop_says_shutdown(
@@ -136,7 +136,7 @@ def test_online_state_is_retained_and_a_clean_stop_says_shutdown(
     state_topic = device_topic(SITE, DEVICE, Stream.STATE)
     running = start_publisher(mosquitto, outbox, keepalive_s=5)
     try:
-        wait_until(lambda: running.publisher.status.connected, 10)
+        wait_until(lambda: running.publisher.link.status.connected, 10)
         with Collector(mosquitto.host, mosquitto.port, state_topic) as sub:
             sub.wait_for_count(1)
             _, payload, retained = sub.snapshot()[0]

@@ -93,16 +93,16 @@ def test_agent_with_a_fleet_certificate_connects_and_delivers(
         run_until(publisher, lambda: publisher.status.acked == 1, "PUBACK over mutual TLS")
         sub.wait_for_count(1)
         assert [p for _, p, _ in sub.snapshot()] == [b"hello"]
-    assert publisher.status.connects >= 1 and publisher.status.connect_failures == 0
+    assert publisher.link.status.connects >= 1 and publisher.link.status.connect_failures == 0
 
 
 def test_a_certificate_from_another_ca_is_refused(tmp_path: Path, tls_broker: TlsBroker) -> None:
     rogue_ca = make_authority(tls_broker.pki / "rogue", "rogue")
     rogue_cert = rogue_ca.issue(tls_broker.pki / "rogue", DEVICE)
     publisher = tls_publisher(tmp_path, tls_broker, rogue_cert)
-    run_until(publisher, lambda: publisher.status.connect_failures >= 2, "two refusals")
-    assert publisher.status.connects == 0 and publisher.status.acked == 0
+    run_until(publisher, lambda: publisher.link.status.connect_failures >= 2, "two refusals")
+    assert publisher.link.status.connects == 0 and publisher.status.acked == 0
     # The broker ends the session on the unknown client certificate (its log says
     # "certificate verify failed"); the agent's status says where to look.
-    assert publisher.status.last_error is not None
-    assert "before CONNACK" in publisher.status.last_error
+    assert publisher.link.status.last_error is not None
+    assert "before CONNACK" in publisher.link.status.last_error
