@@ -1,0 +1,96 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.gaps import DeviceGaps, GapDetector, GapStats
+
+
+def feed(seqs: list[int], *, window: int = 100, device: str = "pos-1") -> GapStats:
+    detector = GapDetector(window, max_devices=10)
+    for seq in seqs:
+        detector.observe("store-1", device, seq)
+    return detector.stats()
+
+
+def test_consecutive_seqs_have_no_gaps() -> None:
+    stats = feed(list(range(1000, 1100)))
+    assert (stats.missing, stats.outstanding, stats.devices, stats.top) == (0, 0, 1, [])
+
+
+def test_missing_seqs_are_counted_and_filled_when_they_arrive_late() -> None:
+    stats = feed([1, 2, 6, 7, 4, 3])
+    assert (stats.missing, stats.filled, stats.outstanding, stats.expired) == (3, 2, 1, 0)
+    assert stats.top == [DeviceGaps("store-1", "pos-1", missing=3, filled=2, resets=0)]
+
+
+def test_missing_seqs_expire_once_the_window_passed_them() -> None:
+    stats = feed([1, 3, *range(4, 15), 2], window=10)
+    assert (stats.missing, stats.filled, stats.expired, stats.outstanding) == (1, 0, 1, 0)
+    assert stats.stale == 1  # seq 2 arrived after its slot expired
+
+
+def test_a_jump_longer_than_the_window_remembers_only_the_window() -> None:
+    stats = feed([0, 1_000_000], window=100)
+    assert (stats.missing, stats.expired, stats.outstanding) == (999_999, 999_899, 100)
+
+
+def test_a_restarted_counter_is_a_reset_not_a_gap() -> None:
+    stats = feed([*range(50_000, 50_010), 0, 1, 2, 3], window=100)
+    assert (stats.resets, stats.missing, stats.stale) == (1, 0, 0)
+    assert stats.top[0].resets == 1
+
+
+def test_a_reset_expires_what_the_old_counter_still_missed() -> None:
+    stats = feed([50_000, 50_003, 0, 1], window=100)
+    assert (stats.resets, stats.missing, stats.expired, stats.outstanding) == (1, 2, 2, 0)
+
+
+def test_a_single_very_late_event_is_stale_not_a_reset() -> None:
+    stats = feed([*range(50_000, 50_010), 10, 50_010, 50_011], window=100)
+    assert (stats.resets, stats.stale, stats.missing) == (0, 1, 0)
+
+
+def test_a_seq_seen_before_is_repeated_not_filled() -> None:
+    stats = feed([1, 2, 3, 2], window=100)
+    assert (stats.repeated, stats.filled, stats.missing) == (1, 0, 0)
+
+
+def test_devices_are_tracked_apart_and_the_worst_come_first() -> None:
+    detector = GapDetector(100, max_devices=10)
+    for device, seqs in {"a": [1, 5], "b": [1, 2], "c": [1, 3]}.items():
+        for seq in seqs:
+            detector.observe("s", device, seq)
+    stats = detector.stats(top=2)
+    assert [d.device for d in stats.top] == ["a", "c"]
+    assert stats.missing == 4
+
+
+def test_devices_beyond_the_bound_evict_the_first_seen() -> None:
+    detector = GapDetector(100, max_devices=2)
+    detector.observe("s", "a", 1)
+    detector.observe("s", "a", 5)  # 3 outstanding
+    detector.observe("s", "b", 1)
+    detector.observe("s", "c", 1)  # evicts a
+    stats = detector.stats()
+    assert (stats.devices, stats.evicted_devices, stats.outstanding, stats.expired) == (2, 1, 0, 3)
+    assert stats.top == []
+    detector.observe("s", "a", 100)  # comes back: starts afresh, no gap
+    assert detector.stats().missing == 3
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(min_value=0, max_value=500)),
+        max_size=300,
+    ),
+    st.integers(min_value=1, max_value=50),
+)
+def test_counts_always_balance_and_memory_stays_in_the_window(
+    events: list[tuple[str, int]], window: int
+) -> None:
+    detector = GapDetector(window, max_devices=2)
+    for device, seq in events:
+        detector.observe("s", device, seq)
+        stats = detector.stats()
+        assert stats.missing == stats.filled + stats.expired + stats.outstanding
+        assert 0 <= stats.outstanding <= window * stats.devices
+        assert stats.devices <= 2

@@ -1,0 +1,233 @@
+import json
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.aggregates import DEVICE_MEASUREMENT, NS_PER_S
+from gateway.config import GapsSection
+from gateway.pipeline import DEFAULT_GAPS, Outcome, Pipeline, RejectReason, Verdict
+from tests import strategies as s
+from tests.wire.test_messages import TS, payment, payment_json
+from wire import messages as m
+from wire import pci
+from wire.points import to_line
+from wire.topics import device_topic
+
+NOW = TS
+TOPIC = device_topic("store-1", "pos-1", "payment")
+PAN = "4111 1111 1111 1111"
+
+
+def pipeline(gaps: GapsSection = DEFAULT_GAPS) -> Pipeline:
+    return Pipeline("gw1", NOW, gaps=gaps)
+
+
+def send(p: Pipeline, doc: dict[str, object], topic: str = TOPIC) -> Outcome:
+    return p.process(topic, json.dumps(doc).encode(), NOW)
+
+
+def rejected(p: Pipeline) -> dict[str, int]:
+    return {reason: n for reason, n in p.stats().rejected.items() if n}
+
+
+@given(s.device_messages)
+def test_every_valid_device_message_is_accepted_with_its_wire_line(
+    message: m.DeviceMessage,
+) -> None:
+    p = pipeline()
+    stream = m.STREAM_FOR_MESSAGE[type(message)]
+    outcome = p.process(device_topic(message.site, message.device, stream), m.encode(message), NOW)
+    if outcome.reason is RejectReason.PAN_DETECTED:  # generated ids may hold a Luhn-valid run
+        return
+    assert outcome == Outcome(Verdict.ACCEPTED, to_line(message), stream)
+    assert p.stats().accepted[stream.value] == 1
+
+
+def test_a_redelivery_is_a_duplicate_still_carrying_its_line() -> None:
+    p = pipeline()
+    first = p.process(TOPIC, m.encode(payment()), NOW)
+    again = p.process(TOPIC, m.encode(payment()), NOW)
+    assert again.verdict is Verdict.DUPLICATE
+    assert again.line == first.line  # spooled again: lands on the same InfluxDB point
+    stats = p.stats()
+    assert (stats.accepted["payment"], stats.duplicates["payment"]) == (1, 1)
+    assert stats.aggregates.events == 1  # counted once in the aggregates
+
+
+def test_device_state_is_never_deduplicated() -> None:
+    p = pipeline()
+    state = m.DeviceState(
+        site="store-1", device="pos-1", ts=NOW, online=True, reason=m.StateReason.CONNECTED
+    )
+    topic = device_topic("store-1", "pos-1", "state")
+    verdicts = [p.process(topic, m.encode(state), NOW).verdict for _ in range(2)]
+    assert verdicts == [Verdict.ACCEPTED, Verdict.ACCEPTED]
+
+
+def test_gaps_are_detected_from_the_sequence() -> None:
+    p = pipeline()
+    for seq in (1, 2, 5):
+        p.process(TOPIC, m.encode(payment(seq=seq)), NOW)
+    gaps = p.stats().gaps
+    assert gaps is not None and gaps.missing == 2
+
+
+def test_gap_detection_can_be_off() -> None:
+    p = pipeline(gaps=GapsSection(enabled=False))
+    p.process(TOPIC, m.encode(payment(seq=1)), NOW)
+    assert p.stats().gaps is None
+
+
+def test_tick_returns_the_closed_windows_lines() -> None:
+    p = pipeline()
+    p.process(TOPIC, m.encode(payment()), NOW)
+    assert p.tick(NOW) == []
+    lines = p.tick(NOW + 200 * NS_PER_S)
+    assert any(line.startswith(f"{DEVICE_MEASUREMENT},") for line in lines)
+    assert all("gateway=gw1" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "",
+        "tp/v1/dev/store-1/pos-1",
+        "tp/v1/dev/store-1/pos-1/payment/extra",
+        "tp/v1/dev/store 1/pos-1/payment",
+        "tp/v1/dev/store-1/pos-1/teleport",
+        "tp/v1/dev/+/pos-1/payment",
+        "tp/v2/dev/store-1/pos-1/payment",
+        "tp/v1/dev/store-1/pos,x=1/payment",
+    ],
+)
+def test_bad_topics_are_rejected(topic: str) -> None:
+    p = pipeline()
+    outcome = p.process(topic, m.encode(payment()), NOW)
+    assert (outcome.verdict, outcome.reason, outcome.line) == (
+        Verdict.REJECTED,
+        RejectReason.BAD_TOPIC,
+        None,
+    )
+    assert outcome.keep_payload
+    assert rejected(p) == {"bad_topic": 1}
+
+
+@pytest.mark.parametrize(
+    ("doc", "named"),
+    [
+        (payment_json(seq="7"), "$.seq"),
+        (payment_json(seq=-1), "$.seq"),
+        (payment_json(amount_minor=1.5), "$.amount_minor"),
+        (payment_json(approved="yes"), "$.approved"),
+        (payment_json(auth_latency_ms=None), "$.auth_latency_ms"),
+        (payment_json(txn_id='x" y=1,z'), "$.txn_id"),  # line-protocol injection
+        (payment_json(txn_id="a\nmeasurement x=1"), "$.txn_id"),
+        (payment_json(currency="E" * 100_000), "exceeds"),  # huge string, over the size limit
+        (payment_json(currency="E" * 10_000), "$.currency"),
+        (payment_json(schema="status/1"), "schema"),
+        (payment_json(extra={"a": [[[]]]}), "extra"),
+        ({"schema": "payment/1"}, "missing required field"),
+    ],
+)
+def test_invalid_payloads_are_rejected_naming_the_field(doc: dict[str, object], named: str) -> None:
+    p = pipeline()
+    outcome = send(p, doc)
+    assert (outcome.verdict, outcome.reason) == (Verdict.REJECTED, RejectReason.DECODE_ERROR)
+    assert named in outcome.detail
+    assert outcome.keep_payload
+    assert p.stats().aggregates.events == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\xff\xfe\x00", b"[" * 16_000, b'{"a":' * 3000, b"null", b"[]", b"1e999999"],
+)
+def test_garbage_and_deep_json_are_rejected(payload: bytes) -> None:
+    outcome = pipeline().process(TOPIC, payload, NOW)
+    assert outcome.reason is RejectReason.DECODE_ERROR
+
+
+def test_ids_must_match_the_topic() -> None:
+    p = pipeline()
+    outcome = send(p, payment_json(device="pos-2"))
+    assert (outcome.reason, outcome.keep_payload) == (RejectReason.ID_MISMATCH, True)
+
+
+@pytest.mark.parametrize("field", ["txn_id", "device", "acquirer", "mcc"])
+def test_a_pan_is_rejected_and_never_kept_or_echoed(field: str) -> None:
+    p = pipeline()
+    digits = PAN.replace(" ", "")
+    outcome = send(p, payment_json(**{field: digits}))
+    assert (outcome.verdict, outcome.line) == (Verdict.REJECTED, None)
+    assert outcome.reason in (RejectReason.PAN_DETECTED, RejectReason.DECODE_ERROR)
+    assert digits not in outcome.detail and "4111" not in outcome.detail
+
+
+def test_a_pan_in_a_valid_field_is_pan_detected() -> None:
+    p = pipeline()
+    outcome = send(p, payment_json(txn_id=PAN.replace(" ", "-")))
+    assert (outcome.reason, outcome.keep_payload) == (RejectReason.PAN_DETECTED, False)
+    assert "1111" not in outcome.detail
+    assert rejected(p) == {"pan_detected": 1}
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=80), st.binary(max_size=2048))
+def test_nothing_raises_out_of_process_for_any_topic_and_bytes(topic: str, payload: bytes) -> None:
+    outcome = pipeline().process(topic, payload, NOW)
+    assert outcome.verdict is Verdict.REJECTED
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+
+
+@given(
+    st.sampled_from(sorted(payment_json())),
+    json_values,
+    st.sampled_from(["payment", "status", "state", "sensor", "health"]),
+)
+def test_nothing_raises_for_a_payment_with_any_field_replaced(
+    field: str, value: object, stream: str
+) -> None:
+    doc = payment_json(**{field: value})
+    p = pipeline()
+    outcome = p.process(device_topic("store-1", "pos-1", stream), msgspec.json.encode(doc), NOW)
+    if outcome.verdict is Verdict.ACCEPTED:
+        assert outcome.line is not None and "\n" not in outcome.line
+        assert stream == "payment"
+    else:
+        assert outcome.reason is not None and outcome.detail
+    p.tick(NOW + 10**12)
+
+
+@pytest.mark.parametrize(
+    ("topic", "doc"),
+    [
+        (TOPIC, payment_json(mcc="4111111111111111")),  # fails the field's pattern first
+        (TOPIC, payment_json(amount_minor=4111111111111111)),  # a number, out of range
+        (TOPIC, payment_json(pan="4111-1111-1111-1111")),  # an unknown field
+        (TOPIC, {"4111111111111111": 1}),  # a key, echoed by the decoder's error
+        (device_topic("4111111111111111", "pos-1", "payment"), payment_json()),  # id mismatch
+        (device_topic("store-1", "pos-1", "payment") + "/4111111111111111", payment_json()),
+    ],
+)
+def test_a_pan_anywhere_in_a_rejected_message_means_nothing_is_kept(
+    topic: str, doc: dict[str, object]
+) -> None:
+    p = pipeline()
+    outcome = send(p, doc, topic)
+    assert (outcome.reason, outcome.keep_payload) == (RejectReason.PAN_DETECTED, False)
+    assert "1111" not in outcome.detail
+    assert rejected(p) == {"pan_detected": 1}
+
+
+def test_a_nanosecond_ts_is_not_taken_for_a_card_number() -> None:
+    luhn_valid_ts = next(t for t in range(TS, TS + 20) if pci.luhn_valid(str(t)))
+    outcome = send(pipeline(), payment_json(ts=luhn_valid_ts, seq="x"))
+    assert (outcome.reason, outcome.keep_payload) == (RejectReason.DECODE_ERROR, True)
