@@ -83,3 +83,39 @@ class Collector:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def publish_all(
+    host: str,
+    port: int,
+    messages: list[tuple[str, bytes]],
+    *,
+    window: int = 200,
+    timeout: float = 120.0,
+) -> None:
+    """Publish every (topic, payload) at QoS 1 through a bounded in-flight window and
+    return once the broker acknowledged all of them (DESIGN.md: never hand paho an
+    unbounded backlog)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"publisher-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
+    client.max_inflight_messages_set(window)
+    acked = threading.Semaphore(0)
+    client.on_publish = lambda c, u, mid, rc, p: acked.release()
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        in_flight = 0
+        for topic, payload in messages:
+            if in_flight >= window:
+                assert acked.acquire(timeout=timeout), "broker stopped acknowledging"
+                in_flight -= 1
+            client.publish(topic, payload, qos=1)
+            in_flight += 1
+        for _ in range(in_flight):
+            assert acked.acquire(timeout=timeout), "broker stopped acknowledging"
+    finally:
+        client.loop_stop()
+        client.disconnect()

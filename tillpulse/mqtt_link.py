@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import select
 import ssl
 import threading
 import time
@@ -102,15 +103,20 @@ class MqttLink:
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
 
-    def turn(self, stop: threading.Event) -> bool:
+    def turn(self, stop: threading.Event, read_burst: int = 1) -> bool:
         """Connect if needed (after the backoff delay), then run paho's loop once.
 
-        Returns True when the link is up after the turn.
+        paho's loop reads one inbound QoS 1 packet per call; ``read_burst`` > 1
+        goes on reading, up to that many packets, while more are waiting, so a
+        subscriber can handle (and group-commit) a burst in one turn. Returns
+        True when the link is up after the turn.
         """
         if self._must_connect and not self._start_connect():
             stop.wait(self._next_delay())
             return False
         rc = self.client.loop(timeout=TURN_S)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and read_burst > 1:
+            rc = self._read_waiting(read_burst - 1)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self._must_connect:
             self._connection_lost(f"network loop: {mqtt.error_string(rc)}")
         elif (
@@ -122,6 +128,20 @@ class MqttLink:
         if self._must_connect:
             stop.wait(self._next_delay())
         return self.status.connected
+
+    def _read_waiting(self, limit: int) -> MQTTErrorCode:
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        for _ in range(limit):
+            sock = self.client.socket()
+            if sock is None:
+                break
+            buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            if not buffered and not select.select([sock], [], [], 0)[0]:
+                break
+            rc = self.client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        return rc
 
     def close(self, flush: Callable[[], bool] | None = None, timeout_s: float = 2.0) -> None:
         """Run the loop until ``flush()`` is true (or the timeout), then disconnect."""

@@ -1,0 +1,156 @@
+"""MQTT -> pipeline -> spool, acknowledging a message only once it is durable.
+
+One thread runs `Ingest.run`. It turns the `MqttLink` (MQTT v5, persistent
+session, manual acknowledgement, ``receive_maximum`` as flow control) and
+subscribes to every device topic, as a shared subscription when a group is
+configured, so N gateways split the load with no coordination of ours.
+
+Each message goes through `Pipeline.process` as it arrives. The lines of the
+valid ones (duplicates too: re-spooling one is harmless, and its first copy
+may be in a group the spool refused) wait in the current group; rejected
+messages are kept in the dead letters (except payloads carrying a card
+number, which are only counted) and re-published on the dead-letter topic.
+After every loop turn the group is committed: one `Spool.append` (one
+fsync), then one PUBACK per message, in arrival order. If the spool is full,
+nothing is acknowledged: the group is kept and retried, the broker stops
+sending once ``receive_maximum`` messages are unacknowledged, and holds the
+rest in our session (back-pressure, nothing dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+import msgspec
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.errors import SpoolError, SpoolFullError
+from gateway.pipeline import Outcome, Pipeline, Verdict
+from gateway.spool import Spool
+from tillpulse.deadletters import DeadLetters
+from tillpulse.logs import kv
+from tillpulse.mqtt_link import LinkSettings, MqttLink
+from wire.topics import deadletter_topic, device_subscription
+
+log = logging.getLogger(__name__)
+
+TICK_EVERY_NS: Final = 1_000_000_000  # aggregate windows are closed once a second
+MAX_GROUP_BYTES: Final = 8 << 20  # a group is appended before it grows past this
+
+
+class IngestStats(msgspec.Struct, kw_only=True):
+    received: int = 0
+    acked: int = 0
+    groups: int = 0
+    spool_full: int = 0  # groups refused by a full spool: retried, nothing acked
+    deadletters_published: int = 0
+    pending: int = 0  # messages in the current group, not yet acked
+
+
+class Ingest:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        *,
+        password: str | None,
+        gateway: str,
+        shared_group: str | None,
+        pipeline: Pipeline,
+        spool: Spool,
+        deadletters: DeadLetters,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.link = MqttLink(
+            settings, password=password, manual_ack=True, on_connected=self._subscribe
+        )
+        self._subscription = device_subscription(shared_group)
+        self._deadletter_topic = deadletter_topic(gateway)
+        self._pipeline = pipeline
+        self._spool = spool
+        self._deadletters = deadletters
+        self._now_ns = now_ns
+        self.stats = IngestStats()
+        self._lines: list[bytes] = []
+        self._group_bytes = 0
+        self._acks: list[tuple[int, int]] = []  # (mid, qos) in arrival order
+        self._next_tick = 0
+        self._read_burst = settings.receive_maximum or 1
+        self._broken: str | None = None
+        self.link.client.on_message = self._on_message
+
+    @property
+    def broken(self) -> str | None:
+        """Why the ingest stopped acknowledging for good (a spool that can't be written)."""
+        return self._broken
+
+    def _subscribe(self, client: mqtt.Client, session_present: bool) -> None:
+        """Subscribe after every CONNACK (a resumed session keeps it, a new one needs it)."""
+        client.subscribe(self._subscription, qos=1)
+        log.info("subscribed", extra=kv(topic=self._subscription, resumed=session_present))
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.link.turn(stop, read_burst=self._read_burst)
+            now = self._now_ns()
+            if now >= self._next_tick:
+                self._next_tick = now + TICK_EVERY_NS
+                self._add_lines(self._pipeline.tick(now))
+            self._commit(stop)
+        self._commit(stop)
+        self.link.close()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.stats.received += 1
+        outcome = self._pipeline.process(msg.topic, bytes(msg.payload), self._now_ns())
+        if outcome.verdict is Verdict.REJECTED:
+            self._dead_letter(msg, outcome)
+        elif outcome.line is not None:
+            self._add_lines([outcome.line])
+        self._acks.append((msg.mid, msg.qos))
+        self.stats.pending = len(self._acks)
+        if self._group_bytes >= MAX_GROUP_BYTES:
+            self._commit(None)
+
+    def _add_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            encoded = line.encode("utf-8")
+            self._lines.append(encoded)
+            self._group_bytes += len(encoded)
+
+    def _commit(self, stop: threading.Event | None) -> None:
+        """Append the group to the spool, then acknowledge its messages."""
+        if self._broken is not None or not (self._lines or self._acks):
+            return
+        try:
+            self._spool.append(self._lines)
+        except SpoolFullError:
+            self.stats.spool_full += 1
+            if stop is not None:
+                stop.wait(0.2)  # the forwarder is draining; the broker holds the rest
+            return
+        except SpoolError as exc:
+            self._broken = str(exc)
+            log.critical("spool_failed_acks_stopped", extra=kv(error=self._broken))
+            return
+        for mid, qos in self._acks:
+            self.link.client.ack(mid, qos)
+        self.stats.acked += len(self._acks)
+        self.stats.groups += 1
+        self._lines, self._acks, self._group_bytes = [], [], 0
+        self.stats.pending = 0
+
+    def _dead_letter(self, msg: mqtt.MQTTMessage, outcome: Outcome) -> None:
+        reason = f"{outcome.reason}: {outcome.detail}" if outcome.reason else outcome.detail
+        if not outcome.keep_payload:
+            return  # a card number: counted by the pipeline, never kept nor forwarded
+        self._deadletters.keep(bytes(msg.payload), reason=reason, source=msg.topic)
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = [("reason", reason[:512]), ("topic", msg.topic[:512])]
+        self.link.client.publish(self._deadletter_topic, msg.payload, qos=0, properties=properties)
+        self.stats.deadletters_published += 1

@@ -1,0 +1,189 @@
+"""The gateway process: ingest, spool, forwarder and self-metrics, wired from the config.
+
+Threads: the MQTT ingest, the forwarder, the metrics HTTP server; the main
+thread supervises once a second (refreshes /metrics, appends a
+``gateway_stats`` point every ``STATS_EVERY_S``, stops everything if a worker
+died). SIGTERM/SIGINT stop the ingest first (its last group is appended and
+acknowledged), then the forwarder (what it had not written stays in the
+spool for the next start), then close the spool.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Final
+
+from gateway.config import GatewayConfig
+from gateway.errors import SpoolError
+from gateway.forwarder import Forwarder, ForwarderSettings
+from gateway.ingest import Ingest
+from gateway.metrics import GatewayMetrics, Health, MetricsServer
+from gateway.pipeline import Pipeline
+from gateway.sinks.base import LineSink
+from gateway.sinks.v1 import V1Sink
+from gateway.sinks.v2 import V2Sink
+from gateway.spool import FsyncMode, FsyncPolicy, Spool
+from tillpulse.deadletters import DeadLetters
+from tillpulse.logs import kv
+from tillpulse.mqtt_link import LinkSettings
+
+log = logging.getLogger(__name__)
+
+STATS_EVERY_S: Final = 10.0
+UNHEALTHY_LAG_S: Final = 300.0  # oldest unforwarded line older than this: /healthz says 503
+
+
+def make_sink(config: GatewayConfig) -> LineSink:
+    influx = config.influxdb
+    if influx.dialect == "v2":
+        assert influx.org is not None and influx.bucket is not None  # checked on load
+        return V2Sink(
+            influx.url,
+            token=influx.token(),
+            org=influx.org,
+            bucket=influx.bucket,
+            timeout_s=influx.timeout_s,
+        )
+    assert influx.database is not None  # checked on load
+    return V1Sink(
+        influx.url,
+        influx.database,
+        retention_policy=influx.retention_policy,
+        username=influx.username,
+        password=influx.password(),
+        timeout_s=influx.timeout_s,
+    )
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        gateway_id = config.gateway.id
+        self.spool = Spool(
+            config.spool_dir,
+            max_bytes=config.spool.max_bytes,
+            segment_bytes=config.spool.segment_bytes,
+            fsync=FsyncPolicy(FsyncMode(config.spool.fsync), config.spool.fsync_interval_s),
+        )
+        self.deadletters = DeadLetters(
+            config.deadletters_dir, max_bytes=config.deadletters.max_bytes
+        )
+        self.pipeline = Pipeline(
+            gateway_id,
+            time.time_ns(),
+            aggregates=config.aggregates,
+            dedup=config.dedup,
+            gaps=config.gaps,
+        )
+        mqtt = config.mqtt
+        self.ingest = Ingest(
+            LinkSettings(
+                host=mqtt.host,
+                port=mqtt.port,
+                client_id=gateway_id,
+                keepalive_s=mqtt.keepalive_s,
+                session_expiry_s=mqtt.session_expiry_s,
+                username=mqtt.username,
+                tls=mqtt.tls,
+                receive_maximum=mqtt.receive_maximum,
+            ),
+            password=mqtt.password(),
+            gateway=gateway_id,
+            shared_group=mqtt.shared_group,
+            pipeline=self.pipeline,
+            spool=self.spool,
+            deadletters=self.deadletters,
+        )
+        forwarder = config.forwarder
+        self.forwarder = Forwarder(
+            self.spool,
+            make_sink(config),
+            self.deadletters,
+            ForwarderSettings(
+                batch_lines=forwarder.batch_lines,
+                batch_bytes=forwarder.batch_bytes,
+                linger_s=forwarder.linger_ms / 1000,
+            ),
+        )
+        self.metrics = GatewayMetrics(gateway_id)
+        self.http = MetricsServer(self.metrics, config.http.address, self.health)
+        self.stop = threading.Event()
+
+    def run(self) -> int:
+        ingest_thread = threading.Thread(
+            target=self.ingest.run, args=(self.stop,), name="ingest", daemon=True
+        )
+        self.forwarder.start()
+        ingest_thread.start()
+        self.http.start()
+        log.info("gateway_started", extra=kv(gateway=self.config.gateway.id))
+        next_stats = time.monotonic() + STATS_EVERY_S
+        while not self.stop.wait(1.0):
+            self.refresh_metrics()
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + STATS_EVERY_S
+                self._append_stats_point()
+            if not ingest_thread.is_alive() or not self.forwarder.stats().running:
+                log.critical("worker_died", extra=kv(ingest=ingest_thread.is_alive()))
+                self.stop.set()
+        ingest_thread.join(timeout=30)
+        self.forwarder.stop()
+        self.http.stop()
+        self.spool.close()
+        self.deadletters.close()
+        log.info("gateway_stopped", extra=kv(gateway=self.config.gateway.id))
+        return 0
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("gateway_stopping", extra=kv(signal=signal.Signals(signum).name))
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def refresh_metrics(self) -> None:
+        self.metrics.update_pipeline(self.pipeline.stats())
+        self.metrics.report(
+            "spool", self.spool.stats(), counters={"appends", "appended_lines", "fsyncs"}
+        )
+        self.metrics.report(
+            "forwarder",
+            self.forwarder.stats(),
+            counters={"batches", "lines_written", "dead_lettered", "retries", "config_errors"},
+        )
+        self.metrics.report(
+            "ingest",
+            self.ingest.stats,
+            counters={"received", "acked", "groups", "spool_full", "deadletters_published"},
+        )
+        self.metrics.report("link", self.ingest.link.status, counters={"connects"})
+        self.metrics.report(
+            "deadletters",
+            {"kept": self.deadletters.kept, "evicted": self.deadletters.evicted},
+            counters={"kept", "evicted"},
+        )
+
+    def health(self) -> Health:
+        link = self.ingest.link.status
+        forwarder = self.forwarder.stats()
+        details = {"mqtt_connected": link.connected, "forwarder_lag_s": forwarder.lag_s}
+        if self.ingest.broken is not None:
+            return Health(False, f"spool broken: {self.ingest.broken}", details)
+        if not forwarder.running:
+            return Health(False, f"forwarder stopped: {forwarder.last_error}", details)
+        if not link.connected:
+            return Health(False, f"MQTT broker not connected: {link.last_error}", details)
+        if forwarder.lag_s is not None and forwarder.lag_s > UNHEALTHY_LAG_S:
+            return Health(False, f"InfluxDB writes {forwarder.lag_s:.0f}s behind", details)
+        return Health(True, "", details)
+
+    def _append_stats_point(self) -> None:
+        try:
+            self.spool.append([self.metrics.stats_line(time.time_ns()).encode()])
+        except SpoolError as exc:  # self-metrics never stand in the way of events
+            log.warning("gateway_stats_not_spooled", extra=kv(error=str(exc)))

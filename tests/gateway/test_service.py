@@ -1,0 +1,239 @@
+"""The whole gateway against real Mosquitto and influxd: MQTT in, InfluxDB out."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_gateway_config
+from gateway.service import Gateway
+from tests.gateway import BASE_TS, Child, payment_counts
+from tests.mqtt_collector import Collector, publish_all
+from tests.servers import InfluxDB1Server, MosquittoServer, free_port, wait_until
+from tests.wire.test_messages import payment
+from wire.messages import encode
+from wire.topics import Stream, device_topic
+
+pytestmark = pytest.mark.integration
+
+DB = "tillpulse"
+
+
+def write_config(
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    influxdb: InfluxDB1Server,
+    *,
+    gateway_id: str = "gw1",
+    shared_group: str | None = None,
+) -> Path:
+    shared = f'shared_group = "{shared_group}"\n' if shared_group else ""
+    config = tmp_path / f"{gateway_id}.toml"
+    config.write_text(
+        f"""
+[gateway]
+id = "{gateway_id}"
+state_dir = "{tmp_path / gateway_id}"
+[mqtt]
+host = "{mosquitto.host}"
+port = {mosquitto.port}
+keepalive_s = 5
+{shared}[influxdb]
+dialect = "v1"
+url = "{influxdb.url}"
+database = "{DB}"
+[spool]
+max_bytes = 268435456
+segment_bytes = 16777216
+[forwarder]
+linger_ms = 20
+[http]
+listen = "127.0.0.1:{free_port()}"
+"""
+    )
+    return config
+
+
+def payments(count: int, *, devices: int = 50, start: int = 0) -> list[tuple[str, bytes]]:
+    """``count`` distinct payment events spread over ``devices`` terminals of 5 sites."""
+    out = []
+    for i in range(start, start + count):
+        device = f"pos-{i % devices:03d}"
+        site = f"store-{i % devices % 5}"
+        message = payment(
+            site=site,
+            device=device,
+            seq=i // devices,
+            ts=BASE_TS + i * 1_000_000,
+            txn_id=f"t{i}",
+        )
+        out.append((device_topic(site, device, Stream.PAYMENT), encode(message)))
+    return out
+
+
+@contextmanager
+def running_gateway(config: Path) -> Iterator[Gateway]:
+    gateway = Gateway(load_gateway_config(config))
+    thread = threading.Thread(target=gateway.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: gateway.ingest.link.status.connected, 10, message="gateway connected")
+        yield gateway
+    finally:
+        gateway.stop.set()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def landed(influxdb: InfluxDB1Server, expected: int, timeout: float = 60) -> tuple[int, int]:
+    wait_until(
+        lambda: payment_counts(influxdb, DB)[0] >= expected,
+        timeout,
+        message=lambda: f"{payment_counts(influxdb, DB)} of {expected} in InfluxDB",
+    )
+    return payment_counts(influxdb, DB)
+
+
+def fetch(url: str) -> tuple[int, str]:
+    """(status, body); 0 when nothing listens yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except urllib.error.URLError:
+        return 0, ""
+
+
+def test_every_event_lands_once_with_aggregates_and_self_metrics(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxDB1Server
+) -> None:
+    influxdb.create_database(DB)
+    config = write_config(tmp_path, mosquitto, influxdb)
+    events = payments(5_000)
+    with running_gateway(config) as gateway:
+        publish_all(mosquitto.host, mosquitto.port, events)
+        publish_all(mosquitto.host, mosquitto.port, events[:500])  # redelivered duplicates
+        assert landed(influxdb, 5_000) == (5_000, 5_000)
+        wait_until(lambda: gateway.ingest.stats.acked == 5_500, 30, message="all acked")
+        host, port = gateway.http.address
+        status, body = fetch(f"http://{host}:{port}/healthz")
+        assert status == 200, body
+        gateway.refresh_metrics()
+        _, metrics = fetch(f"http://{host}:{port}/metrics")
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line[:1] != "#")
+    assert samples['tillpulse_gateway_ingest_received_total{gateway="gw1"}'] == "5500"
+    assert samples['tillpulse_gateway_ingest_acked_total{gateway="gw1"}'] == "5500"
+    stats = gateway.pipeline.stats()
+    assert stats.accepted["payment"] == 5_000 and stats.duplicates["payment"] == 500
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        bytes(random.Random(1).randrange(256) for _ in range(300)),
+        b'{"schema": "payment/1"' + b"[" * 50_000,
+        b"x" * 20_000,
+        b'{"schema":"payment/1","site":"store-0","device":"pos-000","ts":1,"seq":"7"}',
+        b'{"schema":"payment/1","txn_id":"4111111111111111"}',
+        b'{"schema":"payment/1","site":"store-0\\nevil f=1i 1","device":"pos-000"}',
+    ],
+    ids=["random-bytes", "deep-json", "huge", "wrong-type", "pan", "lp-injection"],
+)
+def test_hostile_payloads_go_to_dead_letters_and_good_traffic_flows(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxDB1Server, hostile: bytes
+) -> None:
+    influxdb.create_database(DB)
+    config = write_config(tmp_path, mosquitto, influxdb)
+    good = payments(300)
+    topic = device_topic("store-0", "pos-000", Stream.PAYMENT)
+    mixed = [item for pair in zip(good, [(topic, hostile)] * 300, strict=True) for item in pair]
+    with (
+        running_gateway(config) as gateway,
+        Collector(mosquitto.host, mosquitto.port, "tp/v1/deadletter/#") as dead,
+    ):
+        publish_all(mosquitto.host, mosquitto.port, mixed)
+        assert landed(influxdb, 300) == (300, 300)
+        rejected = sum(gateway.pipeline.stats().rejected.values())
+        assert rejected == 300
+        if b"4111111111111111" in hostile:
+            assert gateway.deadletters.kept == 0 and dead.count() == 0  # never kept
+        else:
+            wait_until(lambda: dead.count() == 300, 10, message="dead-letter topic")
+            assert gateway.deadletters.kept == 300
+            reasons = {record.reason.split(":")[0] for record in gateway.deadletters.read_all()}
+            assert reasons <= {"decode_error", "bad_topic", "id_mismatch"}
+    measurements = influxdb.series_values("SHOW MEASUREMENTS", DB)
+    assert {row[0] for row in measurements} <= {
+        "payment",
+        "payment_1m_device",
+        "payment_1m_site",
+        "decline_1m_site",
+        "gateway_stats",
+    }
+
+
+def test_two_gateways_on_a_shared_subscription_write_every_event_exactly_once(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxDB1Server
+) -> None:
+    influxdb.create_database(DB)
+    one = write_config(tmp_path, mosquitto, influxdb, gateway_id="gw1", shared_group="gws")
+    two = write_config(tmp_path, mosquitto, influxdb, gateway_id="gw2", shared_group="gws")
+    with running_gateway(one) as first, running_gateway(two) as second:
+        publish_all(mosquitto.host, mosquitto.port, payments(6_000))
+        assert landed(influxdb, 6_000) == (6_000, 6_000)
+        shares = [g.ingest.stats.received for g in (first, second)]
+    assert sum(shares) == 6_000
+    assert min(shares) > 1_000, shares  # both took a real share
+
+
+@pytest.mark.slow
+def test_gateway_killed_under_load_and_restarted_loses_nothing(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxDB1Server
+) -> None:
+    influxdb.create_database(DB)
+    config = write_config(tmp_path, mosquitto, influxdb)
+    events = payments(20_000)
+    gateway = Child("gateway", "run", "--config", str(config))
+    healthz = f"http://{load_gateway_config(config).http.listen}/healthz"
+    # Publishing before the first gateway subscribed would route events to nobody.
+    wait_until(lambda: fetch(healthz)[0] == 200, 30, message="gateway healthy")
+    publisher = threading.Thread(
+        target=publish_all, args=(mosquitto.host, mosquitto.port, events), daemon=True
+    )
+    publisher.start()
+    wait_until(lambda: payment_counts(influxdb, DB)[0] > 2_000, 60, message="first writes")
+    gateway.kill()
+    assert publisher.is_alive(), "the kill must come mid-stream"
+    restarted = Child("gateway", "run", "--config", str(config))
+    try:
+        publisher.join(120)
+        assert landed(influxdb, 20_000, timeout=120) == (20_000, 20_000)
+    finally:
+        restarted.process.send_signal(signal.SIGTERM)
+        assert restarted.process.wait(30) == 0
+
+
+def test_influxdb_outage_under_load_is_replayed_from_the_spool(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxDB1Server
+) -> None:
+    influxdb.create_database(DB)
+    config = write_config(tmp_path, mosquitto, influxdb)
+    with running_gateway(config) as gateway:
+        publish_all(mosquitto.host, mosquitto.port, payments(2_000))
+        landed(influxdb, 2_000)
+        influxdb.stop()
+        publish_all(mosquitto.host, mosquitto.port, payments(8_000, start=2_000))
+        wait_until(lambda: gateway.spool.stats().depth_lines >= 8_000, 30, message="spooled")
+        wait_until(lambda: gateway.forwarder.stats().retries > 0, 30, message="retrying")
+        assert gateway.forwarder.stats().last_error is not None
+        influxdb.restart()
+        assert landed(influxdb, 10_000, timeout=90) == (10_000, 10_000)
