@@ -1,0 +1,13 @@
+"""The simulator's error hierarchy."""
+
+
+class SimError(Exception):
+    """Base class of every error the simulator raises on purpose."""
+
+
+class ScenarioError(SimError):
+    """A scenario file that cannot be read or is invalid; the text names file and key."""
+
+
+class LinkError(SimError):
+    """The serial link to the edge agent cannot be opened or has failed."""

@@ -1,0 +1,44 @@
+"""The environmental sensor next to the terminals: temperature, humidity, door, mains."""
+
+from __future__ import annotations
+
+import random
+from typing import Final
+
+from firmware_sim.climate import ambient_c, humidity_pct, overheat_c
+from firmware_sim.fleet import DeviceSpec
+from firmware_sim.injections import InjectionPlan
+from firmware_sim.scenario import InjectionType
+from wire.messages import SensorReading
+
+DOOR_OPEN_WHILE_OPEN: Final = 0.08  # share of samples with the door open during opening hours
+DOOR_OPEN_WHILE_CLOSED: Final = 0.004
+
+
+class Sensor:
+    def __init__(self, spec: DeviceSpec, plan: InjectionPlan, rng: random.Random) -> None:
+        self.spec = spec
+        self.seq = 0
+        self._plan = plan
+        self._rng = rng
+
+    def reading(self, ts_ns: int) -> SensorReading:
+        rng = self._rng
+        device = self.spec.device_id
+        self.seq += 1
+        heat = overheat_c(self._plan.active(device, InjectionType.OVERHEATING, ts_ns), ts_ns)
+        door_odds = (
+            DOOR_OPEN_WHILE_OPEN
+            if self.spec.site.merchant.is_open(ts_ns)
+            else DOOR_OPEN_WHILE_CLOSED
+        )
+        return SensorReading(
+            site=self.spec.site.site_id,
+            device=device,
+            ts=ts_ns,
+            seq=self.seq,
+            temperature_c=round(ambient_c(ts_ns) + heat + rng.gauss(0.0, 0.3), 2),
+            humidity_pct=round(min(100.0, max(0.0, humidity_pct(ts_ns) + rng.gauss(0, 1.5))), 1),
+            door_open=rng.random() < door_odds,
+            mains_power=True,
+        )
