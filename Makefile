@@ -41,10 +41,13 @@ test-fast: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict wire tillpulse
+	$(VENV)/bin/mypy --strict wire tillpulse edge gateway firmware_sim
 
 bench: venv
 	$(PY) -m bench.lineproto
+	$(PY) -m bench.outbox
+	$(PY) -m bench.spool
+	$(PY) -m bench.pipeline
 
 demo:
 	@echo "make demo arrives with issue #8 (simulated fleet through the whole pipeline)."
