@@ -14,20 +14,29 @@ names (and must not be mixed with 60 s windows in one bucket).
 ``volume_minor`` sums the approved amounts in minor units (a site trades in
 one currency); ``approval_rate`` is approved / count.
 
-Watermark and lateness: the watermark is processing time minus
-``allowed_lateness_s``, advanced by `close` (never backwards, so a clock step
-back cannot reopen a window), so windows close even when traffic stops. A
-window is emitted by the first `close` at which its end is at or below the
-watermark. An event whose window ends at or below the watermark is *late*:
-it is left out of the aggregates and counted (``late_events``); its raw
-``payment`` point is still stored, and exact figures for replays and
-backfills come from the raw measurement. The watermark starts at the
-aggregator's creation time minus the lateness, so a restarted gateway never
-re-emits (and overwrites with a partial count) a window its predecessor
-closed. A window open at a crash loses what was counted before it: the next
-process emits it with only the events it sees itself.
-An event more than ``future_tolerance_s`` ahead of processing time (device
-clock skew) is still aggregated by its own ts, and counted (``future_events``).
+Watermark and lateness, on an event-time clock: the clock is processing time
+plus the 90th-percentile offset (event ts minus arrival time) of the last
+``EVENT_CLOCK_SAMPLES`` payments. In production that offset is the small
+delivery delay, so the clock is about the wall clock and keeps moving while
+traffic stops; in an accelerated simulation (a day in 24 minutes) or a
+backfill it follows the events, so windows close as their event time
+advances (a high percentile, so it follows the newest events closely); more
+than a tenth of recent payments would have to come from devices with clocks
+running ahead to drag it.
+The watermark is the clock minus ``allowed_lateness_s`` and never moves
+backwards, so a window closes once and a replay cannot reopen it. A window is
+emitted by the first `close` at which its end is at or below the watermark.
+An event whose window ends at or below the watermark is *late*: it is left
+out of the aggregates and counted (``late_events``); its raw ``payment``
+point is still stored, and exact figures for replays and backfills come from
+the raw measurement. Until the first reading (no payment yet) nothing is
+late. A restarted gateway reads its clock from the events it receives: the
+backlog its MQTT session holds starts where its predecessor stopped
+acknowledging, after the windows the predecessor closed. A window open at a
+crash loses what was counted before it: the next process emits it with only
+the events it sees itself. An event more than ``future_tolerance_s`` ahead
+of the clock (device clock skew) is still aggregated by its own ts, and
+counted (``future_events``).
 
 Several gateways on one shared subscription each see part of every device's
 traffic, so every point carries a ``gateway`` tag: counts and sums add up
@@ -51,6 +60,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -125,6 +135,9 @@ def nearest_rank(ordered: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+EVENT_CLOCK_SAMPLES: Final = 1024
+
+
 class Aggregator:
     def __init__(self, gateway: str, now_ns: int, limits: AggregatesSection) -> None:
         self._gateway = gateway
@@ -132,7 +145,11 @@ class Aggregator:
         self._window_ns = limits.window_s * NS_PER_S
         self._lateness_ns = limits.allowed_lateness_s * NS_PER_S
         self._future_ns = limits.future_tolerance_s * NS_PER_S
-        self._watermark = now_ns - self._lateness_ns
+        # event ts minus arrival time of the latest payments; their 90th percentile
+        # is the clock's offset from processing time, None until the first reading
+        self._offsets: deque[int] = deque(maxlen=EVENT_CLOCK_SAMPLES)
+        self._offset: int | None = None
+        self._watermark = -(2**63)  # nothing is late before the clock has a reading
         self._windows: dict[int, dict[tuple[str, str], _Totals]] = {}  # start -> terminals
         self._keys = self._values = 0
         self._events = self._late = self._future = 0
@@ -141,6 +158,7 @@ class Aggregator:
 
     def add(self, m: PaymentTransaction, now_ns: int) -> None:
         ts = m.ts
+        self._offsets.append(ts - now_ns)
         start = ts - ts % self._window_ns
         if start + self._window_ns <= self._watermark:
             self._late += 1
@@ -159,7 +177,7 @@ class Aggregator:
                 return
             totals = window[key] = _Totals()
             self._keys += 1
-        if ts > now_ns + self._future_ns:
+        if self._offset is not None and ts > now_ns + self._offset + self._future_ns:
             self._future += 1
         self._events += 1
         totals.count += 1
@@ -178,8 +196,11 @@ class Aggregator:
             self._unsampled += 1
 
     def close(self, now_ns: int) -> list[str]:
-        """Advance the watermark to ``now_ns`` - lateness; the lines of the windows it closed."""
-        self._watermark = max(self._watermark, now_ns - self._lateness_ns)
+        """Read the event clock, advance the watermark; the lines of the windows it closed."""
+        if self._offsets:
+            self._offset = sorted(self._offsets)[len(self._offsets) * 9 // 10]
+            clock = now_ns + self._offset
+            self._watermark = max(self._watermark, clock - self._lateness_ns)
         lines: list[str] = []
         for start in sorted(self._windows):
             if start + self._window_ns > self._watermark:
