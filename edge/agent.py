@@ -56,6 +56,7 @@ class AgentStatus(msgspec.Struct, kw_only=True):
     """What ``tillpulse edge status`` shows; written to the state dir every few seconds."""
 
     written_unix: float
+    running: bool = True  # False in the last status a cleanly stopped agent writes
     site: str
     device: str
     link: LinkStatus
@@ -126,7 +127,7 @@ class Agent:
         systemd.notify("STOPPING=1")
         for worker in workers:
             worker.join(timeout=10)
-        self.write_status()
+        self.write_status(running=False)
         self.outbox.close()
         self.deadletters.close()
         log.info("agent_stopped")
@@ -140,10 +141,11 @@ class Agent:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
-    def status(self) -> AgentStatus:
+    def status(self, *, running: bool = True) -> AgentStatus:
         stats = self.outbox.stats()
         return AgentStatus(
             written_unix=time.time(),
+            running=running,
             site=self.config.agent.site,
             device=self.config.agent.device,
             link=self.publisher.link.status,
@@ -163,10 +165,10 @@ class Agent:
             deadletters_evicted=self.deadletters.evicted,
         )
 
-    def write_status(self) -> None:
+    def write_status(self, *, running: bool = True) -> None:
         path = self.state_dir / STATUS_FILE
         temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(msgspec.json.encode(self.status()))
+        temporary.write_bytes(msgspec.json.encode(self.status(running=running)))
         temporary.replace(path)
 
     def _sample_health(self, stop: threading.Event) -> None:

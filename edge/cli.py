@@ -63,7 +63,14 @@ def _show_status(state_dir: str, *, as_json: bool) -> int:
         sys.stdout.write(msgspec.json.encode(status).decode() + "\n")
     else:
         sys.stdout.write(_render(status))
-    return 0 if time.time() - status.written_unix < STALE_AFTER_S else EXIT_STATUS_UNKNOWN
+    fresh = time.time() - status.written_unix < STALE_AFTER_S
+    return 0 if status.running and fresh else EXIT_STATUS_UNKNOWN
+
+
+def _liveness(running: bool, age: float) -> str:
+    if not running:
+        return ", STOPPED"
+    return ", STALE: agent not running?" if age >= STALE_AFTER_S else ""
 
 
 def _render(status: AgentStatus) -> str:
@@ -74,7 +81,8 @@ def _render(status: AgentStatus) -> str:
     )
     lines = [
         f"agent      {status.site}/{status.device}  (status written {age:.0f}s ago"
-        + (", STALE: agent not running?)" if age >= STALE_AFTER_S else ")"),
+        + _liveness(status.running, age)
+        + ")",
         f"link       {'connected' if link.connected else 'DISCONNECTED'}  connects={link.connects}"
         f" failures={link.connect_failures} last_ack={last_ack}"
         + (f" last_error={link.last_error!r}" if link.last_error else ""),
@@ -93,6 +101,6 @@ def _render(status: AgentStatus) -> str:
             f"serial     {source.port} {'open' if source.open else 'CLOSED'}"
             f" stored={source.stored} dup={source.duplicates} invalid={source.invalid}"
             f" pci_refused={source.pci_refused} backpressure={source.backpressure}"
-            f" bad_frames={bad}"
+            f" ack_timeouts={source.ack_timeouts} bad_frames={bad}"
         )
     return "\n".join(lines) + "\n"

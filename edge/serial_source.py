@@ -64,6 +64,7 @@ class SourceStats(msgspec.Struct, kw_only=True):
     pci_refused: int = 0  # payloads with a card number: counted, never kept
     wrong_site: int = 0
     backpressure: int = 0  # outbox full: not acked, the device re-sends later
+    ack_timeouts: int = 0  # LinkAcks the device did not read in time (it re-sends)
     frames: FrameStats | None = None
 
 
@@ -111,13 +112,27 @@ class SerialSource:
                 data = link.read(max(1, link.in_waiting))
                 acks = self.handle_frames(self._decoder.feed(data))
                 if acks:
-                    link.write(acks)
+                    self._send_acks(link, acks)
                 self.stats.frames = self._decoder.stats
         except (serial.SerialException, OSError) as exc:
             log.warning("serial_lost", extra=kv(port=self._port, error=str(exc)))
         finally:
             self.stats.open = False
             link.close()
+
+    def _send_acks(self, link: serial.Serial, acks: bytes) -> None:
+        """Write LinkAcks; a device slow to read them is slow, not gone.
+
+        Closing and reopening the port would discard what the device sent
+        meanwhile (pyserial flushes the input on open) for nothing: the messages
+        are stored already, and a payment whose ack did not get through is sent
+        again by the device and acknowledged then.
+        """
+        try:
+            link.write(acks)
+        except serial.SerialTimeoutException:
+            self.stats.ack_timeouts += 1
+            log.warning("serial_ack_timeout", extra=kv(port=self._port, bytes=len(acks)))
 
     def handle_frames(self, payloads: list[bytes]) -> bytes:
         """Store the messages of one read in one outbox transaction (one fsync).

@@ -52,7 +52,7 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     def snapshot(self) -> list[tuple[str, bytes, bool]]:
         with self._lock:
