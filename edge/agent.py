@@ -11,12 +11,10 @@ workers, says "offline" on MQTT and closes the outbox.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Final
 
 import msgspec
@@ -132,14 +130,6 @@ class Agent:
         self.deadletters.close()
         log.info("agent_stopped")
         return 0
-
-    def install_signal_handlers(self) -> None:
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("agent_stopping", extra=kv(signal=signal.Signals(signum).name))
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
 
     def status(self, *, running: bool = True) -> AgentStatus:
         stats = self.outbox.stats()

@@ -13,6 +13,7 @@ from edge.agent import Agent, AgentStatus, read_status
 from edge.config import load_edge_config
 from edge.errors import EdgeError
 from tillpulse.config import ConfigError
+from tillpulse.lifecycle import stop_on_signals
 from tillpulse.logs import configure_logging
 
 EXIT_CONFIG: Final = 2
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
     except (ConfigError, EdgeError) as exc:
         sys.stderr.write(f"tillpulse edge: {exc}\n")
         return EXIT_CONFIG
-    agent.install_signal_handlers()
+    stop_on_signals(agent.stop, "edge agent")
     return agent.run()
 
 

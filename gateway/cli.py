@@ -10,6 +10,7 @@ from gateway.config import load_gateway_config
 from gateway.errors import GatewayError
 from gateway.service import Gateway
 from tillpulse.config import ConfigError
+from tillpulse.lifecycle import stop_on_signals
 from tillpulse.logs import configure_logging
 
 EXIT_CONFIG: Final = 2
@@ -36,5 +37,5 @@ def main(argv: list[str]) -> int:
     except (ConfigError, GatewayError, OSError) as exc:
         sys.stderr.write(f"tillpulse gateway: {exc}\n")
         return EXIT_CONFIG
-    gateway.install_signal_handlers()
+    stop_on_signals(gateway.stop, "gateway")
     return gateway.run()

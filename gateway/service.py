@@ -11,10 +11,8 @@ spool for the next start), then close the spool.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from types import FrameType
 from typing import Final
 
 from gateway.config import GatewayConfig
@@ -137,14 +135,6 @@ class Gateway:
         self.deadletters.close()
         log.info("gateway_stopped", extra=kv(gateway=self.config.gateway.id))
         return 0
-
-    def install_signal_handlers(self) -> None:
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("gateway_stopping", extra=kv(signal=signal.Signals(signum).name))
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
 
     def refresh_metrics(self) -> None:
         self.metrics.update_pipeline(self.pipeline.stats())
