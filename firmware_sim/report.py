@@ -19,6 +19,7 @@ class RunStats(msgspec.Struct, kw_only=True):
     corrupted: int = 0
     published: int = 0  # MQTT publishes (events, duplicates, states, mangled payloads)
     acknowledged: int = 0  # PUBACKs received
+    refused: int = 0  # PUBACKs with a failure reason (ACL, quota): the broker did not take it
     written: int = 0  # JSONL lines written
     injections: dict[str, int] = msgspec.field(default_factory=dict)  # by type
     wall_s: float = 0.0
@@ -61,6 +62,8 @@ def render_summary(stats: RunStats, console: Console) -> None:
     if stats.published:
         table.add_row("MQTT published", f"{stats.published:,}")
         table.add_row("MQTT acknowledged", f"{stats.acknowledged:,}")
+        if stats.refused:
+            table.add_row("MQTT refused by the broker", f"{stats.refused:,}")
     if stats.written:
         table.add_row("JSONL lines written", f"{stats.written:,}")
     table.add_row("simulated", f"{stats.simulated_s:,.0f} s")
