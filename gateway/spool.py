@@ -427,6 +427,9 @@ class Spool:
         while cursor.segment != self._active and cursor.offset >= self._segments[cursor.segment]:
             cursor = Position(cursor.segment + 1, 0, 0)
         self._committed = cursor
+        if self._read_pos.segment < cursor.segment:
+            # A caught-up reader sits at the end of a segment being deleted.
+            self._read_pos = cursor
         done = [segment for segment in self._segments if segment < cursor.segment]
         raw = _CURSOR.pack(cursor.segment, cursor.offset, cursor.line)
         tmp = self.directory / f"{_CURSOR_FILE}.tmp"

@@ -93,6 +93,23 @@ def test_forwarded_segments_are_deleted(tmp_path: Path) -> None:
         assert spool.stats().segments == 1
 
 
+def test_a_caught_up_reader_survives_the_rotation_that_deletes_its_segment(
+    tmp_path: Path,
+) -> None:
+    # The forwarder keeps up: it reads and commits everything, its read position
+    # at the very end of the active segment; the next append rotates and the
+    # old segment is deleted under it.
+    with small(tmp_path / "s", NO_FSYNC) as spool:
+        forwarded: list[bytes] = []
+        for i in range(200):
+            spool.append([b"z" * 200, str(i).encode()])
+            batch = spool.read(1000, 1 << 20)
+            spool.commit(batch)
+            forwarded += batch.lines
+        assert forwarded == [line for i in range(200) for line in (b"z" * 200, str(i).encode())]
+        assert spool.stats().segments == 1
+
+
 def test_full_spool_refuses_appends_and_counts_them(tmp_path: Path) -> None:
     with small(tmp_path / "s", NO_FSYNC) as spool:
         stored = 0
