@@ -112,11 +112,13 @@ class Agent:
         )
         watchdog_s = systemd.watchdog_interval_s()
         next_ping = 0.0
+        failed = False
         while not self.stop.wait(STATUS_EVERY_S if watchdog_s is None else min(watchdog_s, 2.0)):
             self.write_status()
             dead = [w.name for w in workers if not w.is_alive()]
             if dead:
                 log.error("worker_died", extra=kv(workers=",".join(dead)))
+                failed = True
                 self.stop.set()
                 break
             if watchdog_s is not None and time.monotonic() >= next_ping:
@@ -128,8 +130,8 @@ class Agent:
         self.write_status(running=False)
         self.outbox.close()
         self.deadletters.close()
-        log.info("agent_stopped")
-        return 0
+        log.info("agent_stopped", extra=kv(failed=failed))
+        return 1 if failed else 0  # non-zero: systemd's Restart= brings it back
 
     def status(self, *, running: bool = True) -> AgentStatus:
         stats = self.outbox.stats()

@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.errors import SpoolError, SpoolFullError
-from gateway.pipeline import Outcome, Pipeline, Verdict
+from gateway.pipeline import Outcome, Pipeline, PipelineStats, Verdict
 from gateway.spool import Spool
 from tillpulse.deadletters import DeadLetters
 from tillpulse.logs import kv
@@ -82,6 +82,9 @@ class Ingest:
         self._next_tick = 0
         self._read_burst = settings.receive_maximum or 1
         self._broken: str | None = None
+        # The pipeline is not thread-safe: its figures are snapshotted here, on the
+        # ingest thread, once a second, for the metrics to read from any thread.
+        self.pipeline_stats: PipelineStats = pipeline.stats()
         self.link.client.on_message = self._on_message
 
     @property
@@ -101,6 +104,7 @@ class Ingest:
             if now >= self._next_tick:
                 self._next_tick = now + TICK_EVERY_NS
                 self._add_lines(self._pipeline.tick(now))
+                self.pipeline_stats = self._pipeline.stats()
             self._commit(stop)
         self._commit(stop)
         self.link.close()

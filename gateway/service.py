@@ -120,6 +120,7 @@ class Gateway:
         self.http.start()
         log.info("gateway_started", extra=kv(gateway=self.config.gateway.id))
         next_stats = time.monotonic() + STATS_EVERY_S
+        failed = False
         while not self.stop.wait(1.0):
             self.refresh_metrics()
             if time.monotonic() >= next_stats:
@@ -127,17 +128,18 @@ class Gateway:
                 self._append_stats_point()
             if not ingest_thread.is_alive() or not self.forwarder.stats().running:
                 log.critical("worker_died", extra=kv(ingest=ingest_thread.is_alive()))
+                failed = True
                 self.stop.set()
         ingest_thread.join(timeout=30)
         self.forwarder.stop()
         self.http.stop()
         self.spool.close()
         self.deadletters.close()
-        log.info("gateway_stopped", extra=kv(gateway=self.config.gateway.id))
-        return 0
+        log.info("gateway_stopped", extra=kv(gateway=self.config.gateway.id, failed=failed))
+        return 1 if failed else 0  # non-zero: a supervisor restarts it
 
     def refresh_metrics(self) -> None:
-        self.metrics.update_pipeline(self.pipeline.stats())
+        self.metrics.update_pipeline(self.ingest.pipeline_stats)
         self.metrics.report(
             "spool", self.spool.stats(), counters={"appends", "appended_lines", "fsyncs"}
         )
