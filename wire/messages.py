@@ -16,6 +16,8 @@ wire.points); amounts are integers in the currency's minor unit.
 from __future__ import annotations
 
 import enum
+import importlib
+import math
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
@@ -232,10 +234,80 @@ def _decoder_for(cls: type[WireStruct]) -> msgspec.json.Decoder[Any]:
 
 
 def _refuse_card_numbers(message: WireStruct) -> None:
-    for name in message.__struct_fields__:
-        value = getattr(message, name)
+    names = _pan_scan_fields.get(type(message))
+    if names is None:
+        names = _pan_scan_fields[type(message)] = _fields_that_may_hold_a_pan(type(message))
+    values = [getattr(message, name) for name in names]
+    # One scan of all candidate strings: a digit run (digits joined by single
+    # spaces or dashes) cannot cross the newline, so this finds exactly what
+    # scanning each field on its own finds. Only then look for the field.
+    if not pci.contains_pan("\n".join(v for v in values if isinstance(v, str))):
+        return
+    for name, value in zip(names, values, strict=True):
         if isinstance(value, str) and pci.contains_pan(value):
             raise PanDetectedError(
                 f"field `{name}` holds a card-number-like digit run; payload refused "
                 "(card data travels only as a card_token)"
             )
+
+
+_pan_scan_fields: dict[type[WireStruct], tuple[str, ...]] = {}
+
+
+def _fields_that_may_hold_a_pan(cls: type[WireStruct]) -> tuple[str, ...]:
+    """The fields of ``cls`` whose decoded value could hold a PAN-like digit run.
+
+    Left out only what validation already rules out: non-string types, enums and
+    literals none of whose values holds one, and strings whose msgspec pattern is
+    anchored (``\\A...\\Z``) and matches at most PAN_MIN_DIGITS - 1 characters
+    (currency, mcc, response_code) or whose max_length is that short. Anything
+    else, or any doubt, is scanned.
+    """
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return tuple(field.name for field in info.fields if _may_hold_a_pan(field.type))
+
+
+def _may_hold_a_pan(kind: msgspec.inspect.Type) -> bool:
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return any(_may_hold_a_pan(member) for member in kind.types)
+    if isinstance(kind, msgspec.inspect.EnumType | msgspec.inspect.LiteralType):
+        values = (
+            [m.value for m in kind.cls]
+            if isinstance(kind, msgspec.inspect.EnumType)
+            else kind.values
+        )
+        return any(
+            not isinstance(v, int | bool) and (not isinstance(v, str) or pci.contains_pan(v))
+            for v in values
+        )
+    if isinstance(kind, msgspec.inspect.StrType):
+        if kind.max_length is not None and kind.max_length < pci.PAN_MIN_DIGITS:
+            return False
+        return kind.pattern is None or _pattern_max_width(kind.pattern) >= pci.PAN_MIN_DIGITS
+    return not isinstance(
+        kind,
+        msgspec.inspect.IntType
+        | msgspec.inspect.FloatType
+        | msgspec.inspect.BoolType
+        | msgspec.inspect.NoneType,
+    )
+
+
+def _pattern_max_width(pattern: str) -> float:
+    """Longest string a ``\\A...\\Z``-anchored pattern matches; infinity otherwise or on doubt."""
+    try:
+        # CPython's own regex parser (private, no stubs): used once per message type
+        sre = importlib.import_module("re._constants")
+        parsed = importlib.import_module("re._parser").parse(pattern)
+        items = list(parsed)
+        anchored = (
+            len(items) >= 2
+            and items[0] == (sre.AT, sre.AT_BEGINNING_STRING)
+            and items[-1] == (sre.AT, sre.AT_END_STRING)
+        )
+        if not anchored:
+            return math.inf
+        return float(parsed.getwidth()[1])
+    except Exception:  # noqa: BLE001 - any doubt: scan the field
+        return math.inf
