@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.common import emit, median
+from bench.payments import random_payment
 from gateway.pipeline import Pipeline, Verdict
 from tests.mqtt_collector import publish_all
 from tests.servers import InfluxDB1Server, MosquittoServer, ServerError, free_port, wait_until
@@ -69,7 +70,6 @@ from wire.topics import Stream, device_subscription, device_topic
 
 REPO: Final = Path(__file__).resolve().parents[1]
 C_DIR: Final = Path(__file__).resolve().parent / "c"
-DECLINES: Final = ("05", "51", "54", "55", "91", "96")
 PROBE_SITE: Final = "probe"
 PROBE_EVERY: Final = 200  # one event in this many comes from a probe terminal
 POLL_S: Final = 0.1  # latency poll interval
@@ -146,22 +146,14 @@ def write_events(path: Path, count: int, terminals: int, seed: int = 11) -> None
                 if i % PROBE_EVERY == 0
                 else fleet[rng.randrange(terminals)]
             )
-            approved = rng.random() < 0.93
-            message = PaymentTransaction(
+            message = random_payment(
+                rng,
                 site=site,
                 device=device,
                 ts=TS_SENTINEL,
                 seq=seq_sentinel,
                 txn_id=f"TPASSXXx{i:08d}",
-                card_token=rng.choice(tokens),
-                amount_minor=rng.randrange(100, 50_000),
-                currency="EUR",
-                method=rng.choice(list(PaymentMethod)),
-                acquirer=rng.choice(["acq-a", "acq-b", "acq-c"]),
-                mcc=rng.choice(["5411", "5812", "5541", "5999"]),
-                response_code="00" if approved else rng.choice(DECLINES),
-                approved=approved,
-                auth_latency_ms=round(rng.lognormvariate(5.5, 0.4), 1),
+                tokens=tokens,
             )
             payload = encode(message)
             for old, new in (

@@ -18,30 +18,24 @@ from collections.abc import Callable
 from influxdb_client import Point, WritePrecision  # type: ignore[attr-defined]
 
 from bench.common import emit, median
-from wire.messages import PaymentMethod, PaymentTransaction
+from bench.payments import random_payment
+from wire.messages import PaymentTransaction
 from wire.pci import card_token
 from wire.points import point_time_ns, to_line
 
 
 def make_payments(count: int, seed: int = 7) -> list[PaymentTransaction]:
     rng = random.Random(seed)
-    base_ts = 1_764_000_000_000_000_000
+    tokens = [card_token(str(4_000_000_000_000_000 + n), b"bench") for n in range(1000)]
     return [
-        PaymentTransaction(
+        random_payment(
+            rng,
             site=f"store-{rng.randrange(500):04d}",
             device=f"pos-{rng.randrange(20_000):05d}",
-            ts=base_ts + i * 7_919_000,
+            ts=1_764_000_000_000_000_000 + i * 7_919_000,
             seq=i,
-            txn_id=f"t-{i:010d}-{rng.randrange(10**6):06d}"[:64].replace("-", "x", 1),
-            card_token=card_token(str(4_000_000_000_000_000 + rng.randrange(10**12)), b"bench"),
-            amount_minor=rng.randrange(100, 50_000),
-            currency="EUR",
-            method=rng.choice(list(PaymentMethod)),
-            acquirer=rng.choice(["acq-a", "acq-b", "acq-c"]),
-            mcc=rng.choice(["5411", "5812", "5541", "5999"]),
-            response_code=rng.choice(["00"] * 9 + ["05", "51"]),
-            approved=rng.random() < 0.93,
-            auth_latency_ms=round(rng.lognormvariate(5.5, 0.4), 1),
+            txn_id=f"t{i:010d}x{rng.randrange(10**6):06d}",
+            tokens=tokens,
         )
         for i in range(count)
     ]

@@ -19,16 +19,16 @@ import time
 from collections.abc import Callable, Sequence
 
 from bench.common import emit, median
+from bench.payments import random_payment
 from gateway.aggregates import Aggregator
 from gateway.config import AggregatesSection
 from gateway.pipeline import Pipeline, Verdict
-from wire.messages import PaymentMethod, PaymentTransaction, decode_device_message, encode
+from wire.messages import PaymentTransaction, decode_device_message, encode
 from wire.pci import card_token
 from wire.points import to_line
 from wire.topics import device_topic, parse_device_topic
 
 BASE_TS = 1_764_000_000_000_000_000
-DECLINES = ("05", "51", "54", "55", "91", "96")
 
 
 def make_fleet_traffic(
@@ -44,22 +44,14 @@ def make_fleet_traffic(
         n = rng.randrange(terminals)
         site, device = devices[n]
         seqs[n] += 1
-        approved = rng.random() < 0.93
-        message = PaymentTransaction(
+        message = random_payment(
+            rng,
             site=site,
             device=device,
             ts=BASE_TS + i * 1_700_000,  # ~590 events per second of event time
             seq=seqs[n],
             txn_id=f"T{seqs[n]:x}Z{device}",
-            card_token=rng.choice(tokens),
-            amount_minor=rng.randrange(100, 50_000),
-            currency="EUR",
-            method=rng.choice(list(PaymentMethod)),
-            acquirer=rng.choice(["acq-a", "acq-b", "acq-c"]),
-            mcc=rng.choice(["5411", "5812", "5541", "5999"]),
-            response_code="00" if approved else rng.choice(DECLINES),
-            approved=approved,
-            auth_latency_ms=round(rng.lognormvariate(5.5, 0.4), 1),
+            tokens=tokens,
         )
         traffic.append((device_topic(site, device, "payment"), encode(message), message))
     return traffic
