@@ -26,6 +26,7 @@ import serial
 
 from edge.errors import OutboxFullError
 from edge.outbox import Entry, PutOutcome, PutResult, priority_for
+from tillpulse.backoff import Backoff
 from tillpulse.deadletters import DeadLetters
 from tillpulse.logs import kv
 from wire.errors import MessageDecodeError, PanDetectedError
@@ -89,17 +90,16 @@ class SerialSource:
         self.stats = SourceStats(port=port)
 
     def run(self, stop: threading.Event) -> None:
-        delay = REOPEN_MIN_S
+        backoff = Backoff(REOPEN_MIN_S, REOPEN_MAX_S)
         while not stop.is_set():
             try:
                 link = self._open_port(self._port, self._baudrate)
             except (serial.SerialException, OSError) as exc:
-                if delay == REOPEN_MIN_S:
+                if backoff.attempt == 0:  # once per outage, not once per retry
                     log.warning("serial_unavailable", extra=kv(port=self._port, error=str(exc)))
-                stop.wait(delay)
-                delay = min(delay * 2, REOPEN_MAX_S)
+                stop.wait(backoff.next_delay())
                 continue
-            delay = REOPEN_MIN_S
+            backoff.reset()
             self._pump(link, stop)
 
     def _pump(self, link: serial.Serial, stop: threading.Event) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from gateway.errors import SinkConfigError, SinkRetriableError, SpoolError
 from gateway.sinks import LineSink, WriteResult
 from gateway.spool import Batch, Spool
+from tillpulse.backoff import Backoff
 from tillpulse.deadletters import DeadLetters
 from tillpulse.logs import kv
 
@@ -61,26 +62,6 @@ class ForwarderStats:
     latency_p50_s: float | None  # per batch, over the recent window
     latency_p99_s: float | None
     lag_s: float | None  # age of the oldest unforwarded line
-
-
-class Backoff:
-    """Capped exponential backoff with jitter; a server's Retry-After wins, capped too."""
-
-    def __init__(self, initial_s: float, max_s: float, retry_after_max_s: float) -> None:
-        self._initial = initial_s
-        self._max = max_s
-        self._retry_after_max = retry_after_max_s
-        self._attempt = 0
-
-    def next_delay(self, retry_after_s: float | None = None) -> float:
-        self._attempt += 1
-        if retry_after_s is not None:
-            return min(retry_after_s, self._retry_after_max) * random.uniform(1.0, 1.1)
-        ceiling = min(self._max, self._initial * 2.0 ** min(self._attempt - 1, 30))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class Forwarder:

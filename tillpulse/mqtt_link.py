@@ -7,10 +7,9 @@ callbacks run in that thread and their bookkeeping needs no lock.
 The session is persistent (clean_start False, a session expiry), so the
 broker keeps QoS 1 messages for us while we are away, and paho re-sends our
 unacknowledged publishes after a reconnect. Reconnects back off exponentially
-from ``reconnect_min_s`` to ``reconnect_max_s`` with jitter (each delay is
-drawn from the upper half of the current step). A link never gives up: the
-loop is bounded in delay, not in attempts, and every failure is logged and
-counted in `LinkStatus`.
+from ``reconnect_min_s`` to ``reconnect_max_s`` with jitter
+(`tillpulse.backoff`). A link never gives up: the loop is bounded in delay,
+not in attempts, and every failure is logged and counted in `LinkStatus`.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tillpulse.backoff import Backoff
 from tillpulse.logs import kv
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ class MqttLink:
         self.settings = settings
         self.status = LinkStatus()
         self._on_connected = on_connected
-        self._rng = rng or random.Random()
-        self._attempt = 0
+        self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng=rng)
         self._connect_started = False
         self._must_connect = True
         self._connack_deadline = 0.0
@@ -112,7 +111,7 @@ class MqttLink:
         True when the link is up after the turn.
         """
         if self._must_connect and not self._start_connect():
-            stop.wait(self._next_delay())
+            stop.wait(self._backoff.next_delay())
             return False
         rc = self.client.loop(timeout=TURN_S)
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and read_burst > 1:
@@ -126,7 +125,7 @@ class MqttLink:
         ):
             self._link_down("no CONNACK in time")
         if self._must_connect:
-            stop.wait(self._next_delay())
+            stop.wait(self._backoff.next_delay())
         return self.status.connected
 
     def _read_waiting(self, limit: int) -> MQTTErrorCode:
@@ -177,14 +176,6 @@ class MqttLink:
         self._connack_deadline = time.monotonic() + self.settings.keepalive_s
         return True
 
-    def _next_delay(self) -> float:
-        step = min(
-            self.settings.reconnect_max_s,
-            self.settings.reconnect_min_s * 2 ** min(self._attempt, 30),
-        )
-        self._attempt += 1
-        return float(step / 2 + self._rng.uniform(0, step / 2))
-
     def _handle_connect(
         self,
         client: mqtt.Client,
@@ -196,7 +187,7 @@ class MqttLink:
         if reason.is_failure:
             self._link_down(f"CONNACK {reason}")
             return
-        self._attempt = 0
+        self._backoff.reset()
         self.status.connected = True
         self.status.connects += 1
         log.info(

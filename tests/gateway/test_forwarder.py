@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.forwarder import Backoff, Forwarder, ForwarderSettings
+from gateway.forwarder import Forwarder, ForwarderSettings
 from gateway.sinks import V1Sink
 from gateway.spool import Spool
 from tests.gateway import Child, payment_counts, payment_lines, payment_points, type_conflicts
 from tests.servers import InfluxDB1Server, wait_until
+from tillpulse.backoff import Backoff
 from tillpulse.deadletters import DeadLetters
 
 FAST = ForwarderSettings(batch_lines=2_000, linger_s=0.02, backoff_max_s=0.5, config_retry_s=0.3)
