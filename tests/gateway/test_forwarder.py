@@ -22,7 +22,6 @@ from gateway.sinks import V1Sink
 from gateway.spool import Spool
 from tests.gateway import Child, payment_counts, payment_lines, payment_points, type_conflicts
 from tests.servers import InfluxDB1Server, wait_until
-from tillpulse.backoff import Backoff
 from tillpulse.deadletters import DeadLetters
 
 FAST = ForwarderSettings(batch_lines=2_000, linger_s=0.02, backoff_max_s=0.5, config_retry_s=0.3)
@@ -51,18 +50,6 @@ def append_in_groups(spool: Spool, lines: list[bytes], group: int = 500) -> None
 
 def landed(server: InfluxDB1Server, expected: int) -> bool:
     return payment_points(server, "gw") >= expected
-
-
-def test_backoff_is_capped_jittered_and_honours_retry_after() -> None:
-    backoff = Backoff(initial_s=0.1, max_s=2.0, retry_after_max_s=60.0)
-    delays = [backoff.next_delay() for _ in range(12)]
-    assert 0.05 <= delays[0] <= 0.1
-    assert all(1.0 <= d <= 2.0 for d in delays[6:])  # capped, and never below half the cap
-    assert len(set(delays)) > 1
-    assert 7.0 <= backoff.next_delay(7.0) <= 7.7
-    assert 60.0 <= backoff.next_delay(3600.0) <= 66.0
-    backoff.reset()
-    assert backoff.next_delay() <= 0.1
 
 
 @pytest.mark.integration
