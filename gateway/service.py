@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Final
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, InfluxSection
 from gateway.errors import SpoolError
 from gateway.forwarder import Forwarder, ForwarderSettings
 from gateway.ingest import Ingest
@@ -35,8 +35,7 @@ STATS_EVERY_S: Final = 10.0
 UNHEALTHY_LAG_S: Final = 300.0  # oldest unforwarded line older than this: /healthz says 503
 
 
-def make_sink(config: GatewayConfig) -> LineSink:
-    influx = config.influxdb
+def make_sink(influx: InfluxSection) -> LineSink:
     if influx.dialect == "v2":
         assert influx.org is not None and influx.bucket is not None  # checked on load
         return V2Sink(
@@ -99,7 +98,7 @@ class Gateway:
         forwarder = config.forwarder
         self.forwarder = Forwarder(
             self.spool,
-            make_sink(config),
+            make_sink(config.influxdb),
             self.deadletters,
             ForwarderSettings(
                 batch_lines=forwarder.batch_lines,

@@ -145,8 +145,9 @@ class Alert(WireStruct, kw_only=True, frozen=True, tag="alert/1"):
     type: Id
     severity: Severity
     status: AlertStatus
-    site: Id | None = None
-    device: Id | None = None
+    site: Id | None = None  # None: fleet-wide (an acquirer outage, say)
+    device: Id | None = None  # None: the whole site, acquirer or fleet
+    acquirer: Id | None = None  # set when the acquirer is the subject or the root cause
     score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     detector: Id
     summary: Annotated[str, msgspec.Meta(max_length=2000)]

@@ -165,6 +165,7 @@ def _alert(m: Alert) -> str:
             "detector": m.detector,
             "site": m.site or "",
             "device": m.device or "",
+            "acquirer": m.acquirer or "",
         },
         {"alert_id": m.alert_id, "score": float(m.score), "summary": m.summary},
         m.ts,

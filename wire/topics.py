@@ -90,8 +90,15 @@ def device_subscription(shared_group: str | None = None) -> str:
     return f"$share/{validate_id(shared_group, 'shared subscription group')}/{topic_filter}"
 
 
-def alert_topic(site: str, alert_type: str) -> str:
-    return f"{ALERTS_PREFIX}/{validate_id(site, 'site')}/{validate_id(alert_type, 'alert type')}"
+# The site level of a fleet-wide alert's topic (an acquirer outage): "_" cannot
+# start an id, so no site is ever called that.
+FLEET_SCOPE: Final = "_fleet"
+
+
+def alert_topic(site: str | None, alert_type: str) -> str:
+    """``tp/v1/alerts/{site}/{type}``; a fleet-wide alert (no site) goes under ``_fleet``."""
+    scope = FLEET_SCOPE if site is None else validate_id(site, "site")
+    return f"{ALERTS_PREFIX}/{scope}/{validate_id(alert_type, 'alert type')}"
 
 
 def deadletter_topic(gateway: str) -> str:

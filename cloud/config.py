@@ -1,0 +1,115 @@
+"""The cloud jobs' config file (TOML), validated at start.
+
+    [cloud]
+    state_dir = "/var/lib/tillpulse-cloud"   # memory.json, alerts.json (per shard)
+    model = "/var/lib/tillpulse-cloud/model.skops"
+    window_s = 300
+    lag_s = 120                              # detect a window this long after it ended
+
+    [query]                                  # InfluxQL over /query (1.x, 2.7+ DBRP, 3.x)
+    url = "http://influxdb:8086"
+    database = "tillpulse"
+    username = "reader"                      # 1.x; password from password_file or
+    password_file = "/etc/tillpulse/influx-password"  # env TILLPULSE_INFLUX_PASSWORD
+    # token_file = "..."                     # 2.x / 3.x (or env TILLPULSE_INFLUX_TOKEN)
+
+    [influxdb]                               # where anomalies are written: as the gateway's
+    dialect = "v1"
+    url = "http://influxdb:8086"
+    database = "tillpulse"
+
+    [mqtt]                                   # optional: alerts on tp/v1/alerts/...
+    host = "broker"
+    [webhook]                                # optional
+    url = "https://hooks.example.net/tillpulse"
+
+Overrides from the environment: ``TILLPULSE_CLOUD__<SECTION>__<KEY>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from cloud.reader import ReaderSettings
+from gateway.config import INFLUX_PASSWORD_ENV, TOKEN_ENV, InfluxSection
+from tillpulse.config import load_config, read_secret
+from tillpulse.mqtt_link import TlsFiles
+
+PASSWORD_ENV = "TILLPULSE_MQTT_PASSWORD"
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class CloudSection(_Section, kw_only=True, frozen=True):
+    state_dir: str = "/var/lib/tillpulse-cloud"
+    model: str | None = None  # None: <state_dir>/model.skops
+    window_s: Annotated[int, msgspec.Meta(ge=60, le=3600)] = 300
+    lag_s: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 120
+    cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 1800.0
+    clear_windows: Annotated[int, msgspec.Meta(ge=1)] = 2
+
+
+class QuerySection(_Section, kw_only=True, frozen=True):
+    url: str
+    database: str
+    retention_policy: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    token_file: str | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+    def reader_settings(self) -> ReaderSettings:
+        password = read_secret(self.password_file, INFLUX_PASSWORD_ENV) if self.username else None
+        token = read_secret(self.token_file, TOKEN_ENV) if self.token_file else None
+        return ReaderSettings(
+            url=self.url,
+            database=self.database,
+            retention_policy=self.retention_policy,
+            username=self.username,
+            password=password,
+            token=token,
+            timeout_s=self.timeout_s,
+        )
+
+
+class MqttSection(_Section, kw_only=True, frozen=True):
+    host: str
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
+    client_id: str = "tillpulse-cloud"
+    username: str | None = None
+    password_file: str | None = None
+    tls: TlsFiles | None = None
+
+    def password(self) -> str | None:
+        return read_secret(self.password_file, PASSWORD_ENV) if self.username else None
+
+
+class WebhookSection(_Section, kw_only=True, frozen=True):
+    url: str
+    token_file: str | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+
+class CloudConfig(_Section, kw_only=True, frozen=True):
+    cloud: CloudSection = CloudSection()
+    query: QuerySection
+    influxdb: InfluxSection | None = None
+    mqtt: MqttSection | None = None
+    webhook: WebhookSection | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.cloud.state_dir)
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.cloud.model) if self.cloud.model else self.state_dir / "model.skops"
+
+
+def load_cloud_config(path: str | Path) -> CloudConfig:
+    return load_config(path, CloudConfig, "cloud")

@@ -1,0 +1,143 @@
+"""Fleet-wide detectors: acquirer outages and card velocity (raised by the lead shard).
+
+Acquirer outage (root cause across the fleet): an acquirer whose declines
+are far above its usual rate (a binomial tail below ``outage_p``), failing
+most authorisations at ``outage_min_sites`` sites or more at once (one site
+under card testing is not an outage), or whose median authorisation
+latency is ``latency_factor`` times its usual. One alert names the acquirer;
+the terminal alerts it would otherwise cause are not raised.
+
+Card velocity: one card used at ``velocity_terminals`` different terminals
+in ``velocity_sites`` different sites within ``velocity_horizon_s``. Card
+uses are remembered (bounded by the horizon) in `cloud.memory`. Cards that
+the history shows at several sites within an hour (fleet cards, family
+cards) are left out: that is their normal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from scipy.stats import binom
+
+from cloud.alert_types import AlertType
+from cloud.findings import Finding
+from cloud.memory import CardUse, Memory
+from cloud.model import TrainedModel
+from cloud.reader import Table
+from cloud.window import AcquirerWindow
+from wire.messages import Severity
+
+NS_PER_S: Final = 1_000_000_000
+DEFAULT_DECLINE_RATE: Final = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSettings:
+    outage_p: float = 1e-9  # binomial tail of the window's declines under the usual rate
+    outage_min_decline_rate: float = 0.3
+    outage_min_sites: int = 3
+    latency_factor: float = 4.0
+    velocity_terminals: int = 4
+    velocity_sites: int = 4
+    velocity_horizon_s: float = 1800.0
+
+
+def down_acquirers(
+    acquirers: dict[str, AcquirerWindow], model: TrainedModel | None, settings: FleetSettings
+) -> dict[str, str]:
+    """Acquirers that are failing in this window, with what was seen."""
+    down: dict[str, str] = {}
+    for name, window in acquirers.items():
+        usual = model.acquirer(name) if model is not None else None
+        p0 = usual.decline_rate if usual is not None else DEFAULT_DECLINE_RATE
+        declined = window.count - window.approved
+        rate = declined / window.count if window.count else 0.0
+        tail = float(binom.sf(declined - 1, window.count, p0)) if window.count else 1.0
+        reasons = []
+        if (
+            tail < settings.outage_p
+            and rate >= settings.outage_min_decline_rate
+            and window.failing_sites >= settings.outage_min_sites
+        ):
+            reasons.append(
+                f"{declined} of {window.count} authorisations declined ({rate:.0%}, usually "
+                f"{p0:.1%}), most of them at {window.failing_sites} of {window.sites} sites"
+            )
+        if usual is not None and window.latency_median_ms is not None and usual.latency_median_ms:
+            factor = window.latency_median_ms / usual.latency_median_ms
+            if factor >= settings.latency_factor and window.sites >= settings.outage_min_sites:
+                reasons.append(
+                    f"median authorisation latency {window.latency_median_ms:.0f} ms, "
+                    f"{factor:.0f} x its usual {usual.latency_median_ms:.0f} ms"
+                )
+        if reasons:
+            down[name] = "; ".join(reasons)
+    return down
+
+
+def acquirer_findings(down: dict[str, str], end_ns: int) -> list[Finding]:
+    return [
+        Finding(
+            type=AlertType.ACQUIRER_OUTAGE,
+            detector="fleet.acquirer_outage",
+            severity=Severity.CRITICAL,
+            score=1.0,
+            ts=end_ns,
+            acquirer=name,
+            summary=f"acquirer {name} is failing: {why}; its terminals' declines are this outage",
+        )
+        for name, why in sorted(down.items())
+    ]
+
+
+def velocity_findings(
+    uses: Table,
+    memory: Memory,
+    model: TrainedModel | None,
+    end_ns: int,
+    settings: FleetSettings,
+) -> list[Finding]:
+    horizon = end_ns - int(settings.velocity_horizon_s * NS_PER_S)
+    usual = set(model.baselines.multi_site_cards) if model is not None else set()
+    touched: set[str] = set()
+    for ts, device, site, card in zip(
+        uses.time, uses["device"], uses["site"], uses["card_token"], strict=True
+    ):
+        memory.cards.setdefault(card, []).append(CardUse(int(ts), site, device))
+        touched.add(card)
+    for card in list(memory.cards):
+        recent = [use for use in memory.cards[card] if use.ts_ns >= horizon]
+        if recent:
+            memory.cards[card] = recent
+        else:
+            del memory.cards[card]
+    findings: list[Finding] = []
+    for card in sorted(touched - usual):
+        recent = memory.cards.get(card, [])
+        devices = {use.device for use in recent}
+        sites = {use.site for use in recent}
+        if len(devices) < settings.velocity_terminals or len(sites) < settings.velocity_sites:
+            continue
+        last = max(recent, key=lambda use: use.ts_ns)
+        minutes = (last.ts_ns - min(use.ts_ns for use in recent)) / NS_PER_S / 60
+        findings.append(
+            Finding(
+                type=AlertType.CARD_VELOCITY,
+                detector="fraud.card_velocity",
+                severity=Severity.CRITICAL,
+                score=min(1.0, len(devices) / (2 * settings.velocity_terminals)),
+                ts=end_ns,
+                site=last.site,
+                device=last.device,
+                subject=card,
+                summary=(
+                    f"card {card} used at {len(devices)} terminals in {len(sites)} sites "
+                    f"within {minutes:.0f} minutes ({', '.join(sorted(sites)[:8])}); "
+                    "a card is normally used at one place at a time"
+                ),
+                evidence={"terminals": len(devices), "sites": len(sites)},
+            )
+        )
+    return findings
