@@ -2,7 +2,7 @@
 
 Acquirer outage (root cause across the fleet): an acquirer whose declines
 are far above its usual rate (a binomial tail below ``outage_p``), failing
-most authorisations at ``outage_min_sites`` sites or more at once (one site
+most authorisations at half its sites, and at ``outage_min_sites`` or more, at once (one site
 under card testing is not an outage), or whose median authorisation
 latency is ``latency_factor`` times its usual. One alert names the acquirer;
 the terminal alerts it would otherwise cause are not raised.
@@ -37,7 +37,7 @@ DEFAULT_DECLINE_RATE: Final = 0.05
 class FleetSettings:
     outage_p: float = 1e-9  # binomial tail of the window's declines under the usual rate
     outage_min_decline_rate: float = 0.3
-    outage_min_sites: int = 3
+    outage_min_sites: int = 2
     latency_factor: float = 4.0
     velocity_terminals: int = 4
     velocity_sites: int = 4
@@ -60,6 +60,7 @@ def down_acquirers(
             tail < settings.outage_p
             and rate >= settings.outage_min_decline_rate
             and window.failing_sites >= settings.outage_min_sites
+            and window.failing_sites * 2 >= window.sites
         ):
             reasons.append(
                 f"{declined} of {window.count} authorisations declined ({rate:.0%}, usually "

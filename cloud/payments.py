@@ -41,7 +41,7 @@ class PaymentSettings:
     card_testing_new_cards: float = 0.8  # of them on distinct cards
     card_testing_declined: float = 0.5
     outlier_sigmas: float = 6.0
-    outlier_multiple: float = 20.0
+    outlier_multiple: float = 15.0
 
 
 def payment_findings(  # noqa: PLR0917 - the window, what is known, and the settings

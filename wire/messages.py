@@ -29,7 +29,8 @@ from wire.topics import ID_PATTERN, DeviceTopic, Stream
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+# InfluxDB refuses the int64 extremes as point times (its range ends at 2**63 - 2)
+Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 2)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Percent = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
 Celsius = Annotated[float, msgspec.Meta(ge=-80.0, le=200.0)]
