@@ -31,8 +31,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +40,7 @@ import msgspec
 
 from cloud.findings import SUMMARY_MAX, Finding
 from tillpulse.logs import kv
+from tillpulse.statefile import UnreadableState, read_state, set_aside, write_state
 from wire.errors import MessageDecodeError
 from wire.messages import Alert, AlertStatus, Severity, decode_as, encode
 
@@ -240,29 +239,18 @@ class AlertManager:
 
     def _load(self, path: Path) -> None:
         try:
-            state = msgspec.json.decode(path.read_bytes(), type=_State)
-        except FileNotFoundError:
+            state = read_state(path, _State, what="alert")
+        except UnreadableState:
+            self.stats.state_corrupt += 1
             return
-        except (OSError, msgspec.DecodeError) as exc:  # ValidationError is a DecodeError
-            self._move_aside(path, str(exc))
+        if state is None:
             return
         if state.version != STATE_VERSION:
-            self._move_aside(path, f"unknown state version {state.version}")
+            self.stats.state_corrupt += 1
+            set_aside(path, f"unknown state version {state.version}", what="alert")
             return
         self._last_window_ns = state.last_window_ns
         self._incidents = {incident.key: incident for incident in state.incidents}
-
-    def _move_aside(self, path: Path, reason: str) -> None:
-        self.stats.state_corrupt += 1
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ')}")
-        try:
-            path.replace(aside)
-        except OSError as exc:
-            reason += f"; could not move it aside: {exc}"
-        log.warning(
-            "alert_state_corrupt",
-            extra=kv(path=str(path), moved_to=str(aside), reason=reason, action="start empty"),
-        )
 
     def _save(self, path: Path) -> None:
         state = _State(
@@ -270,14 +258,8 @@ class AlertManager:
             last_window_ns=self._last_window_ns,
             incidents=list(self._incidents.values()),
         )
-        temporary = path.with_name(f"{path.name}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as handle:
-                handle.write(msgspec.json.encode(state))
-                handle.flush()
-                os.fsync(handle.fileno())
-            temporary.replace(path)
+            write_state(path, state)
         except OSError as exc:
             # the alerts of this window still go out; the next run may repeat some
             self.stats.state_save_failures += 1

@@ -34,11 +34,10 @@ from typing import Annotated
 import msgspec
 
 from cloud.reader import ReaderSettings
+from edge.config import PASSWORD_ENV
 from gateway.config import INFLUX_PASSWORD_ENV, TOKEN_ENV, InfluxSection
 from tillpulse.config import load_config, read_secret
 from tillpulse.mqtt_link import TlsFiles
-
-PASSWORD_ENV = "TILLPULSE_MQTT_PASSWORD"
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

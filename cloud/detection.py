@@ -86,7 +86,6 @@ class Detection:
         read_s = time.monotonic() - started
         findings = self.detect(data)
         alerts = self.alerts.step(end_ns, findings)
-        self.memory.last_window_end_ns = end_ns
         save_memory(self._memory_path, self.memory)
         report = CycleReport(
             end_ns=end_ns,

@@ -5,22 +5,17 @@ view lives here: each device's newest heartbeat (to see it go quiet, its
 clock step, a condition that persists), each terminal's running evidence
 for the sequential payment tests, and the recent uses of each card (for
 velocity across terminals). It is a msgspec JSON file written atomically
-after each cycle, next to the alert state; everything in it is bounded by
+after each cycle (`tillpulse.statefile`), next to the alert state; everything in it is bounded by
 the fleet size (cards: by ``card_horizon_s``).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
 from pathlib import Path
 
 import msgspec
 
-from tillpulse.logs import kv
-
-log = logging.getLogger(__name__)
+from tillpulse.statefile import UnreadableState, read_state, set_aside, write_state
 
 FORMAT = 1
 
@@ -54,34 +49,27 @@ class CardUse(msgspec.Struct, array_like=True):
 
 class Memory(msgspec.Struct, kw_only=True):
     format: int = FORMAT
-    last_window_end_ns: int = 0
     devices: dict[str, DeviceMemory] = msgspec.field(default_factory=dict)
     evidence: dict[str, TerminalEvidence] = msgspec.field(default_factory=dict)
     cards: dict[str, list[CardUse]] = msgspec.field(default_factory=dict)
 
 
-_decoder = msgspec.json.Decoder(Memory)
-
-
 def load_memory(path: Path | None) -> Memory:
     """The saved memory, or an empty one (first run, or an unreadable file set aside)."""
-    if path is None or not path.exists():
+    if path is None:
         return Memory()
     try:
-        memory = _decoder.decode(path.read_bytes())
-        if memory.format != FORMAT:
-            raise ValueError(f"format {memory.format}, this version reads {FORMAT}")
-    except (msgspec.DecodeError, ValueError) as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        path.replace(aside)
-        log.warning("memory_unreadable", extra=kv(path=str(path), moved_to=str(aside), error=exc))
+        memory = read_state(path, Memory, what="memory")
+    except UnreadableState:
+        return Memory()
+    if memory is None:
+        return Memory()
+    if memory.format != FORMAT:
+        set_aside(path, f"format {memory.format}, this version reads {FORMAT}", what="memory")
         return Memory()
     return memory
 
 
 def save_memory(path: Path | None, memory: Memory) -> None:
-    if path is None:
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(msgspec.json.encode(memory))
-    os.replace(tmp, path)
+    if path is not None:
+        write_state(path, memory)

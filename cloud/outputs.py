@@ -34,7 +34,7 @@ from gateway.sinks.base import LineSink, WriteResult, error_text, retry_after_se
 from tillpulse.backoff import Backoff
 from tillpulse.config import read_secret
 from tillpulse.logs import kv
-from tillpulse.mqtt_link import TlsFiles
+from tillpulse.mqtt_link import TlsFiles, configure_tls
 from wire.errors import WireError
 from wire.messages import Alert, encode
 from wire.points import to_line
@@ -262,11 +262,7 @@ class AlertPublisher:
         if self._credentials[0] is not None:
             client.username_pw_set(*self._credentials)
         if self._tls is not None:
-            client.tls_set(
-                ca_certs=self._tls.ca_file,
-                certfile=self._tls.cert_file,
-                keyfile=self._tls.key_file,
-            )
+            configure_tls(client, self._tls)
         client.connect_timeout = self._connect_timeout_s
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish

@@ -8,7 +8,7 @@ from wire import messages as m
 from wire.pci import card_token
 
 ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-nanos = st.integers(min_value=0, max_value=2**63 - 2)
+nanos = st.integers(min_value=0, max_value=m.MAX_NANOS)
 seqs = st.integers(min_value=0, max_value=2**63 - 1)
 pct = st.floats(min_value=0.0, max_value=100.0)
 celsius = st.floats(min_value=-80.0, max_value=200.0)

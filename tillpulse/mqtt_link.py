@@ -43,6 +43,11 @@ class TlsFiles(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     key_file: str | None = None
 
 
+def configure_tls(client: mqtt.Client, tls: TlsFiles) -> None:
+    """TLS (server verified against ``ca_file``; a client certificate for mutual TLS)."""
+    client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+
+
 class LinkSettings(msgspec.Struct, kw_only=True, frozen=True):
     host: str
     port: int
@@ -94,11 +99,7 @@ class MqttLink:
         if settings.username is not None:
             self.client.username_pw_set(settings.username, password)
         if settings.tls is not None:
-            self.client.tls_set(
-                ca_certs=settings.tls.ca_file,
-                certfile=settings.tls.cert_file,
-                keyfile=settings.tls.key_file,
-            )
+            configure_tls(self.client, settings.tls)
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
 

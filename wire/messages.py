@@ -29,8 +29,11 @@ from wire.topics import ID_PATTERN, DeviceTopic, Stream
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-# InfluxDB refuses the int64 extremes as point times (its range ends at 2**63 - 2)
-Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 2)]
+# InfluxDB refuses the int64 extremes as point times (its range ends at 2**63 - 2),
+# and a point's time puts the seq in the sub-millisecond digits (wire.points): the
+# last millisecond whose every slot fits is the limit (year 2262).
+MAX_NANOS: Final = 9_223_372_036_853_999_999
+Nanos = Annotated[int, msgspec.Meta(ge=0, le=MAX_NANOS)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Percent = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
 Celsius = Annotated[float, msgspec.Meta(ge=-80.0, le=200.0)]
