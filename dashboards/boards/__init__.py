@@ -1,0 +1,13 @@
+"""The tillpulse dashboards, one module each."""
+
+from __future__ import annotations
+
+from dashboards.boards import fleet, payments, pipeline, terminal
+from dashboards.model import Dashboard
+
+ALL: tuple[Dashboard, ...] = (
+    fleet.DASHBOARD,
+    terminal.DASHBOARD,
+    payments.DASHBOARD,
+    pipeline.DASHBOARD,
+)

@@ -1,0 +1,112 @@
+"""Grafana provisioning files: the InfluxDB datasource, the dashboards provider, alerting.
+
+Grafana reads YAML; JSON is valid YAML, so the files are JSON under a comment
+line (no YAML library needed). Grafana expands ``$VAR`` in provisioning files
+from its environment: the InfluxDB address and credentials and the webhook
+URL are never written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from dashboards.alerts import (
+    CONTACT_POINT,
+    EVALUATE_EVERY_S,
+    FOLDER_TITLE,
+    FOLDER_UID,
+    RULE_GROUP,
+    RULES,
+    contact_point,
+)
+from dashboards.model import DATASOURCE_UID, JSON
+
+DATASOURCE_NAME: Final = "tillpulse InfluxDB"
+# the datasource's min interval, so $__interval never goes below the finest data written
+# (gateway_stats every 10 s)
+MIN_INTERVAL: Final = "10s"
+# where the provider finds the dashboard JSON inside the Grafana container (mount json/ there)
+DASHBOARDS_PATH: Final = "/var/lib/grafana/dashboards/tillpulse"
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    """Where Grafana reads from; the provisioning file leaves Grafana's env to fill them."""
+
+    url: str = "$INFLUX_URL"
+    database: str = "$INFLUX_DB"
+    user: str = "$INFLUX_USER"
+    password: str = "$INFLUX_PASSWORD"
+
+
+def datasource(influx: InfluxSettings) -> JSON:
+    """The InfluxQL datasource (InfluxDB 1.x natively, 2.x via its DBRP mapping, 3.x)."""
+    return {
+        "name": DATASOURCE_NAME,
+        "uid": DATASOURCE_UID,
+        "type": "influxdb",
+        "access": "proxy",
+        "url": influx.url,
+        "user": influx.user,
+        "jsonData": {
+            "dbName": influx.database,
+            "httpMode": "POST",
+            "version": "InfluxQL",
+            "timeInterval": MIN_INTERVAL,
+        },
+        "secureJsonData": {"password": influx.password},
+    }
+
+
+def datasources_file() -> JSON:
+    entry = datasource(InfluxSettings()) | {"orgId": 1, "isDefault": True, "editable": False}
+    return {"apiVersion": 1, "datasources": [entry]}
+
+
+def dashboards_file() -> JSON:
+    return {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": "tillpulse",
+                "orgId": 1,
+                "folder": FOLDER_TITLE,
+                "folderUid": FOLDER_UID,
+                "type": "file",
+                "disableDeletion": True,
+                "allowUiUpdates": False,
+                "updateIntervalSeconds": 60,
+                "options": {"path": DASHBOARDS_PATH, "foldersFromFilesStructure": False},
+            }
+        ],
+    }
+
+
+def alerting_file() -> JSON:
+    return {
+        "apiVersion": 1,
+        "groups": [
+            {
+                "orgId": 1,
+                "name": RULE_GROUP,
+                "folder": FOLDER_TITLE,
+                "interval": f"{EVALUATE_EVERY_S}s",
+                "rules": [rule.body() for rule in RULES],
+            }
+        ],
+        "contactPoints": [
+            {"orgId": 1, "name": CONTACT_POINT, "receivers": [contact_point()]},
+        ],
+        # replaces the org's notification policy tree: everything to the webhook
+        "policies": [
+            {
+                "orgId": 1,
+                "receiver": CONTACT_POINT,
+                "group_by": ["alertname", "site"],
+                "group_wait": "30s",
+                "group_interval": "5m",
+                "repeat_interval": "4h",
+            }
+        ],
+    }

@@ -1,0 +1,176 @@
+"""Upload the folder, datasource, dashboards and alerting to a running Grafana (>= 10).
+
+Idempotent: everything is created or updated by its uid (dashboards with
+``overwrite``), so pushing twice changes nothing the second time. The rule
+group is written whole (PUT), which creates, updates and removes its rules to
+match the code, the way Grafana's Terraform provider does.
+
+Grafana's version is read from ``/api/health`` (no credentials needed) before
+anything is written: the alerting provisioning API this relies on is
+Grafana 10's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import niquests
+from grafana_client.api import GrafanaApi
+from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaTimeoutError
+
+from dashboards.alerts import (
+    CONTACT_POINT,
+    EVALUATE_EVERY_S,
+    FOLDER_TITLE,
+    FOLDER_UID,
+    RULE_GROUP,
+    RULES,
+    contact_point,
+)
+from dashboards.boards import ALL
+from dashboards.errors import PushError
+from dashboards.provisioning import InfluxSettings, datasource
+from tillpulse.logs import kv
+
+log = logging.getLogger(__name__)
+
+MIN_VERSION: Final = (10, 0)
+NOT_FOUND: Final = 404
+_VERSION: Final = re.compile(r"(\d+)\.(\d+)")
+# the useful part of urllib3's nested connection errors
+_CAUSE: Final = re.compile(r"\[Errno -?\d+\] [^'\")]+|Failed to resolve '[^']+'|timed out")
+
+Credential = str | tuple[str, str]  # a token, or (user, password)
+Grafana = Any  # a GrafanaApi: grafana-client leaves most of its methods untyped
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    url: str
+    credential: Credential
+    influx: InfluxSettings
+    webhook_url: str | None  # the contact point is left alone without one
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class PushReport:
+    grafana_version: str
+    dashboards: int
+    rules: int
+    contact_point: bool
+
+
+def push(settings: PushSettings) -> PushReport:
+    """Push everything; raises PushError with a one-line reason."""
+    api: Grafana = GrafanaApi.from_url(  # the trailing slash keeps a sub-path (/grafana/)
+        settings.url.rstrip("/") + "/", credential=settings.credential, timeout=settings.timeout_s
+    )
+    try:
+        version = _check_version(api)
+        _upsert_folder(api)
+        _upsert_datasource(api, settings.influx)
+        for board in ALL:
+            api.dashboard.update_dashboard(
+                {"dashboard": board.json(), "folderUid": FOLDER_UID, "overwrite": True}
+            )
+            log.info("dashboard_pushed", extra=kv(uid=board.uid))
+        api.alertingprovisioning.update_rule_group(
+            FOLDER_UID,
+            RULE_GROUP,
+            {
+                "title": RULE_GROUP,
+                "folderUid": FOLDER_UID,
+                "interval": EVALUATE_EVERY_S,
+                "rules": [rule.api_body() for rule in RULES],
+            },
+        )
+        if settings.webhook_url:
+            _upsert_contact_point(api, settings.webhook_url)
+    except GrafanaTimeoutError as exc:
+        raise PushError(f"Grafana at {settings.url} did not answer in time: {exc}") from exc
+    except GrafanaException as exc:
+        raise _refused(settings.url, exc) from exc
+    except niquests.exceptions.RequestException as exc:
+        raise PushError(f"cannot reach Grafana at {settings.url}: {_cause(exc)}") from exc
+    return PushReport(version, len(ALL), len(RULES), bool(settings.webhook_url))
+
+
+def _check_version(api: Grafana) -> str:
+    try:
+        health: Any = api.client.GET("/health")
+    except GrafanaClientError as exc:
+        if not _missing(exc):
+            raise
+        raise PushError(f"{api.client.url} has no /health: is this Grafana?") from exc
+    return require_version(health.get("version") if isinstance(health, dict) else None)
+
+
+def require_version(version: object) -> str:
+    """``version`` (from /api/health) if it is Grafana 10 or newer; PushError otherwise."""
+    match = _VERSION.match(str(version or ""))
+    if match is None:
+        raise PushError(f"cannot tell Grafana's version from /api/health: {version!r:.80}")
+    if (int(match[1]), int(match[2])) < MIN_VERSION:
+        raise PushError(
+            f"Grafana {version} is too old: the alerting provisioning API needs Grafana "
+            f">= {MIN_VERSION[0]}.{MIN_VERSION[1]}"
+        )
+    return str(version)
+
+
+def _missing(exc: GrafanaException) -> bool:
+    return isinstance(exc, GrafanaClientError) and exc.status_code == NOT_FOUND
+
+
+def _upsert_folder(api: Grafana) -> None:
+    try:
+        api.folder.get_folder(FOLDER_UID)
+    except GrafanaClientError as exc:
+        if not _missing(exc):
+            raise
+        api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
+
+
+def _upsert_datasource(api: Grafana, influx: InfluxSettings) -> None:
+    body = datasource(influx)
+    try:
+        api.datasource.get_datasource_by_uid(body["uid"])
+    except GrafanaClientError as exc:
+        if not _missing(exc):
+            raise
+        api.datasource.create_datasource(body)
+        return
+    api.datasource.update_datasource_by_uid(body["uid"], body)
+
+
+def _upsert_contact_point(api: Grafana, url: str) -> None:
+    body = contact_point()
+    body["settings"] = body["settings"] | {"url": url}
+    existing = api.alertingprovisioning.get_contactpoints(name=CONTACT_POINT)
+    if any(point.get("uid") == body["uid"] for point in existing or []):
+        api.alertingprovisioning.update_contactpoint(body["uid"], body)
+    else:
+        api.alertingprovisioning.create_contactpoint(body)
+
+
+def _refused(url: str, exc: GrafanaException) -> PushError:
+    if exc.status_code in (401, 403):
+        return PushError(
+            f"Grafana at {url} refused the credentials (HTTP {exc.status_code}): check "
+            "GRAFANA_TOKEN (an Admin service account token) or GRAFANA_USER/GRAFANA_PASSWORD"
+        )
+    return PushError(f"Grafana at {url} refused the upload: {_first_line(exc)}")
+
+
+def _cause(exc: BaseException) -> str:
+    match = _CAUSE.search(str(exc))
+    return match[0] if match else _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
