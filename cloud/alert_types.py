@@ -32,6 +32,10 @@ class AlertType(enum.StrEnum):
     ACQUIRER_OUTAGE = "acquirer_outage"
     # payment KPIs against seasonal baselines
     APPROVAL_DROP = "approval_drop"
+    VOLUME_DROP = "volume_drop"
+    VOLUME_SURGE = "volume_surge"
+    LATENCY_SPIKE = "latency_spike"
+    DECLINE_MIX = "decline_mix"
     # fraud
     CARD_TESTING = "card_testing"
     CARD_VELOCITY = "card_velocity"
@@ -52,6 +56,10 @@ DETECTS: Final[dict[AlertType, str]] = {
     AlertType.CARD_TESTING: "card_testing",
     AlertType.CARD_VELOCITY: "velocity_fraud",
     AlertType.AMOUNT_OUTLIER: "amount_outlier",
+    # volume_drop, volume_surge, latency_spike, decline_mix (cloud.kpis) detect none:
+    # the injections that move them (a terminal cut off, card testing, an acquirer
+    # outage) are other alerts' to detect, which explain them away (root cause);
+    # outside a label they are false alerts
 }
 
 NOT_IN_THE_DATA: Final = frozenset({"duplicate_sends", "corrupt_frames"})

@@ -36,6 +36,9 @@ def main(argv: list[str]) -> int:
         if args.command == "evaluate":
             return _evaluate(args)
         config = load_cloud_config(args.config)
+        if args.command == "check-config":
+            sys.stdout.write(f"{args.config}: ok\n")
+            return 0
         if args.command == "train":
             return _train(args, config)
         return _detect(args, config)
@@ -69,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--to", dest="end", metavar="ISO", help="history up to (default: now)")
     train.add_argument("--days", type=float, default=14.0, help="history length (default 14)")
     train.add_argument("--out", type=Path, help="model file (default: the config's)")
+
+    check = commands.add_parser("check-config", help="validate the config file and exit")
+    check.add_argument("--config", required=True)
 
     ev = commands.add_parser("evaluate", help="score alerts against firmware_sim ground truth")
     ev.add_argument("--labels", required=True, type=Path, help="firmware_sim --labels FILE")

@@ -28,6 +28,7 @@ Overrides from the environment: ``TILLPULSE_CLOUD__<SECTION>__<KEY>``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -64,7 +65,9 @@ class QuerySection(_Section, kw_only=True, frozen=True):
 
     def reader_settings(self) -> ReaderSettings:
         password = read_secret(self.password_file, INFLUX_PASSWORD_ENV) if self.username else None
-        token = read_secret(self.token_file, TOKEN_ENV) if self.token_file else None
+        # without a user (1.x), a token (2.x, 3.x) from token_file or else the environment
+        wants_token = self.token_file or (not self.username and os.environ.get(TOKEN_ENV))
+        token = read_secret(self.token_file, TOKEN_ENV) if wants_token else None
         return ReaderSettings(
             url=self.url,
             database=self.database,

@@ -1,8 +1,9 @@
 """One detection cycle: read a window, run every detector, root cause, alerts out.
 
     window data ──▶ health rules ─┐
-                 ├▶ acquirers ────┼─▶ root cause ─▶ AlertManager ─▶ outputs
-                 ├▶ payments ─────┤   (site network, acquirer outage
+                 ├▶ acquirers ────┤
+                 ├▶ payments ─────┼─▶ root cause ─▶ AlertManager ─▶ outputs
+                 ├▶ payment KPIs ─┤   (site network, acquirer outage
                  └▶ card velocity ┘    explain the terminal symptoms)
 
 `Detection.run(end_ns)` handles the window ``[end - window, end)``; a
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from cloud.alert_types import AlertType
 from cloud.alerting import AlertManager
 from cloud.findings import Finding
 from cloud.fleet import FleetSettings, acquirer_findings, down_acquirers, velocity_findings
 from cloud.fraud_features import group_by_terminal
 from cloud.health import HealthSettings, fold_heartbeats, health_findings
+from cloud.kpis import Explained, KpiSettings, kpi_findings
 from cloud.memory import Memory, load_memory, save_memory
 from cloud.model import TrainedModel
 from cloud.payments import PaymentSettings, payment_findings
@@ -42,6 +45,7 @@ class DetectionSettings:
     health: HealthSettings = field(default_factory=HealthSettings)
     payments: PaymentSettings = field(default_factory=PaymentSettings)
     fleet: FleetSettings = field(default_factory=FleetSettings)
+    kpis: KpiSettings = field(default_factory=KpiSettings)
 
 
 @dataclass(slots=True)
@@ -111,7 +115,7 @@ class Detection:
         """Every detector over one window's data; updates the memory."""
         settings = self.settings
         fold_heartbeats(self.memory, data)
-        down = down_acquirers(data.acquirers, self.model, settings.fleet)
+        down = down_acquirers(data.acquirers, self.memory, self.model, settings.fleet)
         findings = health_findings(
             self.memory, data.states, self.model, data.end_ns, settings.health
         )
@@ -119,10 +123,29 @@ class Detection:
         findings += payment_findings(
             windows, self.memory, self.model, set(down), data.end_ns, settings.payments
         )
+        explained = Explained.of(findings, data.states, set(down))
+        findings += kpi_findings(
+            windows, self.memory, self.model, explained, data.start_ns, data.end_ns, settings.kpis
+        )
         if self.shard.leads:
             findings += acquirer_findings(down, data.end_ns)
-            if data.fleet_payments is not None:
-                findings += velocity_findings(
+            # velocity needs the history's cards normally used at several sites (fleet
+            # cards): without a model it would flag them all, so it waits for training
+            if data.fleet_payments is not None and self.model is not None:
+                velocity = velocity_findings(
                     data.fleet_payments, self.memory, self.model, data.end_ns, settings.fleet
                 )
+                findings = _outliers_of_travelling_cards_dropped(findings, velocity) + velocity
         return findings
+
+
+def _outliers_of_travelling_cards_dropped(
+    findings: list[Finding], velocity: list[Finding]
+) -> list[Finding]:
+    """A stolen card's big payments are part of its velocity alert (root cause), not more."""
+    cards = {finding.subject for finding in velocity}
+    return [
+        f
+        for f in findings
+        if not (f.type is AlertType.AMOUNT_OUTLIER and f.evidence.get("card") in cards)
+    ]

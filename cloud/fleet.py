@@ -2,9 +2,18 @@
 
 Acquirer outage (root cause across the fleet): an acquirer whose declines
 are far above its usual rate (a binomial tail below ``outage_p``), failing
-most authorisations at half its sites, and at ``outage_min_sites`` or more, at once (one site
-under card testing is not an outage), or whose median authorisation
-latency is ``latency_factor`` times its usual. One alert names the acquirer;
+most authorisations at half its sites or more, and either at
+``outage_min_sites`` sites at once or mostly with codes that blame the
+processing chain (91, 96) rather than the card (one site under card testing
+declines with 05/14/54: not an outage; an acquirer that only one site uses
+can still be seen failing by its codes); or whose median authorisation
+latency is ``latency_factor`` times its usual, at ``outage_min_sites`` sites
+and most of its sites. An acquirer used by a few
+terminals sends a handful of authorisations a window, too few for any one
+window to be sure, so a sequential test accumulates the evidence over
+windows: a CUSUM of each window's log-likelihood ratio of its system-coded
+declines (91/96) under ``outage_system_share`` against the acquirer's usual
+rate of them, crossing ``outage_cusum_threshold`` nats. One alert names the acquirer;
 the terminal alerts it would otherwise cause are not raised.
 
 Card velocity: one card used at ``velocity_terminals`` different terminals
@@ -16,6 +25,7 @@ cards) are left out: that is their normal.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,13 +34,14 @@ from scipy.stats import binom
 from cloud.alert_types import AlertType
 from cloud.findings import Finding
 from cloud.memory import CardUse, Memory
-from cloud.model import TrainedModel
+from cloud.model import AcquirerBaseline, TrainedModel
 from cloud.reader import Table
 from cloud.window import AcquirerWindow
 from wire.messages import Severity
 
 NS_PER_S: Final = 1_000_000_000
 DEFAULT_DECLINE_RATE: Final = 0.05
+DEFAULT_SYSTEM_DECLINE_RATE: Final = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,8 @@ class FleetSettings:
     outage_p: float = 1e-9  # binomial tail of the window's declines under the usual rate
     outage_min_decline_rate: float = 0.3
     outage_min_sites: int = 2
+    outage_system_share: float = 0.6  # of the declines, with a processing-chain code
+    outage_cusum_threshold: float = 12.0  # nats; as the terminals' approval-drop test
     latency_factor: float = 4.0
     velocity_terminals: int = 4
     velocity_sites: int = 4
@@ -45,37 +58,80 @@ class FleetSettings:
 
 
 def down_acquirers(
-    acquirers: dict[str, AcquirerWindow], model: TrainedModel | None, settings: FleetSettings
+    acquirers: dict[str, AcquirerWindow],
+    memory: Memory,
+    model: TrainedModel | None,
+    settings: FleetSettings,
 ) -> dict[str, str]:
-    """Acquirers that are failing in this window, with what was seen."""
+    """Acquirers that are failing in this window, with what was seen; updates the memory."""
     down: dict[str, str] = {}
     for name, window in acquirers.items():
         usual = model.acquirer(name) if model is not None else None
         p0 = usual.decline_rate if usual is not None else DEFAULT_DECLINE_RATE
+        evidence = _system_decline_evidence(name, window, memory, usual, settings)
         declined = window.count - window.approved
         rate = declined / window.count if window.count else 0.0
         tail = float(binom.sf(declined - 1, window.count, p0)) if window.count else 1.0
+        systemic = (
+            declined > 0 and window.system_declines >= settings.outage_system_share * declined
+        )
         reasons = []
         if (
             tail < settings.outage_p
             and rate >= settings.outage_min_decline_rate
-            and window.failing_sites >= settings.outage_min_sites
+            and (window.failing_sites >= settings.outage_min_sites or systemic)
             and window.failing_sites * 2 >= window.sites
         ):
             reasons.append(
                 f"{declined} of {window.count} authorisations declined ({rate:.0%}, usually "
-                f"{p0:.1%}), most of them at {window.failing_sites} of {window.sites} sites"
+                f"{p0:.1%}), {window.system_declines} of them with system codes (91/96), "
+                f"most of them at {window.failing_sites} of {window.sites} sites"
             )
         if usual is not None and window.latency_median_ms is not None and usual.latency_median_ms:
             factor = window.latency_median_ms / usual.latency_median_ms
-            if factor >= settings.latency_factor and window.sites >= settings.outage_min_sites:
+            slow_limit = settings.latency_factor * usual.latency_median_ms
+            slow = sum(ms >= slow_limit for ms in window.site_latency_ms)
+            # slow at several sites and most of them: one slow terminal is its own fault
+            if (
+                factor >= settings.latency_factor
+                and slow >= settings.outage_min_sites
+                and slow * 2 >= window.sites
+            ):
                 reasons.append(
                     f"median authorisation latency {window.latency_median_ms:.0f} ms, "
-                    f"{factor:.0f} x its usual {usual.latency_median_ms:.0f} ms"
+                    f"{factor:.0f} x its usual {usual.latency_median_ms:.0f} ms, "
+                    f"slow at {slow} of {window.sites} sites"
                 )
+        if evidence is not None and not reasons:
+            reasons.append(evidence)
         if reasons:
             down[name] = "; ".join(reasons)
     return down
+
+
+def _system_decline_evidence(
+    name: str,
+    window: AcquirerWindow,
+    memory: Memory,
+    usual: AcquirerBaseline | None,
+    settings: FleetSettings,
+) -> str | None:
+    """The acquirer's CUSUM over windows of system-coded declines, if it crossed."""
+    p0 = usual.system_decline_rate if usual is not None else DEFAULT_SYSTEM_DECLINE_RATE
+    p1 = max(settings.outage_system_share, 10 * p0)
+    system, others = window.system_declines, window.count - window.system_declines
+    step = system * math.log(p1 / p0) + others * math.log((1 - p1) / (1 - p0))
+    level = max(0.0, memory.acquirer_cusum.get(name, 0.0) + step)
+    crossed = level >= settings.outage_cusum_threshold
+    # restart halfway after a signal, as the terminals' approval-drop test does
+    memory.acquirer_cusum[name] = settings.outage_cusum_threshold / 2 if crossed else level
+    if not crossed:
+        return None
+    return (
+        f"{system} of {window.count} authorisations in the window declined with system codes "
+        f"(91/96; usually {p0:.2%}), evidence over recent windows {level:.1f} nats over the "
+        f"{settings.outage_cusum_threshold:.0f} threshold, at {window.sites} site(s)"
+    )
 
 
 def acquirer_findings(down: dict[str, str], end_ns: int) -> list[Finding]:

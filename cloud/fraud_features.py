@@ -43,6 +43,8 @@ class TerminalWindow:
     cards: set[str] = field(default_factory=set)
     micro_cards: set[str] = field(default_factory=set)
     amounts: list[int] = field(default_factory=list)
+    largest_amount: int = -1
+    largest_card: str = ""  # the card that paid largest_amount
     latencies: list[float] = field(default_factory=list)
     codes: dict[str, int] = field(default_factory=dict)  # declines by response code
 
@@ -82,6 +84,8 @@ def group_by_terminal(payments: Table) -> dict[str, TerminalWindow]:
             window = windows[device] = TerminalWindow(site, acquirer, mcc or "")
         window.payments += 1
         window.cards.add(card)
+        if amount > window.largest_amount:
+            window.largest_amount, window.largest_card = int(amount), card
         window.amounts.append(int(amount))
         manual = method == "manual"
         window.manual += manual

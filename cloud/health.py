@@ -19,6 +19,7 @@ shutdown is not an outage.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,7 +30,10 @@ from cloud.memory import DeviceMemory, Memory
 from cloud.model import TrainedModel
 from cloud.reader import Table
 from cloud.window import DeviceStates, WindowData
+from tillpulse.logs import kv
 from wire.messages import Severity
+
+log = logging.getLogger(__name__)
 
 NS_PER_S: Final = 1_000_000_000
 
@@ -60,10 +64,17 @@ def _fold(memory: Memory, table: Table, end_ns: int, kind: str) -> None:
     for values in zip(*table.columns.values(), strict=True):
         row = dict(zip(names, values, strict=True))
         rows[row["device"]].append(row)
-    for device, beats in rows.items():
+    for device, read in rows.items():
         state = memory.devices.get(device)
         if state is None:
-            state = memory.devices[device] = DeviceMemory(site=beats[0]["site"], kind=kind)
+            state = memory.devices[device] = DeviceMemory(site=read[0]["site"], kind=kind)
+        beats = read
+        if _sequence_restarted(state, read):
+            # a wiped outbox or a replaced unit counts from 1 again: follow the new
+            # sequence from the last event taken, or its heartbeats would be ignored
+            log.info("sequence_restart", extra=kv(device=device, last_seq=state.seq))
+            beats = [b for b in read if int(b["time"]) > state.ts_ns]
+            state.seq = 0
         for beat in sorted(beats, key=lambda b: int(b["seq"])):
             if int(beat["seq"]) <= state.seq:
                 continue
@@ -74,6 +85,17 @@ def _fold(memory: Memory, table: Table, end_ns: int, kind: str) -> None:
             elif int(beat["time"]) > end_ns:
                 break
             state.seq, state.ts_ns, state.seen_ns = int(beat["seq"]), int(beat["time"]), end_ns
+
+
+def _sequence_restarted(state: DeviceMemory, beats: list[dict[str, Any]]) -> bool:
+    """Lower sequence numbers on events newer than the newest taken, which is gone.
+
+    Beats taken before are read again for as long as the lookback lasts, the newest
+    one among them; a clock stepped back can make one of them look newer than it.
+    """
+    if state.seq == 0 or any(int(b["seq"]) == state.seq for b in beats):
+        return False
+    return any(int(b["seq"]) < state.seq and int(b["time"]) > state.ts_ns for b in beats)
 
 
 def _true_time(state: DeviceMemory, beat: dict[str, Any]) -> int:

@@ -9,6 +9,7 @@ catches up on windows it missed since the last run, oldest first.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,12 +53,17 @@ def make_outputs(config: CloudConfig) -> AlertOutputs:
             username=section.username,
             password=section.password(),
             tls=section.tls,
+            pending_path=config.state_dir / f"mqtt-pending.{_file_safe(section.client_id)}.json",
         )
     webhook = None
     if config.webhook is not None:
         hook = config.webhook
         webhook = WebhookNotifier(hook.url, token_file=hook.token_file, timeout_s=hook.timeout_s)
     return AlertOutputs(influxdb=influx, mqtt=mqtt, webhook=webhook)
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def make_detection(config: CloudConfig, shard: Shard, *, require_model: bool = False) -> Detection:

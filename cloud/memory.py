@@ -3,7 +3,7 @@
 A cycle reads only a short span of raw points, so whatever needs a longer
 view lives here: each device's newest heartbeat (to see it go quiet, its
 clock step, a condition that persists), each terminal's running evidence
-for the sequential payment tests, and the recent uses of each card (for
+for the sequential payment tests (and each acquirer's), and the recent uses of each card (for
 velocity across terminals). It is a msgspec JSON file written atomically
 after each cycle (`tillpulse.statefile`), next to the alert state; everything in it is bounded by
 the fleet size (cards: by ``card_horizon_s``).
@@ -37,8 +37,22 @@ class DeviceMemory(msgspec.Struct, kw_only=True):
     offline_queue: int = 0
 
 
+class CountRun(msgspec.Struct, array_like=True):
+    """A Poisson CUSUM on payment counts, and what it has seen since it last stood at 0."""
+
+    level: float = 0.0  # nats
+    payments: int = 0
+    expected: float = 0.0
+    since_ns: int = 0  # start of the first window of the run
+
+
 class TerminalEvidence(msgspec.Struct, kw_only=True):
     decline_cusum: float = 0.0  # sequential test for a raised decline rate (nats)
+    # cloud.kpis
+    volume_drop: CountRun = msgspec.field(default_factory=CountRun)
+    volume_surge: CountRun = msgspec.field(default_factory=CountRun)
+    latency_cusum: float = 0.0  # CUSUM of robust latency residuals (sigmas)
+    recent_declines: dict[str, float] = msgspec.field(default_factory=dict)  # code: decayed count
 
 
 class CardUse(msgspec.Struct, array_like=True):
@@ -52,6 +66,8 @@ class Memory(msgspec.Struct, kw_only=True):
     devices: dict[str, DeviceMemory] = msgspec.field(default_factory=dict)
     evidence: dict[str, TerminalEvidence] = msgspec.field(default_factory=dict)
     cards: dict[str, list[CardUse]] = msgspec.field(default_factory=dict)
+    # per acquirer: sequential test for system-coded declines (nats, cloud.fleet)
+    acquirer_cusum: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 def load_memory(path: Path | None) -> Memory:

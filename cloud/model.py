@@ -41,6 +41,9 @@ class Baseline(msgspec.Struct, kw_only=True):
     amount_log_sigma: float  # robust spread of ln(amount)
     temperature_p50: float
     temperature_p99: float
+    # share of each response code among online declines (cloud.kpis); empty in models
+    # trained before it was recorded, which leaves that detector unarmed until a retrain
+    decline_codes: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class TerminalBaseline(Baseline, kw_only=True):
@@ -49,10 +52,17 @@ class TerminalBaseline(Baseline, kw_only=True):
     mcc: str
     profile: int
     history_hours: float
+    # online authorisation latency (cloud.kpis; a profile has none: latency is the
+    # acquirer's); 0 in models trained before it was recorded: that detector is unarmed
+    latency_log_median: float = 0.0  # ln(ms)
+    latency_log_sigma: float = 0.0  # robust spread of ln(ms)
 
 
 class AcquirerBaseline(msgspec.Struct, kw_only=True):
     decline_rate: float
+    # declines with a processing-chain code (cloud.window.SYSTEM_DECLINE_CODES);
+    # the default serves models trained before it was recorded
+    system_decline_rate: float = 0.002
     latency_median_ms: float
     latency_p95_ms: float
 
@@ -84,12 +94,18 @@ class TrainedModel:
         self.fraud = fraud
         self.metadata = metadata
 
+    def own_baseline(self, device: str) -> TerminalBaseline | None:
+        """The terminal's own baseline, if it has enough history to be one."""
+        own = self.baselines.terminals.get(device)
+        return own if own is not None and own.history_hours >= MIN_HISTORY_HOURS else None
+
     def baseline_for(self, device: str, mcc: str | None = None) -> Baseline:
         """The terminal's own baseline once it has enough history, else its profile's."""
-        own = self.baselines.terminals.get(device)
-        if own is not None and own.history_hours >= MIN_HISTORY_HOURS:
+        own = self.own_baseline(device)
+        if own is not None:
             return own
-        mcc = mcc or (own.mcc if own is not None else None)
+        known = self.baselines.terminals.get(device)
+        mcc = mcc or (known.mcc if known is not None else None)
         profile = self.baselines.profile_by_mcc.get(mcc or "")
         if profile is None or profile >= len(self.baselines.profiles):
             return self.baselines.fleet

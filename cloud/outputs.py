@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Final
 
 import msgspec
@@ -35,6 +36,7 @@ from tillpulse.backoff import Backoff
 from tillpulse.config import read_secret
 from tillpulse.logs import kv
 from tillpulse.mqtt_link import TlsFiles, configure_tls
+from tillpulse.statefile import UnreadableState, read_state, write_state
 from wire.errors import WireError
 from wire.messages import Alert, encode
 from wire.points import to_line
@@ -140,6 +142,9 @@ class AlertPublisher:
     no PUBACK in time) the connection is dropped, so paho keeps no copies of its
     own, and the unacknowledged alerts stay pending here for the next call.
     An alert whose PUBACK came late may so be delivered twice: same alert_id.
+    With ``pending_path``, what is still pending after a failure or at close
+    is saved there and queued again by the next publisher (the next run of a
+    ``--once`` job), so a broker outage across runs loses no alert.
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class AlertPublisher:
         connect_timeout_s: float = 10.0,
         publish_timeout_s: float = 30.0,
         max_pending: int = 10_000,
+        pending_path: Path | None = None,
     ) -> None:
         self.target = f"mqtt {host}:{port} client_id={client_id}"
         self.stats = OutputStats()
@@ -172,6 +178,8 @@ class AlertPublisher:
         self._connack = threading.Event()
         self._connack_reason: ReasonCode | None = None
         self._refusals: dict[int, ReasonCode] = {}  # mid -> PUBACK failure reason
+        self._pending_path = pending_path
+        self._enqueue(self._load_pending())
 
     @property
     def pending(self) -> list[Alert]:
@@ -220,6 +228,7 @@ class AlertPublisher:
             raise self._failed(
                 f"{len(self._pending)} alerts not acknowledged within {self._publish_timeout_s}s"
             )
+        self._save_pending()
         log.info("alerts_published", extra=kv(target=self.target, alerts=delivered))
         return delivered
 
@@ -245,6 +254,7 @@ class AlertPublisher:
     def _failed(self, cause: str) -> AlertPublishError:
         """Drop the connection and describe the failure; the pending alerts stay."""
         self._disconnect()
+        self._save_pending()
         self.stats.failures += 1
         return AlertPublishError(
             f"{self.target}: {cause}; {len(self._pending)} alerts kept for the next try",
@@ -312,9 +322,44 @@ class AlertPublisher:
     def close(self) -> None:
         if self._pending:
             log.warning(
-                "alerts_not_published", extra=kv(target=self.target, alerts=len(self._pending))
+                "alerts_not_published",
+                extra=kv(
+                    target=self.target,
+                    alerts=len(self._pending),
+                    kept_in=str(self._pending_path) if self._pending_path else None,
+                ),
             )
+        self._save_pending()
         self._disconnect()
+
+    def _load_pending(self) -> list[Alert]:
+        if self._pending_path is None:
+            return []
+        try:
+            saved = read_state(self._pending_path, PendingAlerts, what="pending_alerts")
+        except UnreadableState:
+            return []
+        return [] if saved is None else saved.alerts
+
+    def _save_pending(self) -> None:
+        """Keep the pending alerts on disk, or remove the file once none are left."""
+        if self._pending_path is None:
+            return
+        try:
+            if self._pending:
+                write_state(self._pending_path, PendingAlerts(alerts=self.pending))
+            else:
+                self._pending_path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error(
+                "pending_alerts_not_saved", extra=kv(path=str(self._pending_path), error=str(exc))
+            )
+
+
+class PendingAlerts(msgspec.Struct, kw_only=True):
+    """The publisher's unacknowledged alerts, saved for the next run."""
+
+    alerts: list[Alert]
 
 
 class WebhookNotifier:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -32,7 +32,7 @@ from cloud.model import (
     metadata,
 )
 from cloud.reader import InfluxQLReader, Series
-from cloud.window import PAYMENT_COLUMNS
+from cloud.window import PAYMENT_COLUMNS, SYSTEM_DECLINE_WHERE
 from tillpulse.logs import kv
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,23 @@ IQR_TO_SIGMA: Final = 1.349  # a normal distribution's interquartile range in si
 DEFAULT_TEMPERATURE: Final = (30.0, 40.0)
 MIN_FRAUD_WINDOWS: Final = 50  # fewer: too few to say what is unusual
 DECLINE_PRIOR: Final = (1.0, 20.0)  # Beta prior: a few declines in twenty, before data
+DECLINE_CODE_PRIOR: Final = 20.0  # a terminal's decline-code mix: its merchant category's, worth 20
 
 
 def hour_of_week(ts_ns: int) -> int:
     """0 = Monday 00:00-01:00 UTC."""
     moment = datetime.fromtimestamp(ts_ns / NS_PER_S, tz=UTC)
     return moment.weekday() * 24 + moment.hour
+
+
+def hours_of_week_seen(start_ns: int, end_ns: int) -> list[int]:
+    """How many times each hour of the week starts within ``[start, end)``: the history
+    behind each of its seasonal figures."""
+    seen = [0] * HOURS_PER_WEEK
+    first = start_ns + (-start_ns) % NS_PER_HOUR
+    for hour_ns in range(first, end_ns, NS_PER_HOUR):
+        seen[hour_of_week(hour_ns)] += 1
+    return seen
 
 
 def train(
@@ -79,7 +90,17 @@ def train(
         start_ns,
         end_ns,
     )
-    terminals = _terminal_baselines(hourly, amounts, temperatures, start_ns, end_ns)
+    latencies = _per_device(
+        reader,
+        "SELECT percentile(auth_latency_ms, 25), median(auth_latency_ms), "
+        'percentile(auth_latency_ms, 75) FROM "payment"',
+        start_ns,
+        end_ns,
+        "offline = 0",
+    )
+    terminals = _terminal_baselines(hourly, amounts, temperatures, end_ns)
+    _add_latencies(terminals, latencies)
+    _add_decline_codes(terminals, reader, start_ns, end_ns)
     profiles_model, labels = _fit_profiles(terminals, seed)
     for device, profile in labels.items():
         terminals[device].profile = profile
@@ -131,6 +152,7 @@ class _Hourly:
         self.counts: dict[int, list[int]] = defaultdict(list)  # hour of week -> counts
         self.payments = 0
         self.declined = 0
+        self.first_ns = 0  # start of the first day of the history it took payments
 
 
 def _hourly_volume(reader: InfluxQLReader, start_ns: int, end_ns: int) -> dict[str, _Hourly]:
@@ -146,6 +168,7 @@ def _hourly_volume(reader: InfluxQLReader, start_ns: int, end_ns: int) -> dict[s
         )
         for s in series:
             hourly = per_device[s.tags["device"]]
+            hourly.first_ns = hourly.first_ns or max(start_ns, lo)
             hourly.site, hourly.acquirer = s.tags.get("site", ""), s.tags.get("acquirer", "")
             for ts, payments, approved, mcc in s.values:
                 count = int(payments or 0)
@@ -167,38 +190,45 @@ def _per_device(
     return {s.tags["device"]: s.values[0][1:] for s in series if s.values}
 
 
-def _seasonal_rates(hourly: _Hourly, history_hours: float) -> list[float]:
+def _seasonal_rates(hourly: _Hourly, seen: list[int]) -> list[float]:
     """Mean payments per hour for each hour of the week, hours with no payment as zeros.
 
     An hour of the week seen less than twice borrows from the same hour of the
-    other days, so one odd day does not make the baseline.
+    other days, so one odd day does not make the baseline; one not seen at all
+    (less than a week of history) is the mean of the same hour of the days seen.
     """
-    weeks = max(1.0, history_hours / HOURS_PER_WEEK)
-    by_how = [sum(hourly.counts.get(h, [])) / weeks for h in range(HOURS_PER_WEEK)]
-    days = max(1.0, history_hours / 24)
-    by_hod = [
-        sum(sum(hourly.counts.get(d * 24 + h, [])) for d in range(7)) / days for h in range(24)
-    ]
-    if history_hours >= 2 * HOURS_PER_WEEK:
-        return by_how
-    return [0.5 * by_how[h] + 0.5 * by_hod[h % 24] for h in range(HOURS_PER_WEEK)]
+    totals = [sum(hourly.counts.get(h, [])) for h in range(HOURS_PER_WEEK)]
+    by_hod = []
+    for hod in range(24):
+        hours = sum(seen[d * 24 + hod] for d in range(7))
+        by_hod.append(sum(totals[d * 24 + hod] for d in range(7)) / max(1, hours))
+    rates = []
+    for h in range(HOURS_PER_WEEK):
+        if seen[h] == 0:
+            rates.append(by_hod[h % 24])
+        elif seen[h] >= 2:
+            rates.append(totals[h] / seen[h])
+        else:
+            rates.append(0.5 * totals[h] + 0.5 * by_hod[h % 24])
+    return rates
 
 
 def _terminal_baselines(
     hourly: dict[str, _Hourly],
     amounts: dict[str, list[Any]],
     temperatures: dict[str, list[Any]],
-    start_ns: int,
     end_ns: int,
 ) -> dict[str, TerminalBaseline]:
-    history_hours = (end_ns - start_ns) / NS_PER_HOUR
     out: dict[str, TerminalBaseline] = {}
     for device, h in hourly.items():
+        # a terminal's history starts when it does: one new this week has no other weeks
+        history_hours = (end_ns - h.first_ns) / NS_PER_HOUR
+        seen = hours_of_week_seen(h.first_ns, end_ns)
         p25, median, p75 = (float(v) if v is not None else 1.0 for v in amounts.get(device, []))
         t50, t99 = temperatures.get(device, DEFAULT_TEMPERATURE)
         alpha, beta = DECLINE_PRIOR
         out[device] = TerminalBaseline(
-            rate_per_hour=_seasonal_rates(h, history_hours),
+            rate_per_hour=_seasonal_rates(h, seen),
             decline_rate=(h.declined + alpha) / (h.payments + alpha + beta),
             amount_log_median=math.log(max(1.0, median)),
             amount_log_sigma=max(0.1, math.log(max(1.0, p75) / max(1.0, p25)) / IQR_TO_SIGMA),
@@ -211,6 +241,44 @@ def _terminal_baselines(
             history_hours=history_hours,
         )
     return out
+
+
+def _add_latencies(terminals: dict[str, TerminalBaseline], latencies: dict[str, list[Any]]) -> None:
+    """Each terminal's usual online authorisation latency: ln-median and robust spread."""
+    for device, (p25, median, p75) in latencies.items():
+        baseline = terminals.get(device)
+        if baseline is None or not (p25 and median and p75):
+            continue
+        baseline.latency_log_median = math.log(float(median))
+        baseline.latency_log_sigma = max(0.05, math.log(float(p75) / float(p25)) / IQR_TO_SIGMA)
+
+
+def _add_decline_codes(
+    terminals: dict[str, TerminalBaseline], reader: InfluxQLReader, start_ns: int, end_ns: int
+) -> None:
+    """Each terminal's mix of decline codes: its own declines, shrunk towards its
+    merchant category's (a terminal sees a few dozen declines a week)."""
+    declines = reader.select(
+        "payment", ("device", "response_code"), start_ns, end_ns, "approved = 0 AND offline = 0"
+    )
+    own: dict[str, Counter[str]] = defaultdict(Counter)
+    by_mcc: dict[str, Counter[str]] = defaultdict(Counter)
+    for device, code in zip(declines["device"], declines["response_code"], strict=True):
+        own[device][code] += 1
+        baseline = terminals.get(device)
+        if baseline is not None:
+            by_mcc[baseline.mcc][code] += 1
+    for device, baseline in terminals.items():
+        pooled = by_mcc.get(baseline.mcc)
+        if not pooled:
+            continue
+        pooled_total = sum(pooled.values())
+        counts = own.get(device, Counter())
+        total = sum(counts.values()) + DECLINE_CODE_PRIOR
+        baseline.decline_codes = {
+            code: (counts[code] + DECLINE_CODE_PRIOR * n / pooled_total) / total
+            for code, n in sorted(pooled.items())
+        }
 
 
 def _profile_features(baseline: Baseline) -> list[float]:
@@ -249,7 +317,17 @@ def _median_baseline(members: list[TerminalBaseline]) -> Baseline:
         amount_log_sigma=median([m.amount_log_sigma for m in members]),
         temperature_p50=median([m.temperature_p50 for m in members]),
         temperature_p99=median([m.temperature_p99 for m in members]),
+        decline_codes=_pooled_codes([m.decline_codes for m in members]),
     )
+
+
+def _pooled_codes(mixes: list[dict[str, float]]) -> dict[str, float]:
+    """The average decline-code mix of several terminals."""
+    total: Counter[str] = Counter()
+    for mix in mixes:
+        total.update(mix)
+    weight = sum(total.values())
+    return {code: share / weight for code, share in sorted(total.items())} if weight else {}
 
 
 def _empty_baseline() -> Baseline:
@@ -272,6 +350,11 @@ def _acquirer_baselines(
         'percentile(auth_latency_ms, 95) FROM "payment" '
         f"WHERE time >= {start_ns} AND time < {end_ns} AND offline = 0 GROUP BY acquirer"
     )
+    system = reader.query(
+        f'SELECT count(approved) FROM "payment" WHERE time >= {start_ns} AND time < {end_ns} '
+        f"AND offline = 0 AND {SYSTEM_DECLINE_WHERE} GROUP BY acquirer"
+    )
+    system_declines = {s.tags["acquirer"]: int(s.values[0][1] or 0) for s in system}
     out: dict[str, AcquirerBaseline] = {}
     alpha, beta = DECLINE_PRIOR
     for s in series:
@@ -279,6 +362,8 @@ def _acquirer_baselines(
         count, approved = int(count or 0), int(approved or 0)
         out[s.tags["acquirer"]] = AcquirerBaseline(
             decline_rate=(count - approved + alpha) / (count + alpha + beta),
+            system_decline_rate=(system_declines.get(s.tags["acquirer"], 0) + alpha)
+            / (count + alpha + beta),
             latency_median_ms=float(p50 or 0.0),
             latency_p95_ms=float(p95 or 0.0),
         )

@@ -17,10 +17,17 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cloud.reader import InfluxQLReader, Table
-from wire.influxql import quote_ident
+from wire.influxql import quote_ident, quote_string
+
+# ISO 8583 responses that blame the processing chain, not the card: issuer or
+# switch inoperative, system malfunction. An acquirer outage declines with these.
+SYSTEM_DECLINE_CODES: Final = ("91", "96")
+SYSTEM_DECLINE_WHERE: Final = (
+    "(" + " OR ".join(f"response_code = {quote_string(c)}" for c in SYSTEM_DECLINE_CODES) + ")"
+)
 
 PAYMENT_COLUMNS = (
     "device",
@@ -92,6 +99,8 @@ class AcquirerWindow:
     latency_median_ms: float | None
     sites: int  # sites with at least one payment through it
     failing_sites: int  # sites where most of its authorisations failed
+    system_declines: int  # declined with a processing-chain code (SYSTEM_DECLINE_CODES)
+    site_latency_ms: list[float] = field(default_factory=list)  # each site's median
 
 
 @dataclass(slots=True)
@@ -179,15 +188,23 @@ def _acquirer_windows(
         f" WHERE {bounds} AND offline = 0 GROUP BY acquirer"
     )
     per_site = reader.query(
-        f"SELECT count(approved), sum(approved) FROM {measurement} WHERE {bounds} "
-        "AND offline = 0 GROUP BY acquirer, site"
+        f"SELECT count(approved), sum(approved), median(auth_latency_ms) FROM {measurement} "
+        f"WHERE {bounds} AND offline = 0 GROUP BY acquirer, site"
     )
+    system = reader.query(
+        f"SELECT count(approved) FROM {measurement} WHERE {bounds} AND offline = 0 "
+        f"AND {SYSTEM_DECLINE_WHERE} GROUP BY acquirer"
+    )
+    system_declines = {s.tags.get("acquirer", ""): int(s.values[0][1] or 0) for s in system}
     sites: dict[str, int] = {}
     failing: dict[str, int] = {}
+    latencies: dict[str, list[float]] = {}
     for series in per_site:
         acquirer = series.tags.get("acquirer", "")
-        _, count, approved = series.values[0]
+        _, count, approved, latency = series.values[0]
         sites[acquirer] = sites.get(acquirer, 0) + 1
+        if latency is not None:
+            latencies.setdefault(acquirer, []).append(float(latency))
         if count and (count - (approved or 0)) * 2 > count:
             failing[acquirer] = failing.get(acquirer, 0) + 1
     out: dict[str, AcquirerWindow] = {}
@@ -200,16 +217,20 @@ def _acquirer_windows(
             latency_median_ms=None if row[3] is None else float(row[3]),
             sites=sites.get(acquirer, 0),
             failing_sites=failing.get(acquirer, 0),
+            system_declines=system_declines.get(acquirer, 0),
+            site_latency_ms=latencies.get(acquirer, []),
         )
     return out
 
 
 def _device_states(reader: InfluxQLReader, end_ns: int, where: str) -> dict[str, DeviceStates]:
     extra = f" AND ({where})" if where else ""
+    # the newest raw point of each series: with two selectors (last(a), last(b))
+    # InfluxQL would stamp the row with the start of the range, not the point's time
     newest = reader.query(
-        'SELECT last(online), last(reason) FROM "device_state" '
+        'SELECT "online", "reason" FROM "device_state" '
         f"WHERE time >= {end_ns - STATE_LOOKBACK_NS} AND time < {end_ns}{extra} "
-        "GROUP BY device, site, state"
+        "GROUP BY device, site, state ORDER BY time DESC LIMIT 1"
     )
     states: dict[str, DeviceStates] = {}
     for series in newest:

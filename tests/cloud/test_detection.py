@@ -84,11 +84,6 @@ def test_a_quiet_day_raises_no_alert(fleet: Fleet) -> None:
     assert [a.summary for a in alerts] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: on a 40-terminal fleet the acquirer outage and the amount "
-    "outliers are missed (found on 200 terminals); open in the issue #6 note",
-)
 def test_every_injected_anomaly_is_alerted_and_nothing_else(fleet: Fleet) -> None:
     alerts = fleet.replay("2026-11-06")
     report = evaluate(alerts, fleet.labels, window_s=WINDOW_S, terminal_hours=TERMINALS * 15)

@@ -169,6 +169,30 @@ def test_a_stopped_broker_keeps_the_alerts_until_it_is_back(mosquitto: Mosquitto
     assert (out.stats.delivered, out.stats.failures) == (3, 1)
 
 
+def test_alerts_a_run_could_not_publish_are_sent_by_the_next_run(
+    mosquitto_session: MosquittoServer, tmp_path: Path
+) -> None:
+    kind = unique_type()
+    alerts = [alert(n, kind) for n in range(2)]
+    saved = tmp_path / "mqtt-pending.json"
+    first_run = AlertPublisher(
+        host="127.0.0.1", port=free_port(), client_id="cloud-once", pending_path=saved
+    )
+    with pytest.raises(AlertPublishError, match="cannot connect"):
+        first_run.publish(alerts)
+    first_run.close()
+    assert saved.exists()
+    host, port = mosquitto_session.address
+    next_run = AlertPublisher(host=host, port=port, client_id="cloud-once", pending_path=saved)
+    assert next_run.pending == alerts
+    with Collector(host, port, f"tp/v1/alerts/+/{kind}") as collector:
+        assert next_run.publish([]) == 2
+        collector.wait_for_count(2, timeout=10)
+    next_run.close()
+    assert [decode_as(p, Alert) for _, p, _ in collector.snapshot()] == alerts
+    assert not saved.exists()
+
+
 def test_the_pending_queue_is_bounded_oldest_dropped() -> None:
     out = AlertPublisher(
         host="127.0.0.1", port=free_port(), client_id="cloud-nowhere", max_pending=2
