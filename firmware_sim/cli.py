@@ -53,6 +53,9 @@ def main(argv: list[str]) -> int:
         return EXIT_ERROR
     if console is not None:
         render_summary(stats, Console())
+    if stats.refused:  # an ACL or a quota: those events never reached anyone
+        log.error("publishes_refused", extra=kv(refused=stats.refused))
+        return EXIT_ERROR
     return 0
 
 

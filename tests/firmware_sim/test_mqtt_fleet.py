@@ -18,7 +18,7 @@ from firmware_sim.report import RunStats
 from firmware_sim.runner import run
 from firmware_sim.scenario import InjectionType
 from tests.firmware_sim.helpers import Shape, build, link_changes, scenario_from, simulate
-from tests.servers import MosquittoServer, free_port, wait_until
+from tests.servers import MosquittoServer, ServerFactory, free_port, wait_until
 from wire.errors import MessageDecodeError
 from wire.messages import (
     DeviceState,
@@ -183,6 +183,20 @@ def test_cli_fails_fast_without_a_broker(capsys: pytest.CaptureFixture[str]) -> 
             "--mqtt", f"127.0.0.1:{free_port()}", "--quiet"]  # fmt: skip
     assert main(argv) == 1
     assert "event=sim_failed" in capsys.readouterr().err
+
+
+def test_cli_fails_when_the_broker_refuses_publishes(
+    mosquitto_factory: ServerFactory[MosquittoServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("pattern write tp/v1/nobody/%c\n")  # no device may publish its data
+    broker = mosquitto_factory(extra_config=f"acl_file {acl}\n")
+    argv = ["fleet", "--terminals", "2", "--duration", "30m", "--accel", "0",
+            "--mqtt", f"{broker.host}:{broker.port}", "--quiet"]  # fmt: skip
+    assert main(argv) == 1
+    assert "event=publishes_refused" in capsys.readouterr().err
 
 
 def test_a_device_cut_off_before_its_connack_still_leaves_a_will(

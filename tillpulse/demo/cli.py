@@ -74,6 +74,9 @@ def main(argv: list[str]) -> int:
         LiveView(console) if console.is_terminal and not args.plain else PlainView(console)
     )
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `timeout`: stop like Ctrl-C
+    # Ctrl-C even when started with SIGINT ignored (a background job of a script does
+    # that, and Python then leaves it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with Demo(settings, view) as demo, view:
             result = demo.run()
