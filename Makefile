@@ -48,6 +48,9 @@ bench: venv
 	$(PY) -m bench.outbox
 	$(PY) -m bench.spool
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.reader
+	$(PY) -m bench.streaming_detector
+	$(PY) -m bench.detector_quality   # ~20 minutes: three fleets simulated, trained, replayed
 
 # The main job in one command: Mosquitto, influxd, gateway, edge agents, a simulated
 # trading day with injected incidents and the cloud detection job, shown live.
