@@ -32,7 +32,7 @@ from cloud.model import (
     metadata,
 )
 from cloud.reader import InfluxQLReader, Series
-from cloud.window import PAYMENT_COLUMNS, SYSTEM_DECLINE_WHERE
+from cloud.window import PAYMENT_COLUMNS, system_declines_by_acquirer
 from tillpulse.logs import kv
 
 log = logging.getLogger(__name__)
@@ -350,11 +350,7 @@ def _acquirer_baselines(
         'percentile(auth_latency_ms, 95) FROM "payment" '
         f"WHERE time >= {start_ns} AND time < {end_ns} AND offline = 0 GROUP BY acquirer"
     )
-    system = reader.query(
-        f'SELECT count(approved) FROM "payment" WHERE time >= {start_ns} AND time < {end_ns} '
-        f"AND offline = 0 AND {SYSTEM_DECLINE_WHERE} GROUP BY acquirer"
-    )
-    system_declines = {s.tags["acquirer"]: int(s.values[0][1] or 0) for s in system}
+    system_declines = system_declines_by_acquirer(reader, start_ns, end_ns)
     out: dict[str, AcquirerBaseline] = {}
     alpha, beta = DECLINE_PRIOR
     for s in series:

@@ -178,6 +178,17 @@ def fetch_window(reader: InfluxQLReader, start_ns: int, end_ns: int, *, shard: S
     return data
 
 
+def system_declines_by_acquirer(
+    reader: InfluxQLReader, start_ns: int, end_ns: int
+) -> dict[str, int]:
+    """Online authorisations declined with a system code in [start, end), per acquirer."""
+    series = reader.query(
+        f'SELECT count(approved) FROM "payment" WHERE time >= {start_ns} AND time < {end_ns} '
+        f"AND offline = 0 AND {SYSTEM_DECLINE_WHERE} GROUP BY acquirer"
+    )
+    return {s.tags.get("acquirer", ""): int(s.values[0][1] or 0) for s in series}
+
+
 def _acquirer_windows(
     reader: InfluxQLReader, start_ns: int, end_ns: int
 ) -> dict[str, AcquirerWindow]:
@@ -191,11 +202,7 @@ def _acquirer_windows(
         f"SELECT count(approved), sum(approved), median(auth_latency_ms) FROM {measurement} "
         f"WHERE {bounds} AND offline = 0 GROUP BY acquirer, site"
     )
-    system = reader.query(
-        f"SELECT count(approved) FROM {measurement} WHERE {bounds} AND offline = 0 "
-        f"AND {SYSTEM_DECLINE_WHERE} GROUP BY acquirer"
-    )
-    system_declines = {s.tags.get("acquirer", ""): int(s.values[0][1] or 0) for s in system}
+    system_declines = system_declines_by_acquirer(reader, start_ns, end_ns)
     sites: dict[str, int] = {}
     failing: dict[str, int] = {}
     latencies: dict[str, list[float]] = {}
