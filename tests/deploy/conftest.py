@@ -17,9 +17,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.config import load_gateway_config
 from tests.servers import ManagedServer, MosquittoServer, free_port, wait_until
+from wire.topics import device_subscription, device_topic
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -27,10 +31,12 @@ MOSQUITTO_DIR = DEPLOY / "mosquitto"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 
-# The broker's listeners in deploy/mosquitto/mosquitto.conf
+# The broker's listeners in deploy/mosquitto/mosquitto.conf (1884: sim-listener.conf,
+# included with the compose profile "sim" only)
 DEVICE_LISTENER = 1883
 SIM_LISTENER = 1884
 HEALTH_LISTENER = 1880
+INCLUDE_DIR = re.compile(r"^include_dir (\S+)$", re.MULTILINE)
 
 
 def env_example() -> dict[str, str]:
@@ -49,16 +55,21 @@ def env_example() -> dict[str, str]:
 
 class DeployBroker(MosquittoServer):
     """Mosquitto running deploy/mosquitto/mosquitto.conf as committed, with only what
-    the compose file maps rewritten: the three listeners to free ports on 127.0.0.1,
-    /mosquitto/config to deploy/mosquitto, /mosquitto/passwd and /mosquitto/data to
-    the test's directories (and ``user root`` when the tests run as root: see
-    MosquittoServer). ``port`` is the device listener's."""
+    the compose file maps rewritten: the listeners to free ports on 127.0.0.1,
+    /mosquitto/config to deploy/mosquitto, /mosquitto/passwd, /mosquitto/data and
+    /mosquitto/conf.d to the test's directories (and ``user root`` when the tests run
+    as root: see MosquittoServer). The included directory's files (what entrypoint.sh
+    put there) are inlined, so their listeners get free ports too. ``port`` is the
+    device listener's."""
 
     def __init__(self, workdir: Path, **kwargs: Any) -> None:
         super().__init__(workdir, **kwargs)
         self.sim_port = free_port()
         self.health_port = free_port()
         self.passwd_dir = self.workdir / "passwd"
+        self.include_dir = self.workdir / "conf.d"
+        self.healthcheck_config_dir = self.workdir / "healthcheck"  # XDG_CONFIG_HOME
+        self.listeners: set[int] = set()  # of the config it last ran, as committed
 
     @property
     def passwd_file(self) -> Path:
@@ -75,14 +86,14 @@ class DeployBroker(MosquittoServer):
             SIM_LISTENER: self.sim_port,
             HEALTH_LISTENER: self.health_port,
         }
-        text = (MOSQUITTO_DIR / "mosquitto.conf").read_text()
-        text, listeners = re.subn(
-            r"^listener (\d+)\b.*$",
-            lambda m: f"listener {ports[int(m.group(1))]} {self.host}",
-            text,
-            flags=re.MULTILINE,
-        )
-        assert listeners == len(ports), f"expected {len(ports)} listeners, found {listeners}"
+        text = INCLUDE_DIR.sub(self._included, (MOSQUITTO_DIR / "mosquitto.conf").read_text())
+        self.listeners = set()
+
+        def listener(match: re.Match[str]) -> str:
+            self.listeners.add(int(match.group(1)))
+            return f"listener {ports[int(match.group(1))]} {self.host}"
+
+        text = re.sub(r"^listener (\d+)\b.*$", listener, text, flags=re.MULTILINE)
         text = (
             text.replace("/mosquitto/config/", f"{MOSQUITTO_DIR}/")
             .replace("/mosquitto/passwd/", f"{self.passwd_dir}/")
@@ -95,17 +106,24 @@ class DeployBroker(MosquittoServer):
             text += "\nuser root\n"
         return text
 
+    def _included(self, match: re.Match[str]) -> str:
+        """An include_dir line as the broker reads it: its *.conf files, sorted."""
+        assert match.group(1) == "/mosquitto/conf.d", f"unexpected include: {match.group(0)}"
+        return "\n".join(f.read_text() for f in sorted(self.include_dir.glob("*.conf")))
+
 
 def run_entrypoint(broker: DeployBroker, environ: Mapping[str, str]) -> None:
     """Run deploy/mosquitto/entrypoint.sh as the container does, then `true` instead of
-    the broker: it (re)writes the service accounts of the broker's password file."""
+    the broker: it (re)writes the service accounts of the broker's password files and
+    the healthcheck's client config, and fills the included listeners' directory."""
     env = {
         "PATH": os.environ["PATH"],
-        "MQTT_PASSWORD_FILE": str(broker.passwd_file),
+        "MQTT_PASSWD_DIR": str(broker.passwd_dir),
         "MQTT_DATA_DIR": str(broker.data_dir),
+        "MQTT_INCLUDE_DIR": str(broker.include_dir),
+        "XDG_CONFIG_HOME": str(broker.healthcheck_config_dir),
         **environ,
     }
-    broker.data_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["sh", str(MOSQUITTO_DIR / "entrypoint.sh"), "true"],
         env=env,
@@ -131,22 +149,42 @@ def add_device(broker: DeployBroker, device: str, password: str) -> None:
 
 
 # Accounts of the test broker: the service accounts come from the environment
-# through entrypoint.sh, the devices are added as docs/operations.md says.
-ACCOUNTS = {"MQTT_GATEWAY_PASSWORD": "gw-secret-1", "MQTT_CLOUD_PASSWORD": "cloud-secret-1"}
+# through entrypoint.sh (as docker-compose.yml passes them), the devices are added as
+# docs/operations.md says.
+SERVICE_PASSWORDS = {"gw1": "gw1-secret-1", "gw2": "gw2-secret-1", "cloud": "cloud-secret-1"}
+HEALTH_PASSWORD = "health-secret-1"
+ACCOUNTS = {
+    "MQTT_SERVICE_ACCOUNTS": " ".join(SERVICE_PASSWORDS),
+    **{f"MQTT_{name.upper()}_PASSWORD": pw for name, pw in SERVICE_PASSWORDS.items()},
+    "MQTT_HEALTH_PASSWORD": HEALTH_PASSWORD,
+}
 DEVICES = {"s0001-pos1": "pos1-secret", "s0001-pos2": "pos2-secret"}
+
+
+def start_deploy_broker(
+    workdir: Path, started: list[ManagedServer], *, profiles: str = ""
+) -> DeployBroker:
+    """The committed broker config on a real Mosquitto, with two devices and the
+    service accounts; ``profiles`` is COMPOSE_PROFILES as entrypoint.sh gets it."""
+    MosquittoServer.binary_path()
+    broker = DeployBroker(workdir)
+    for device, password in DEVICES.items():
+        add_device(broker, device, password)
+    run_entrypoint(broker, {**ACCOUNTS, "COMPOSE_PROFILES": profiles})
+    started.append(broker)  # stopped at teardown, log tail in a failure report
+    return broker.start()
 
 
 @pytest.fixture
 def deploy_broker(tmp_path: Path, _started_servers: list[ManagedServer]) -> DeployBroker:
-    """The committed broker config on a real Mosquitto, with two devices and the
-    service accounts in its password file."""
-    MosquittoServer.binary_path()
-    broker = DeployBroker(tmp_path / "broker")
-    for device, password in DEVICES.items():
-        add_device(broker, device, password)
-    run_entrypoint(broker, ACCOUNTS)
-    _started_servers.append(broker)  # stopped at teardown, log tail in a failure report
-    return broker.start()
+    """The broker as the stack runs it by default (no simulated fleet)."""
+    return start_deploy_broker(tmp_path / "broker", _started_servers)
+
+
+@pytest.fixture
+def sim_broker(tmp_path: Path, _started_servers: list[ManagedServer]) -> DeployBroker:
+    """The broker as the stack runs it with the profile "sim" (the simulated fleet)."""
+    return start_deploy_broker(tmp_path / "broker", _started_servers, profiles="sim")
 
 
 # --------------------------------------------------------------------- MQTT clients
@@ -163,9 +201,12 @@ class Client:
         username: str | None = None,
         password: str | None = None,
         client_id: str | None = None,
+        clean_start: bool = True,
+        session_expiry_s: int = 0,
     ) -> None:
         self.client_id = client_id or f"t-{uuid.uuid4().hex[:10]}"
         self.connack: ReasonCode | None = None
+        self.session_present: bool | None = None
         self.subacks: dict[int, list[ReasonCode]] = {}
         self.pubacks: dict[int, ReasonCode] = {}
         self.messages: list[tuple[str, bytes]] = []
@@ -181,11 +222,18 @@ class Client:
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
-        self._client.connect("127.0.0.1", port, keepalive=10)
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = session_expiry_s
+        self._client.connect(
+            "127.0.0.1", port, keepalive=10, clean_start=clean_start, properties=properties
+        )
         self._client.loop_start()
         wait_until(lambda: self.connack is not None, 10, message="no CONNACK")
 
-    def _on_connect(self, c: mqtt.Client, u: Any, f: Any, rc: ReasonCode, p: Any) -> None:
+    def _on_connect(
+        self, c: mqtt.Client, u: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, p: Any
+    ) -> None:
+        self.session_present = flags.session_present
         self.connack = rc
 
     def _on_subscribe(
@@ -223,6 +271,16 @@ class Client:
         wait_until(lambda: info.mid in self.pubacks, 10, message=f"no PUBACK for {topic}")
         return self.pubacks[info.mid]
 
+    def publish_all(self, topic: str, payloads: list[bytes]) -> list[ReasonCode]:
+        """Publish each at QoS 1 without waiting in between; their PUBACKs' reason codes."""
+        mids = [self._client.publish(topic, payload, qos=1).mid for payload in payloads]
+        wait_until(
+            lambda: all(mid in self.pubacks for mid in mids),
+            30,
+            message=lambda: f"{sum(mid in self.pubacks for mid in mids)} of {len(mids)} PUBACKs",
+        )
+        return [self.pubacks[mid] for mid in mids]
+
     def received(self) -> list[tuple[str, bytes]]:
         with self._lock:
             return list(self.messages)
@@ -239,6 +297,60 @@ def clients() -> Iterator[list[Client]]:
     yield opened
     for client in opened:
         client.close()
+
+
+NOT_AUTHORIZED = 135  # MQTT v5 reason code, in CONNACK, SUBACK and PUBACK
+SITE = "s0001"
+
+
+def gateway_client(
+    broker: DeployBroker,
+    clients: list[Client],
+    *,
+    clean_start: bool = True,
+    session_expiry_s: int = 0,
+) -> Client:
+    """A gateway as deploy/gateway.toml makes it: account and client id "gw1", and
+    its share of the shared subscription (subscribed unless it resumes a session)."""
+    config = load_gateway_config(DEPLOY / "gateway.toml")
+    assert config.mqtt.username is not None
+    gateway = Client(
+        broker.port,
+        username=config.mqtt.username,
+        password=SERVICE_PASSWORDS[config.mqtt.username],
+        client_id=config.gateway.id,  # as gateway/service.py connects
+        clean_start=clean_start,
+        session_expiry_s=session_expiry_s,
+    )
+    clients.append(gateway)
+    assert gateway.connected, gateway.connack
+    if not gateway.session_present:
+        granted = gateway.subscribe(device_subscription(config.mqtt.shared_group))
+        assert granted.value == 1, f"shared subscription refused: {granted}"
+    return gateway
+
+
+def device_client(
+    broker: DeployBroker, clients: list[Client], device: str, **options: Any
+) -> Client:
+    """A device with its own account; ``client_id`` and the session in ``options``."""
+    options.setdefault("client_id", device)
+    client = Client(broker.port, username=device, password=DEVICES[device], **options)
+    clients.append(client)
+    assert client.connected, client.connack
+    return client
+
+
+def reads_nothing(reader: Client, writer: Client, topic: str, gateway: Client) -> bool:
+    """Whether ``reader`` (subscribed to every device topic) misses ``writer``'s message.
+
+    Sync points: the gateway has it, so the broker has routed it; then the reader's own
+    publish is acknowledged (or refused), and the broker sends one client's packets in
+    order, so a delivery to the reader would have come before that PUBACK."""
+    writer.publish(topic, b"not for you")
+    wait_until(lambda: (topic, b"not for you") in gateway.received(), 10, message="not routed")
+    reader.publish(device_topic(SITE, reader.client_id, "health"), b"sync")
+    return reader.received() == []
 
 
 # -------------------------------------------------------------------- docker-compose

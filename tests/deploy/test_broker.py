@@ -12,14 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_gateway_config
 from tests.deploy.conftest import (
     ACCOUNTS,
     DEPLOY,
     DEVICES,
+    NOT_AUTHORIZED,
+    SERVICE_PASSWORDS,
+    SITE,
     Client,
     DeployBroker,
     add_device,
+    device_client,
+    gateway_client,
+    reads_nothing,
     run_entrypoint,
 )
 from tests.gateway.test_service import fetch, running_gateway
@@ -30,30 +35,7 @@ from wire.topics import alert_topic, device_subscription, device_topic, parse_de
 
 pytestmark = pytest.mark.integration
 
-NOT_AUTHORIZED = 135  # MQTT v5 reason code, in CONNACK, SUBACK and PUBACK
-SITE = "s0001"
 DEVICE_A, DEVICE_B = DEVICES
-
-
-def gateway_client(broker: DeployBroker, clients: list[Client]) -> Client:
-    """A gateway as deploy/gateway.toml makes it: the shared subscription, as "gateway"."""
-    mqtt = load_gateway_config(DEPLOY / "gateway.toml").mqtt
-    assert mqtt.username is not None
-    gateway = Client(
-        broker.port, username=mqtt.username, password=ACCOUNTS["MQTT_GATEWAY_PASSWORD"]
-    )
-    clients.append(gateway)
-    assert gateway.connected, gateway.connack
-    granted = gateway.subscribe(device_subscription(mqtt.shared_group))
-    assert granted.value == 1, f"shared subscription refused: {granted}"
-    return gateway
-
-
-def device_client(broker: DeployBroker, clients: list[Client], device: str) -> Client:
-    client = Client(broker.port, username=device, password=DEVICES[device], client_id=device)
-    clients.append(client)
-    assert client.connected, client.connack
-    return client
 
 
 def test_a_device_publishes_under_its_own_topic_and_a_gateway_receives_it(
@@ -87,18 +69,6 @@ def test_a_device_publishing_under_another_devices_topic_is_dropped(
     assert gateway.received() == [(own, b"after")]
 
 
-def reads_nothing(reader: Client, writer: Client, topic: str, gateway: Client) -> bool:
-    """Whether ``reader`` (subscribed to every device topic) misses ``writer``'s message.
-
-    Sync points: the gateway has it, so the broker has routed it; then the reader's own
-    publish is acknowledged, and the broker sends one client's packets in order, so a
-    delivery to the reader would have come before that PUBACK."""
-    writer.publish(topic, b"not for you")
-    wait_until(lambda: (topic, b"not for you") in gateway.received(), 10, message="not routed")
-    reader.publish(device_topic(SITE, reader.client_id, "health"), b"sync")
-    return reader.received() == []
-
-
 def test_a_device_reads_nothing(deploy_broker: DeployBroker, clients: list[Client]) -> None:
     gateway = gateway_client(deploy_broker, clients)
     reader = device_client(deploy_broker, clients, DEVICE_A)
@@ -110,7 +80,7 @@ def test_a_device_reads_nothing(deploy_broker: DeployBroker, clients: list[Clien
 
 @pytest.mark.parametrize(
     ("username", "password"),
-    [(None, None), (DEVICE_A, "wrong"), (DEVICE_A, DEVICES[DEVICE_B]), ("gateway", None)],
+    [(None, None), (DEVICE_A, "wrong"), (DEVICE_A, DEVICES[DEVICE_B]), ("gw1", None)],
     ids=["anonymous", "wrong-password", "another-devices-password", "no-password"],
 )
 def test_the_device_listener_refuses_clients_without_valid_credentials(
@@ -125,7 +95,7 @@ def test_the_device_listener_refuses_clients_without_valid_credentials(
 def test_the_cloud_jobs_may_publish_alerts(
     deploy_broker: DeployBroker, clients: list[Client]
 ) -> None:
-    cloud = Client(deploy_broker.port, username="cloud", password=ACCOUNTS["MQTT_CLOUD_PASSWORD"])
+    cloud = Client(deploy_broker.port, username="cloud", password=SERVICE_PASSWORDS["cloud"])
     clients.append(cloud)
     assert cloud.connected, cloud.connack
     assert not cloud.publish(alert_topic(SITE, "tamper"), b"{}").is_failure
@@ -133,10 +103,10 @@ def test_the_cloud_jobs_may_publish_alerts(
 
 
 def test_a_simulated_device_publishes_only_under_its_client_id(
-    deploy_broker: DeployBroker, clients: list[Client]
+    sim_broker: DeployBroker, clients: list[Client]
 ) -> None:
-    gateway = gateway_client(deploy_broker, clients)
-    simulated = Client(deploy_broker.sim_port, client_id=DEVICE_A)  # anonymous, as sim fleet
+    gateway = gateway_client(sim_broker, clients)
+    simulated = Client(sim_broker.sim_port, client_id=DEVICE_A)  # anonymous, as sim fleet
     clients.append(simulated)
     assert simulated.connected, simulated.connack
     own = device_topic(SITE, DEVICE_A, "status")
@@ -149,7 +119,7 @@ def test_a_simulated_device_publishes_only_under_its_client_id(
     assert gateway.received() == [(own, b"own")]
 
     simulated.subscribe(device_subscription())
-    writer = Client(deploy_broker.sim_port, client_id=DEVICE_B)
+    writer = Client(sim_broker.sim_port, client_id=DEVICE_B)
     clients.append(writer)
     assert reads_nothing(simulated, writer, device_topic(SITE, DEVICE_B, "status"), gateway)
 
@@ -158,7 +128,7 @@ def test_restarting_the_broker_with_new_service_passwords_keeps_the_devices(
     deploy_broker: DeployBroker, clients: list[Client]
 ) -> None:
     deploy_broker.stop()
-    rotated = {**ACCOUNTS, "MQTT_GATEWAY_PASSWORD": "gw-secret-2"}
+    rotated = {**ACCOUNTS, "MQTT_GW1_PASSWORD": "gw1-secret-2"}
     run_entrypoint(deploy_broker, rotated)
     deploy_broker.start()
 
@@ -167,32 +137,22 @@ def test_restarting_the_broker_with_new_service_passwords_keeps_the_devices(
         clients.append(client)
         return client.connected
 
-    assert connects("gateway", "gw-secret-2")
-    assert not connects("gateway", ACCOUNTS["MQTT_GATEWAY_PASSWORD"])
-    assert connects("cloud", ACCOUNTS["MQTT_CLOUD_PASSWORD"])
+    assert connects("gw1", "gw1-secret-2")
+    assert not connects("gw1", SERVICE_PASSWORDS["gw1"])
+    assert connects("gw2", SERVICE_PASSWORDS["gw2"])
+    assert connects("cloud", SERVICE_PASSWORDS["cloud"])
     assert connects(DEVICE_A, DEVICES[DEVICE_A])
 
 
-def test_the_healthcheck_listener_serves_the_broker_uptime_at_once(
-    deploy_broker: DeployBroker, clients: list[Client]
-) -> None:
-    # docker-compose.yml's healthcheck: mosquitto_sub -p 1880 -t '$SYS/broker/uptime' -C 1 -W 5
-    probe = Client(deploy_broker.health_port)
-    clients.append(probe)
-    assert probe.connected, probe.connack
-    probe.subscribe("$SYS/broker/uptime")
-    wait_until(probe.received, 5, message="no $SYS/broker/uptime within 5 s")
-
-
 def test_the_simulated_fleet_gets_through_the_simulated_fleet_listener(
-    deploy_broker: DeployBroker, clients: list[Client]
+    sim_broker: DeployBroker, clients: list[Client]
 ) -> None:
     # as the compose file's fleet service runs it (but 30 simulated minutes, at once)
-    gateway = gateway_client(deploy_broker, clients)
+    gateway = gateway_client(sim_broker, clients)
     start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600))
     fleet = [
         *(sys.executable, "-m", "firmware_sim", "fleet", "--quiet", "--accel", "0"),
-        *("--mqtt", f"127.0.0.1:{deploy_broker.sim_port}", "--start", start),
+        *("--mqtt", f"127.0.0.1:{sim_broker.sim_port}", "--start", start),
         *("--terminals", "3", "--sensors", "1", "--duration", "30m"),
     ]
     done = subprocess.run(
@@ -228,7 +188,7 @@ def test_a_gateway_run_from_the_stacks_config_gets_a_devices_payment_to_influxdb
     }
     for key, value in overrides.items():
         monkeypatch.setenv(f"TILLPULSE_GATEWAY__{key}", value)
-    monkeypatch.setenv("TILLPULSE_MQTT_PASSWORD", ACCOUNTS["MQTT_GATEWAY_PASSWORD"])
+    monkeypatch.setenv("TILLPULSE_MQTT_PASSWORD", SERVICE_PASSWORDS["gw1"])
     monkeypatch.setenv("TILLPULSE_INFLUX_TOKEN", "any: VictoriaMetrics takes no token")
 
     with running_gateway(DEPLOY / "gateway.toml"):

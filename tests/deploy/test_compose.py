@@ -16,6 +16,7 @@ from gateway.config import GatewayConfig
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
+    MOSQUITTO_DIR,
     REPO,
     env_example,
     read_yaml,
@@ -41,6 +42,17 @@ def mounted_config(service: dict[str, Any]) -> tuple[Path, str]:
     (target, source), *others = [(t, s) for t, s in mounts(service).items() if t.endswith(".toml")]
     assert not others, f"more than one TOML mounted: {mounts(service)}"
     return Path(source), target
+
+
+def broker_account(resolved: dict[str, Any], username: str | None) -> str:
+    """The password the broker's entrypoint.sh gives the service account ``username``,
+    which must be one of MQTT_SERVICE_ACCOUNTS and have a block in its ACL."""
+    broker = resolved["services"]["mosquitto"]["environment"]
+    assert username in broker["MQTT_SERVICE_ACCOUNTS"].split(), username
+    acl = (MOSQUITTO_DIR / "acl").read_text().splitlines()
+    assert f"user {username}" in acl, f"no ACL block for {username}"
+    password: str = broker[f"MQTT_{username.upper().replace('-', '_')}_PASSWORD"]
+    return password
 
 
 def load_service_config(
@@ -78,7 +90,9 @@ def test_the_secrets_and_the_alert_webhook_are_required() -> None:
         "INFLUX_ADMIN_PASSWORD",
         "INFLUX_TOKEN",
         "MQTT_CLOUD_PASSWORD",
-        "MQTT_GATEWAY_PASSWORD",
+        "MQTT_GW1_PASSWORD",
+        "MQTT_GW2_PASSWORD",
+        "MQTT_HEALTH_PASSWORD",
         "TILLPULSE_ALERT_WEBHOOK_URL",
     ]
 
@@ -103,6 +117,26 @@ def test_every_service_has_a_healthcheck(resolved_compose: dict[str, Any]) -> No
     assert unchecked == []
 
 
+def test_the_simulated_fleet_runs_only_with_the_profile_that_opens_its_listener(
+    resolved_compose: dict[str, Any], tmp_path: Path
+) -> None:
+    services = resolved_compose["services"]
+    profiled = {name: s["profiles"] for name, s in services.items() if "profiles" in s}
+    assert profiled == {"fleet": ["sim"]}
+    assert "1884" in " ".join(services["fleet"]["entrypoint"])
+    # COMPOSE_PROFILES selects the profile and reaches the broker, whose entrypoint.sh
+    # opens the listener only for "sim" (tests/deploy/test_identity.py runs both ways)
+    assert services["mosquitto"]["environment"]["COMPOSE_PROFILES"] == ""
+    env_file = tmp_path / "env"
+    env_file.write_text(
+        ENV_EXAMPLE.read_text().replace("COMPOSE_PROFILES=\n", "COMPOSE_PROFILES=sim\n")
+    )
+    done = run_compose(env_file, "config")
+    assert done.returncode == 0, done.stderr
+    with_sim = read_yaml(done.stdout)["services"]["mosquitto"]["environment"]
+    assert with_sim["COMPOSE_PROFILES"] == "sim"
+
+
 # -------------------------------------------------------- the services' TOML configs
 
 
@@ -110,14 +144,16 @@ def test_the_gateways_configs_validate_and_make_distinct_replicas(
     resolved_compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     services = resolved_compose["services"]
-    env = env_example()
     influxdb = services["influxdb"]["environment"]
     configs: list[GatewayConfig] = []
     for name in GATEWAYS:
         config: GatewayConfig = load_service_config(
             services[name], GatewayConfig, "gateway", monkeypatch
         )
-        assert config.mqtt.password() == env["MQTT_GATEWAY_PASSWORD"], name
+        # its own broker account, named after its id: the broker makes the client id
+        # the username, so two replicas on one account would take each other's session
+        assert config.mqtt.username == config.gateway.id, name
+        assert config.mqtt.password() == broker_account(resolved_compose, config.mqtt.username)
         assert config.influxdb.token() == influxdb["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"], name
         assert config.influxdb.org == influxdb["DOCKER_INFLUXDB_INIT_ORG"], name
         assert config.influxdb.bucket == influxdb["DOCKER_INFLUXDB_INIT_BUCKET"], name
@@ -137,7 +173,8 @@ def test_the_cloud_jobs_config_validates_with_its_secrets(
     config: CloudConfig = load_service_config(service, CloudConfig, "cloud", monkeypatch)
     influxdb = resolved_compose["services"]["influxdb"]["environment"]
     assert config.mqtt is not None and config.influxdb is not None
-    assert config.mqtt.password() == env_example()["MQTT_CLOUD_PASSWORD"]
+    assert config.mqtt.client_id == config.mqtt.username  # what the broker makes it anyway
+    assert config.mqtt.password() == broker_account(resolved_compose, config.mqtt.username)
     assert config.influxdb.token() == influxdb["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
     assert config.influxdb.bucket == influxdb["DOCKER_INFLUXDB_INIT_BUCKET"]
     # InfluxQL reads the bucket through the DBRP mapping deploy/influxdb/dbrp.sh makes

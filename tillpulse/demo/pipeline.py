@@ -1,6 +1,10 @@
 """The whole local pipeline for one demo run, started, watched and stopped in order.
 
     Mosquitto, influxd   servers on free ports, data in <state>/ (tillpulse.demo.servers)
+                         Mosquitto with two listeners on 127.0.0.1: one for accounts
+                         (the gateway's and the cloud jobs', client id = username, so
+                         nothing can take their sessions) and an anonymous one for the
+                         simulated fleet, its edge agents and the demo's own watcher
     gateway              ``python -m gateway run``: MQTT -> InfluxDB (v1 sink)
     history              ``python -m tillpulse.demo.fleet --quiet``: the quiet day before,
                          as fast as possible over MQTT; the model is trained on it
@@ -31,7 +35,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import os
 import queue
+import secrets
 import shutil
 import threading
 import time
@@ -75,6 +81,8 @@ QUERY_EVERY_S: Final = 1.0
 STARTUP_TIMEOUT_S: Final = 30.0
 HISTORY_STATUS_EVERY_S: Final = 600.0  # training needs payments; heartbeats only now and then
 LABELS: Final = {"fleet": "labels.jsonl", "history": "history-labels.jsonl"}  # ground truth
+GATEWAY_ID: Final = "demo-gw"  # also its broker account
+CLOUD_ACCOUNT: Final = "demo-cloud"  # the cloud jobs' broker account and client id
 
 
 class DemoError(ServerError):
@@ -320,7 +328,10 @@ class Demo:
 
     def _start_servers(self) -> InfluxDB1Server:
         self.view.phase("starting Mosquitto and influxd")
-        self.mosquitto = MosquittoServer(self.state / "mosquitto")
+        self.mosquitto = MosquittoServer(
+            self.state / "mosquitto",
+            accounts={name: self._password(name) for name in (GATEWAY_ID, CLOUD_ACCOUNT)},
+        )
         self.mosquitto.start()
         self.influx = InfluxDB1Server(self.state / "influxdb")
         self.influx.start()
@@ -333,8 +344,9 @@ class Demo:
         http = f"127.0.0.1:{free_port()}"
         config = self.state / "gateway.toml"
         config.write_text(
-            f'[gateway]\nid = "demo-gw"\nstate_dir = "{self.state / "gateway"}"\n'
-            f'[mqtt]\nhost = "{self.mosquitto.host}"\nport = {self.mosquitto.port}\n'
+            f'[gateway]\nid = "{GATEWAY_ID}"\nstate_dir = "{self.state / "gateway"}"\n'
+            f'[mqtt]\nhost = "{self.mosquitto.host}"\nport = {self._accounts_port()}\n'
+            f'username = "{GATEWAY_ID}"\npassword_file = "{self._password_file(GATEWAY_ID)}"\n'
             f'[influxdb]\ndialect = "v1"\nurl = "{self.influx.url}"\ndatabase = "{DATABASE}"\n'
             f'[http]\nlisten = "{http}"\n'
         )
@@ -426,7 +438,11 @@ class Demo:
             query=QuerySection(url=self.influx.url, database=DATABASE),
             influxdb=InfluxSection(dialect="v1", url=self.influx.url, database=DATABASE),
             mqtt=MqttSection(
-                host=self.mosquitto.host, port=self.mosquitto.port, client_id="tillpulse-demo"
+                host=self.mosquitto.host,
+                port=self._accounts_port(),
+                client_id=CLOUD_ACCOUNT,
+                username=CLOUD_ACCOUNT,
+                password_file=str(self._password_file(CLOUD_ACCOUNT)),
             ),
         )
 
@@ -461,6 +477,25 @@ class Demo:
             self.view.alert(alert)
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _accounts_port(self) -> int:
+        """The broker's listener for the accounts (gateway, cloud jobs)."""
+        assert self.mosquitto is not None and self.mosquitto.auth_port is not None
+        return self.mosquitto.auth_port
+
+    def _password_file(self, account: str) -> Path:
+        return self.state / "secrets" / account
+
+    def _password(self, account: str) -> str:
+        """A new random password for a broker account, also written to its 0600 file,
+        where the process that logs in with it reads it."""
+        password = secrets.token_urlsafe(24)
+        path = self._password_file(account)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
+        return password
 
     def _child(self, name: str, module: str, args: list[str], *, pipes: bool = False) -> Child:
         child = Child(name, module, args, self.state / "logs" / f"{name}.log", pipes=pipes)
