@@ -8,10 +8,15 @@ is still held, and re-sent, by the terminal. Payments go in at high priority
 (never dropped); status and sensor samples at low priority.
 
 Bad input never stops the port: corrupt frames are counted by the decoder; a
-frame that is not a valid message is counted and kept in the dead-letter file
+frame that is not a valid message (wire.messages refuses oversized and deeply
+nested ones before parsing) is counted and kept in the dead-letter file
 (`tillpulse.deadletters`); a payload carrying a card number is counted and logged
-without its digits, and not kept anywhere. A device that disappears (USB
-unplugged) is reopened with capped backoff until it comes back.
+without its digits, and not kept anywhere: every frame is scanned raw
+(`wire.pci.payload_contains_pan`) before it may be kept, whatever failed first.
+Anything unexpected while handling a frame is counted (``errors``), logged, and
+the frame kept on the same terms; the port goes on with the next frame. A
+device that disappears (USB unplugged) is reopened with capped backoff until it
+comes back.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from edge.outbox import Entry, PutOutcome, PutResult, priority_for
 from tillpulse.backoff import Backoff
 from tillpulse.deadletters import DeadLetters
 from tillpulse.logs import kv
+from wire import pci
 from wire.errors import MessageDecodeError, PanDetectedError
 from wire.framing import FrameDecoder, FrameStats, encode_frame
 from wire.messages import (
@@ -66,6 +72,7 @@ class SourceStats(msgspec.Struct, kw_only=True):
     wrong_site: int = 0
     backpressure: int = 0  # outbox full: not acked, the device re-sends later
     ack_timeouts: int = 0  # LinkAcks the device did not read in time (it re-sends)
+    errors: int = 0  # frames whose handling failed unexpectedly (logged, kept if allowed)
     frames: FrameStats | None = None
 
 
@@ -167,10 +174,19 @@ class SerialSource:
     def _entry(self, payload: bytes) -> Entry | None:
         """The outbox entry for one frame, or None (counted, and kept if allowed)."""
         try:
+            return self._decoded_entry(payload)
+        except Exception as exc:  # last resort: no frame may stop the port
+            self.stats.errors += 1
+            reason = f"unexpected {type(exc).__name__} handling the frame: {exc}"
+            log.exception("frame_error", extra=kv(port=self._port))
+            self._reject(payload, reason)
+            return None
+
+    def _decoded_entry(self, payload: bytes) -> Entry | None:
+        try:
             message = decode(payload)
         except PanDetectedError as exc:
-            self.stats.pci_refused += 1
-            log.error("pci_refused", extra=kv(port=self._port, reason=str(exc)))
+            self._refuse_card_number(str(exc))
             return None
         except MessageDecodeError as exc:
             self._reject(payload, str(exc))
@@ -187,9 +203,21 @@ class SerialSource:
         return Entry(topic, payload, priority_for(stream), message.device, message.seq)
 
     def _reject(self, payload: bytes, reason: str) -> None:
+        """Count a frame and keep it as a dead letter, unless its raw bytes hold a card number.
+
+        The decoder refuses a card number before parsing, but a frame can fail
+        a limit (nesting) or something unexpected before that scan ran.
+        """
+        if pci.payload_contains_pan(payload):
+            self._refuse_card_number("a rejected frame holds a card number; not kept")
+            return
         self.stats.invalid += 1
         self._deadletters.keep(payload, reason=reason, source=self._port)
         log.warning("invalid_frame", extra=kv(port=self._port, reason=reason))
+
+    def _refuse_card_number(self, reason: str) -> None:
+        self.stats.pci_refused += 1
+        log.error("pci_refused", extra=kv(port=self._port, reason=reason))
 
 
 def _open_serial(port: str, baudrate: int) -> serial.Serial:

@@ -23,16 +23,20 @@ detects gaps (gateway.gaps) and feeds payments to the aggregates
 
 `Pipeline.tick` closes aggregate windows and returns their lines (spool them
 too); call it about once a second, also when no traffic comes. `Pipeline.stats`
-is a snapshot of every counter, for gateway.metrics. Nothing here does I/O or
-takes a lock: call all three from the one thread that consumes MQTT messages.
-`process` never raises: anything that is not a valid device message is a
-rejection.
+is a snapshot of every counter, for gateway.metrics. Nothing here does I/O
+(but log a bug) or takes a lock: call all three from the one thread that
+consumes MQTT messages. `process` never raises: anything that is not a valid
+device message is a rejection, and so is a message whose processing failed
+unexpectedly (``INTERNAL_ERROR``: a bug, logged with where it raised, never
+with the payload; the message is kept in the dead letters for a replay once
+fixed).
 """
 
 from __future__ import annotations
 
 import enum
-import re
+import logging
+import traceback
 from dataclasses import dataclass
 
 import msgspec
@@ -41,6 +45,7 @@ from gateway.aggregates import AggregateStats, Aggregator
 from gateway.config import AggregatesSection, DedupSection, GapsSection
 from gateway.dedup import Deduplicator, DedupStats
 from gateway.gaps import GapDetector, GapStats
+from tillpulse.logs import kv
 from wire import pci
 from wire.errors import LineProtocolError, MessageDecodeError, PanDetectedError, TopicError
 from wire.messages import (
@@ -56,6 +61,8 @@ from wire.messages import (
 from wire.points import to_line
 from wire.topics import DeviceTopic, Stream, parse_device_topic
 
+log = logging.getLogger(__name__)
+
 MAX_DETAIL_CHARS = 500
 # Parsed topics are cached (a fleet's topics repeat); only valid ones, and at
 # most this many: the cache is emptied when full.
@@ -65,7 +72,6 @@ DEFAULT_AGGREGATES = AggregatesSection()
 DEFAULT_DEDUP = DedupSection()
 DEFAULT_GAPS = GapsSection()
 
-_NANOSECOND_TS = re.compile(rb'"ts"\s*:\s*[0-9]{19}(?![0-9])')
 
 Sequenced = PaymentTransaction | TerminalStatus | SensorReading | HostHealth
 
@@ -82,6 +88,7 @@ class RejectReason(enum.StrEnum):
     ID_MISMATCH = "id_mismatch"  # payload site/device differ from the topic's
     PAN_DETECTED = "pan_detected"  # a card-number-like digit run: never keep the payload
     UNENCODABLE = "unencodable"  # valid message that line protocol cannot carry
+    INTERNAL_ERROR = "internal_error"  # processing failed unexpectedly: a bug, logged
 
 
 class Outcome(msgspec.Struct, frozen=True):  # a Struct: 10x cheaper to build than a dataclass
@@ -127,6 +134,17 @@ class Pipeline:
 
     def process(self, topic: str, payload: bytes, now_ns: int) -> Outcome:
         """Validate, deduplicate and aggregate one MQTT message; never raises."""
+        try:
+            return self._process(topic, payload, now_ns)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the gateway: count, log, go on
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error(
+                "pipeline_failed",
+                extra=kv(error=type(exc).__name__, at=f"{frame.filename}:{frame.lineno}"),
+            )
+            return self._reject(RejectReason.INTERNAL_ERROR, exc, topic, payload)
+
+    def _process(self, topic: str, payload: bytes, now_ns: int) -> Outcome:
         message = self._decode(topic, payload)
         if isinstance(message, Outcome):
             return message
@@ -172,7 +190,8 @@ class Pipeline:
         return False
 
     def _reject(self, reason: RejectReason, exc: Exception, topic: str, payload: bytes) -> Outcome:
-        detail = str(exc)[:MAX_DETAIL_CHARS]
+        text = f"{type(exc).__name__}: {exc}" if reason is RejectReason.INTERNAL_ERROR else str(exc)
+        detail = text[:MAX_DETAIL_CHARS]
         if reason is not RejectReason.PAN_DETECTED:
             where = _card_number_in(topic, payload, detail)
             if where:
@@ -200,17 +219,16 @@ class Pipeline:
 
 
 def _card_number_in(topic: str, payload: bytes, detail: str) -> str:
-    """Where a rejected message holds a card-number-like digit run ("" if nowhere).
+    """Where a rejected message holds a card number ("" if nowhere).
 
-    A valid message was checked field by field by wire; a rejected one may have
-    failed before that check (a PAN in an unknown field, a number, a field of
-    the wrong type, the topic), and must not reach the dead letters or logs
-    with it. A 19-digit ``ts`` (nanoseconds, 2001-2286) is left out of the scan.
+    wire refuses a payload with a card number before decoding it, but a message
+    may be rejected before that (its topic, its size) or for text wire made up
+    (the error), and none of it may reach the dead letters or logs with one.
+    The scan is wire.pci's, raw bytes for the payload (ns ``ts`` values left out).
     """
     if pci.contains_pan(topic):
         return "topic"
-    text = _NANOSECOND_TS.sub(b"", payload).decode("utf-8", "replace")
-    if pci.contains_pan(text):
+    if pci.payload_contains_pan(payload):
         return "payload"
     if pci.contains_pan(detail):
         return "error text"

@@ -9,6 +9,10 @@ renders as
         host=b port=1883   (on one line)
 
 Values with spaces, quotes or ``=`` are quoted. Secrets are never passed here.
+Card numbers never reach a log line: both formatters replace, in every field of
+the record (event, values, traceback), any digit run that `wire.pci` takes for
+a card number, in any spelling, with a mask. Code should not log one in the
+first place; this is the last line of defence, in one place.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import logging
 import sys
 import time
 from typing import Any, Final
+
+from wire.pci import mask_pans
 
 _KV_ATTR: Final = "tillpulse_kv"
 
@@ -47,7 +53,16 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields.update(getattr(record, _KV_ATTR, {}))
     if record.exc_info:
         fields["error"] = logging.Formatter().formatException(record.exc_info)
-    return fields
+    return {key: _masked(value) for key, value in fields.items()}
+
+
+def _masked(value: Any) -> Any:
+    """``value``, or its text with card numbers masked if it holds one (see wire.pci)."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value)
+    masked = mask_pans(text)
+    return value if masked is text else masked
 
 
 def _quote(value: Any) -> str:

@@ -4,8 +4,12 @@ Every message is a msgspec Struct encoded as JSON. The ``schema`` field names
 the message type and its version ("payment/1"); it is required on decode, so a
 payload of another type or version is refused with an error that says so.
 Decoding is strict: unknown fields, wrong types and out-of-range values are
-errors that name the field, and a payload carrying anything shaped like a card
-number (see wire.pci) is refused.
+errors that name the field. Before anything is parsed, a payload over
+`MAX_PAYLOAD_BYTES` or nested deeper than `MAX_NESTING` is refused, and so is
+one whose raw bytes hold a card number anywhere, in any field, known or not,
+string or integer (`wire.pci.payload_contains_pan`; the error never holds the
+digits). Decoding raises `MessageDecodeError` (or its `PanDetectedError`) and
+nothing else.
 
 Units are in the field names (``_ms``, ``_pct``, ``_c``, ``_dbm``, ``_s``);
 ``ts`` is event time in nanoseconds since the Unix epoch, UTC; ``seq`` is the
@@ -16,8 +20,7 @@ wire.points); amounts are integers in the currency's minor unit.
 from __future__ import annotations
 
 import enum
-import importlib
-import math
+import re
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
@@ -27,6 +30,9 @@ from wire.errors import MessageDecodeError, PanDetectedError, TopicError
 from wire.topics import ID_PATTERN, DeviceTopic, Stream
 
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
+MAX_NESTING: Final = 32
+_BRACKET_OUTSIDE_STRINGS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 # InfluxDB refuses the int64 extremes as point times (its range ends at 2**63 - 2),
@@ -207,16 +213,28 @@ def decode_as(data: bytes, expected: type[M]) -> M:
 
 
 def _checked_decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
-    """Decode, validate and PCI-check; raise MessageDecodeError naming the bad field."""
+    """Check limits and card numbers, then decode and validate.
+
+    Raises MessageDecodeError naming the bad field (PanDetectedError for a card
+    number), and nothing else: the limits are checked before msgspec runs, which
+    would otherwise raise RecursionError on deeply nested input.
+    """
     if len(data) > MAX_PAYLOAD_BYTES:
         raise MessageDecodeError(
             f"payload of {len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
+        )
+    _refuse_deep_nesting(data)
+    if pci.payload_contains_pan(data):
+        raise PanDetectedError(
+            f"{_where_the_card_number_is(data)} holds a card number; payload refused "
+            "(card data travels only as a card_token)"
         )
     try:
         message = decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise MessageDecodeError(str(exc)) from None
-    _refuse_card_numbers(message)
+    if isinstance(message, _SchemaRequired):
+        raise MessageDecodeError(f"Invalid value {message.__struct_config__.tag!r} - at `$.schema`")
     return message
 
 
@@ -234,85 +252,49 @@ def decode_device_message(topic: DeviceTopic, data: bytes) -> DeviceMessage:
 def _decoder_for(cls: type[WireStruct]) -> msgspec.json.Decoder[Any]:
     decoder = _typed_decoders.get(cls)
     if decoder is None:
-        decoder = _typed_decoders[cls] = msgspec.json.Decoder(cls)
+        decoder = _typed_decoders[cls] = msgspec.json.Decoder(cls | _SchemaRequired)
     return decoder
 
 
-def _refuse_card_numbers(message: WireStruct) -> None:
-    names = _pan_scan_fields.get(type(message))
-    if names is None:
-        names = _pan_scan_fields[type(message)] = _fields_that_may_hold_a_pan(type(message))
-    values = [getattr(message, name) for name in names]
-    # One scan of all candidate strings: a digit run (digits joined by single
-    # spaces or dashes) cannot cross the newline, so this finds exactly what
-    # scanning each field on its own finds. Only then look for the field.
-    if not pci.contains_pan("\n".join(v for v in values if isinstance(v, str))):
-        return
-    for name, value in zip(names, values, strict=True):
-        if isinstance(value, str) and pci.contains_pan(value):
-            raise PanDetectedError(
-                f"field `{name}` holds a card-number-like digit run; payload refused "
-                "(card data travels only as a card_token)"
-            )
+class _SchemaRequired(WireStruct, kw_only=True, frozen=True, tag="\x00"):
+    """Second member of every single-type decoder (never a valid result).
 
-
-_pan_scan_fields: dict[type[WireStruct], tuple[str, ...]] = {}
-
-
-def _fields_that_may_hold_a_pan(cls: type[WireStruct]) -> tuple[str, ...]:
-    """The fields of ``cls`` whose decoded value could hold a PAN-like digit run.
-
-    Left out only what validation already rules out: non-string types, enums and
-    literals none of whose values holds one, and strings whose msgspec pattern is
-    anchored (``\\A...\\Z``) and matches at most PAN_MIN_DIGITS - 1 characters
-    (currency, mcc, response_code) or whose max_length is that short. Anything
-    else, or any doubt, is scanned.
+    msgspec treats the tag field of a lone tagged type as optional, so a payload
+    without ``schema`` would decode; in a union it must read the tag, and a
+    missing one is an error that names the field, as docs/wire.md promises.
     """
-    info = msgspec.inspect.type_info(cls)
-    assert isinstance(info, msgspec.inspect.StructType)
-    return tuple(field.name for field in info.fields if _may_hold_a_pan(field.type))
 
 
-def _may_hold_a_pan(kind: msgspec.inspect.Type) -> bool:
-    if isinstance(kind, msgspec.inspect.UnionType):
-        return any(_may_hold_a_pan(member) for member in kind.types)
-    if isinstance(kind, msgspec.inspect.EnumType | msgspec.inspect.LiteralType):
-        values = (
-            [m.value for m in kind.cls]
-            if isinstance(kind, msgspec.inspect.EnumType)
-            else kind.values
-        )
-        return any(
-            not isinstance(v, int | bool) and (not isinstance(v, str) or pci.contains_pan(v))
-            for v in values
-        )
-    if isinstance(kind, msgspec.inspect.StrType):
-        if kind.max_length is not None and kind.max_length < pci.PAN_MIN_DIGITS:
-            return False
-        return kind.pattern is None or _pattern_max_width(kind.pattern) >= pci.PAN_MIN_DIGITS
-    return not isinstance(
-        kind,
-        msgspec.inspect.IntType
-        | msgspec.inspect.FloatType
-        | msgspec.inspect.BoolType
-        | msgspec.inspect.NoneType,
-    )
+def _refuse_deep_nesting(data: bytes) -> None:
+    """Raise MessageDecodeError if arrays and objects nest deeper than MAX_NESTING.
+
+    Messages are flat; the limit only has to stay far below the depth (about
+    1,000) at which msgspec raises RecursionError. Brackets inside strings do
+    not count; an unterminated string's brackets do (refusing is safe).
+    """
+    if data.count(b"[") + data.count(b"{") <= MAX_NESTING:
+        return  # the common case: too few brackets to nest that deep
+    depth = 0
+    for token in _BRACKET_OUTSIDE_STRINGS.finditer(data):
+        if token.group() in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise MessageDecodeError(
+                    f"arrays and objects nest deeper than {MAX_NESTING} levels"
+                )
+        elif token.group() in (b"]", b"}"):
+            depth -= 1
 
 
-def _pattern_max_width(pattern: str) -> float:
-    """Longest string a ``\\A...\\Z``-anchored pattern matches; infinity otherwise or on doubt."""
+def _where_the_card_number_is(data: bytes) -> str:
+    """Which field holds it, for the error text: its name when that is a plain one."""
     try:
-        # CPython's own regex parser (private, no stubs): used once per message type
-        sre = importlib.import_module("re._constants")
-        parsed = importlib.import_module("re._parser").parse(pattern)
-        items = list(parsed)
-        anchored = (
-            len(items) >= 2
-            and items[0] == (sre.AT, sre.AT_BEGINNING_STRING)
-            and items[-1] == (sre.AT, sre.AT_END_STRING)
-        )
-        if not anchored:
-            return math.inf
-        return float(parsed.getwidth()[1])
-    except Exception:  # noqa: BLE001 - any doubt: scan the field
-        return math.inf
+        document = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return "the payload"
+    if isinstance(document, dict):
+        for name, value in document.items():
+            if pci.payload_contains_pan(msgspec.json.encode({name: value})):
+                plain = _FIELD_NAME.match(name) and not pci.contains_pan(name)
+                return f"field `{name}`" if plain else "a field name"
+    return "the payload"

@@ -231,3 +231,13 @@ def test_a_nanosecond_ts_is_not_taken_for_a_card_number() -> None:
     luhn_valid_ts = next(t for t in range(TS, TS + 20) if pci.luhn_valid(str(t)))
     outcome = send(pipeline(), payment_json(ts=luhn_valid_ts, seq="x"))
     assert (outcome.reason, outcome.keep_payload) == (RejectReason.DECODE_ERROR, True)
+
+
+def test_an_unexpected_failure_is_a_counted_rejection_kept_for_inspection() -> None:
+    p = pipeline()
+    payload = json.dumps(payment_json()).encode()
+    outcome = p.process(TOPIC, payload, "a caller's bug")  # type: ignore[arg-type]
+    assert (outcome.verdict, outcome.reason) == (Verdict.REJECTED, RejectReason.INTERNAL_ERROR)
+    assert outcome.keep_payload and outcome.detail.startswith("TypeError: ")
+    assert rejected(p) == {"internal_error": 1}
+    assert send(p, payment_json(seq=43)).verdict is Verdict.ACCEPTED  # and it goes on

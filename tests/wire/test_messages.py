@@ -1,11 +1,14 @@
 import msgspec
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from tests import strategies as s
+from tests.wire.pan_spellings import json_escaped, pans, spelled
 from wire import messages as m
+from wire import pci
 from wire.errors import MessageDecodeError, PanDetectedError, TopicError
-from wire.pci import card_token
+from wire.pci import card_token, payload_contains_pan
 from wire.topics import DeviceTopic, Stream
 
 TS = 1_764_000_000_123_456_789
@@ -147,3 +150,103 @@ def test_every_stream_has_a_message_type() -> None:
     assert set(m.MESSAGE_FOR_STREAM) == set(Stream)
     for stream, cls in m.MESSAGE_FOR_STREAM.items():
         assert m.STREAM_FOR_MESSAGE[cls] is stream
+
+
+# -- limits before decoding -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [33, 1_000, 1_500, 5_000])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_deep_nesting_is_a_decode_error_not_a_recursion_error(depth: int, where: str) -> None:
+    nested = "[" * depth + "]" * depth
+    doc = f'{{"x":{nested},"schema":"payment/1"}}' if where == "first" else f"{nested}"
+    for decoder in (m.decode, lambda data: m.decode_as(data, m.PaymentTransaction)):
+        with pytest.raises(MessageDecodeError, match="nest deeper than 32"):
+            decoder(doc.encode())
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    doc = payment_json(txn_id="t-1")
+    data = msgspec.json.encode(doc).replace(b'"t-1"', b'"' + b"[" * 40 + b'"')
+    with pytest.raises(MessageDecodeError, match=r"\$\.txn_id"):  # the pattern, not the depth
+        m.decode(data)
+
+
+@pytest.mark.parametrize("cls", [m.PaymentTransaction, m.TerminalStatus, m.Alert, m.LinkAck])
+def test_the_schema_field_is_required(cls: type[m.WireStruct]) -> None:
+    doc = payment_json()
+    del doc["schema"]
+    with pytest.raises(MessageDecodeError, match="missing required field `schema`"):
+        m.decode_as(msgspec.json.encode(doc), cls)
+    with pytest.raises(MessageDecodeError, match="missing required field `schema`"):
+        m.decode(msgspec.json.encode(doc))
+    topic = DeviceTopic("store-1", "pos-1", Stream.PAYMENT)
+    with pytest.raises(MessageDecodeError, match="missing required field `schema`"):
+        m.decode_device_message(topic, msgspec.json.encode(doc))
+
+
+def test_the_placeholder_schema_is_refused() -> None:
+    with pytest.raises(MessageDecodeError, match=r"\$\.schema"):
+        m.decode_as(b'{"schema": "\\u0000"}', m.PaymentTransaction)
+
+
+# -- card numbers in every field and spelling --------------------------------------------------
+
+STRING_FIELDS = ["txn_id", "acquirer", "site", "device", "card_token", "currency", "mcc", "x"]
+INTEGER_FIELDS = ["seq", "amount_minor", "ts_ms", "y"]
+
+
+@given(pans().flatmap(spelled), st.sampled_from(STRING_FIELDS), st.booleans())
+def test_a_card_number_in_any_string_field_is_refused(text: str, field: str, escaped: bool) -> None:
+    value = json_escaped(text) if escaped else text
+    raw = msgspec.json.encode(payment_json(**{field: "PLACEHOLDER"}))
+    data = raw.replace(b"PLACEHOLDER", value.encode())
+    assert payload_contains_pan(data)
+    with pytest.raises(PanDetectedError) as info:
+        m.decode(data)
+    assert_no_digits_of(text, str(info.value))
+
+
+@given(pans(), st.sampled_from(INTEGER_FIELDS))
+def test_a_card_number_as_an_integer_is_refused(pan: str, field: str) -> None:
+    data = msgspec.json.encode(payment_json(**{field: int(pan)}))
+    with pytest.raises(PanDetectedError) as info:
+        m.decode(data)
+    assert_no_digits_of(pan, str(info.value))
+
+
+@given(pans())
+def test_a_card_number_in_a_status_firmware_is_refused(pan: str) -> None:
+    status = msgspec.json.decode(m.encode(next_status()))
+    status["firmware"] = "5555 5555 5555 4444" if pan.startswith("0") else pan[:4] + " " + pan[4:]
+    with pytest.raises(PanDetectedError, match="firmware"):
+        m.decode(msgspec.json.encode(status))
+
+
+def next_status() -> m.TerminalStatus:
+    return m.TerminalStatus(
+        site="store-1",
+        device="pos-1",
+        ts=TS,
+        seq=1,
+        battery_pct=80.0,
+        charging=False,
+        paper_pct=50.0,
+        signal_dbm=-60,
+        temperature_c=30.0,
+        tamper=False,
+        firmware="pos-4.2.1",
+        offline_queue=0,
+        uptime_s=3600,
+    )
+
+
+def assert_no_digits_of(pan_text: str, error: str) -> None:
+    assert not pci.contains_pan(error)
+    assert not any(c.isdigit() for c in error.replace("card_token", ""))
+
+
+@given(s.payments, st.integers(min_value=10**18, max_value=m.MAX_NANOS))
+def test_ordinary_ids_timestamps_and_amounts_pass(payment: m.PaymentTransaction, ts: int) -> None:
+    ordinary = msgspec.structs.replace(payment, ts=ts, txn_id="T1" + str(ts)[:15])
+    assert m.decode(m.encode(ordinary)) == ordinary
