@@ -32,6 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import SinkConfigError, SinkRetriableError
 from gateway.sinks.base import LineSink, WriteResult, error_text, retry_after_seconds
+from tillpulse import mqtt_safe
 from tillpulse.backoff import Backoff
 from tillpulse.config import read_secret
 from tillpulse.logs import kv
@@ -142,6 +143,8 @@ class AlertPublisher:
     no PUBACK in time) the connection is dropped, so paho keeps no copies of its
     own, and the unacknowledged alerts stay pending here for the next call.
     An alert whose PUBACK came late may so be delivered twice: same alert_id.
+    Every publish goes through `tillpulse.mqtt_safe`: an alert no broker would
+    take (which would cost the connection) is refused, counted and logged.
     With ``pending_path``, what is still pending after a failure or at close
     is saved there and queued again by the next publisher (the next run of a
     ``--once`` job), so a broker outage across runs loses no alert.
@@ -204,10 +207,11 @@ class AlertPublisher:
         for alert in list(self._pending):
             try:
                 topic = alert_topic(alert.site, alert.type)
-            except WireError as exc:
+                info = mqtt_safe.publish(client, topic, encode(alert), qos=1)
+            except (WireError, mqtt_safe.UnpublishableError) as exc:
                 self._refuse(alert, str(exc))
                 continue
-            sent.append((alert, client.publish(topic, encode(alert), qos=1, retain=False)))
+            sent.append((alert, info))
         deadline = time.monotonic() + self._publish_timeout_s
         for _, info in sent:
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:

@@ -20,9 +20,10 @@ plus the 90th-percentile offset (event ts minus arrival time) of the last
 delivery delay, so the clock is about the wall clock and keeps moving while
 traffic stops; in an accelerated simulation (a day in 24 minutes) or a
 backfill it follows the events, so windows close as their event time
-advances (a high percentile, so it follows the newest events closely); more
-than a tenth of recent payments would have to come from devices with clocks
-running ahead to drag it.
+advances (a high percentile, so it follows the newest events closely). Only
+events at most ``future_tolerance_s`` ahead of the wall clock take part (see
+below), so clocks running ahead can drag it by that much at most, and only if
+they send more than a tenth of the recent payments.
 The watermark is the clock minus ``allowed_lateness_s`` and never moves
 backwards, so a window closes once and a replay cannot reopen it. A window is
 emitted by the first `close` at which its end is at or below the watermark.
@@ -34,9 +35,15 @@ late. A restarted gateway reads its clock from the events it receives: the
 backlog its MQTT session holds starts where its predecessor stopped
 acknowledging, after the windows the predecessor closed. A window open at a
 crash loses what was counted before it: the next process emits it with only
-the events it sees itself. An event more than ``future_tolerance_s`` ahead
-of the clock (device clock skew) is still aggregated by its own ts, and
-counted (``future_events``).
+the events it sees itself.
+
+A device clock running ahead: an event more than ``future_tolerance_s``
+(default 300 s) ahead of the *wall clock* (processing time, not the event
+clock) is counted (``future_events``) and left out: it feeds neither the
+aggregates nor the event clock, so one device that says 2262 cannot move the
+watermark and make everyone else's payments late. Its raw ``payment`` point
+is stored as always. Simulations and backfills replay the past (event times
+behind the wall clock, advancing faster), which this bound never touches.
 
 Several gateways on one shared subscription each see part of every device's
 traffic, so every point carries a ``gateway`` tag: counts and sums add up
@@ -146,9 +153,8 @@ class Aggregator:
         self._lateness_ns = limits.allowed_lateness_s * NS_PER_S
         self._future_ns = limits.future_tolerance_s * NS_PER_S
         # event ts minus arrival time of the latest payments; their 90th percentile
-        # is the clock's offset from processing time, None until the first reading
+        # is the clock's offset from processing time
         self._offsets: deque[int] = deque(maxlen=EVENT_CLOCK_SAMPLES)
-        self._offset: int | None = None
         self._watermark = -(2**63)  # nothing is late before the clock has a reading
         self._windows: dict[int, dict[tuple[str, str], _Totals]] = {}  # start -> terminals
         self._keys = self._values = 0
@@ -157,7 +163,11 @@ class Aggregator:
         self._closed = self._points = 0
 
     def add(self, m: PaymentTransaction, now_ns: int) -> None:
+        """Count a payment into its window; ``now_ns`` is processing (wall-clock) time."""
         ts = m.ts
+        if ts > now_ns + self._future_ns:
+            self._future += 1  # a clock ahead of the wall must not drive the event clock
+            return
         self._offsets.append(ts - now_ns)
         start = ts - ts % self._window_ns
         if start + self._window_ns <= self._watermark:
@@ -177,8 +187,6 @@ class Aggregator:
                 return
             totals = window[key] = _Totals()
             self._keys += 1
-        if self._offset is not None and ts > now_ns + self._offset + self._future_ns:
-            self._future += 1
         self._events += 1
         totals.count += 1
         if m.approved:
@@ -198,8 +206,8 @@ class Aggregator:
     def close(self, now_ns: int) -> list[str]:
         """Read the event clock, advance the watermark; the lines of the windows it closed."""
         if self._offsets:
-            self._offset = sorted(self._offsets)[len(self._offsets) * 9 // 10]
-            clock = now_ns + self._offset
+            offset = sorted(self._offsets)[len(self._offsets) * 9 // 10]
+            clock = now_ns + offset
             self._watermark = max(self._watermark, clock - self._lateness_ns)
         lines: list[str] = []
         for start in sorted(self._windows):

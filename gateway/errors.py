@@ -24,7 +24,8 @@ class SpoolCorruptError(SpoolError):
 
 
 class SpoolFullError(SpoolError):
-    """Nothing was appended: the spool is at ``max_bytes``, or the disk is full.
+    """Nothing was appended: the spool is at ``max_bytes``, or the disk is full or
+    failing (ENOSPC, EDQUOT, EIO). It goes away by itself once there is room.
 
     The caller applies back-pressure: it does not acknowledge the MQTT
     messages behind the append, so the broker keeps them in the session.

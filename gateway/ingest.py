@@ -11,10 +11,28 @@ may be in a group the spool refused) wait in the current group; rejected
 messages are kept in the dead letters (except payloads carrying a card
 number, which are only counted) and re-published on the dead-letter topic.
 After every loop turn the group is committed: one `Spool.append` (one
-fsync), then one PUBACK per message, in arrival order. If the spool is full,
-nothing is acknowledged: the group is kept and retried, the broker stops
-sending once ``receive_maximum`` messages are unacknowledged, and holds the
-rest in our session (back-pressure, nothing dropped).
+fsync; a group of more than half a segment in several), then one PUBACK per
+message, in arrival order. If the spool is full, nothing is acknowledged:
+the group is kept and retried, the broker stops sending once
+``receive_maximum`` messages are unacknowledged, and holds the rest in our
+session (back-pressure, nothing dropped).
+
+No message can break the link (one that did would lose the PUBACKs queued
+behind it and come back forever):
+- the dead-letter publish goes through `tillpulse.mqtt_safe` (reason and
+  topic escaped into valid MQTT; a packet past the broker's maximum size is
+  not sent); a publish that fails is counted (``deadletters_unpublished``)
+  and logged, and takes nothing else with it;
+- a rejection sticks: a redelivered message (dup flag) that was rejected
+  before (`RejectionMemory`) is acknowledged and counted
+  (``redelivered_rejections``), not processed, kept or published again;
+- paho's ``on_message`` never raises (paho would re-raise out of its loop and
+  end this thread): anything unexpected is counted (``internal_errors``) and
+  logged without the payload.
+Every message is acknowledged with its group, so only after the group's lines
+are in the spool; that includes rejected ones, also when the dead letters
+could not write them (full disk: counted by `DeadLetters`): the payload is
+invalid, and not acknowledging it would only bring it back the same.
 """
 
 from __future__ import annotations
@@ -22,17 +40,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Final
 
 import msgspec
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.errors import SpoolError, SpoolFullError
 from gateway.pipeline import Outcome, Pipeline, PipelineStats, Verdict
+from gateway.rejections import RejectionMemory
 from gateway.spool import Spool
+from tillpulse import mqtt_safe
 from tillpulse.deadletters import DeadLetters
 from tillpulse.logs import kv
 from tillpulse.mqtt_link import LinkSettings, MqttLink
@@ -50,6 +70,9 @@ class IngestStats(msgspec.Struct, kw_only=True):
     groups: int = 0
     spool_full: int = 0  # groups refused by a full spool: retried, nothing acked
     deadletters_published: int = 0
+    deadletters_unpublished: int = 0  # not valid MQTT as it is, or not sent: counted, logged
+    redelivered_rejections: int = 0  # rejected before, sent again by the broker: acked
+    internal_errors: int = 0  # handling failed unexpectedly (a bug): acked, logged
     pending: int = 0  # messages in the current group, not yet acked
 
 
@@ -74,6 +97,7 @@ class Ingest:
         self._pipeline = pipeline
         self._spool = spool
         self._deadletters = deadletters
+        self._rejections = RejectionMemory()
         self._now_ns = now_ns
         self.stats = IngestStats()
         self._lines: list[bytes] = []
@@ -110,16 +134,33 @@ class Ingest:
         self.link.close()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        """paho's callback: never raises (see the module doc); acks with the group."""
         self.stats.received += 1
-        outcome = self._pipeline.process(msg.topic, bytes(msg.payload), self._now_ns())
-        if outcome.verdict is Verdict.REJECTED:
-            self._dead_letter(msg, outcome)
-        elif outcome.line is not None:
-            self._add_lines([outcome.line])
+        try:
+            self._handle(msg)
+        except Exception as exc:  # noqa: BLE001 - last resort for a bug: count, log, go on
+            self.stats.internal_errors += 1
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error(  # never the payload nor the topic: either may carry anything
+                "message_handling_failed",
+                extra=kv(error=type(exc).__name__, at=f"{frame.filename}:{frame.lineno}"),
+            )
         self._acks.append((msg.mid, msg.qos))
         self.stats.pending = len(self._acks)
         if self._group_bytes >= MAX_GROUP_BYTES:
             self._commit(None)
+
+    def _handle(self, msg: mqtt.MQTTMessage) -> None:
+        topic, payload = msg.topic, bytes(msg.payload)
+        if msg.dup and self._rejections.holds(topic, payload):
+            self.stats.redelivered_rejections += 1
+            return
+        outcome = self._pipeline.process(topic, payload, self._now_ns())
+        if outcome.verdict is Verdict.REJECTED:
+            self._rejections.remember(topic, payload)
+            self._dead_letter(topic, payload, outcome)
+        elif outcome.line is not None:
+            self._add_lines([outcome.line])
 
     def _add_lines(self, lines: list[str]) -> None:
         for line in lines:
@@ -132,7 +173,7 @@ class Ingest:
         if self._broken is not None or not (self._lines or self._acks):
             return
         try:
-            self._spool.append(self._lines)
+            self._append_group()
         except SpoolFullError:
             self.stats.spool_full += 1
             if stop is not None:
@@ -149,12 +190,49 @@ class Ingest:
         self._lines, self._acks, self._group_bytes = [], [], 0
         self.stats.pending = 0
 
-    def _dead_letter(self, msg: mqtt.MQTTMessage, outcome: Outcome) -> None:
-        reason = f"{outcome.reason}: {outcome.detail}" if outcome.reason else outcome.detail
+    def _append_group(self) -> None:
+        """Append the group's lines in chunks of at most half a segment.
+
+        A group held back by a full disk grows to ``receive_maximum`` messages;
+        appended whole it could need more room than the disk ever frees, or be
+        larger than a segment. Chunks that went in are taken off the group, so a
+        retry appends only the rest (raises what `Spool.append` raises).
+        """
+        budget = self._spool.segment_bytes // 2
+        while self._lines:
+            size = count = 0
+            for line in self._lines:
+                if count and size + len(line) > budget:
+                    break
+                size += len(line)
+                count += 1
+            self._spool.append(self._lines[:count])
+            del self._lines[:count]
+            self._group_bytes -= size
+
+    def _dead_letter(self, topic: str, payload: bytes, outcome: Outcome) -> None:
         if not outcome.keep_payload:
             return  # a card number: counted by the pipeline, never kept nor forwarded
-        self._deadletters.keep(bytes(msg.payload), reason=reason, source=msg.topic)
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.UserProperty = [("reason", reason[:512]), ("topic", msg.topic[:512])]
-        self.link.client.publish(self._deadletter_topic, msg.payload, qos=0, properties=properties)
-        self.stats.deadletters_published += 1
+        reason = f"{outcome.reason}: {outcome.detail}" if outcome.reason else outcome.detail
+        self._deadletters.keep(payload, reason=reason, source=topic)
+        try:
+            info = mqtt_safe.publish(
+                self.link.client,
+                self._deadletter_topic,
+                payload,
+                qos=0,
+                user_properties=[("reason", reason), ("topic", topic)],
+                max_packet_bytes=self.link.max_packet_bytes,
+            )
+        except mqtt_safe.UnpublishableError as exc:
+            error = str(exc)
+        else:
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.stats.deadletters_published += 1
+                return
+            error = mqtt.error_string(info.rc)
+        self.stats.deadletters_unpublished += 1
+        log.warning(
+            "deadletter_not_published",
+            extra=kv(reason=outcome.reason, size=len(payload), error=error),
+        )

@@ -8,8 +8,16 @@ The ingest loop feeds figures in; HTTP requests and the stats point read them:
     metrics.report("forwarder", forwarder.stats(), counters={"batches", "retries"})
     metrics.report("deadletters", {"kept": dl.kept, "evicted": dl.evicted},
                    counters={"kept", "evicted"})
+    metrics.update_health(health())                           # degraded{reason=...}
     spool.append([metrics.stats_line(time.time_ns()).encode()])   # now and then
     server = MetricsServer(metrics, ("127.0.0.1", 9464), health); server.start()
+
+/healthz answers 200 ``{"status": "ok"}``; 200 ``{"status": "degraded", "reason":
+..., "degraded": {code: why}}`` while the gateway works around a fault by
+itself (full disk, spool at its bound, ...: it keeps draining and resumes
+alone, so a liveness probe must not restart it, which would not free a byte);
+and 503 ``{"status": "unhealthy", "reason": ...}`` when it cannot go on
+(a worker stopped, the broker unreachable, writes far behind).
 
 `report` takes any dataclass or mapping of numbers: each numeric field
 becomes ``tillpulse_gateway_<component>_<field>`` (``_total`` appended for the
@@ -26,6 +34,7 @@ points), labelled samples as ``<name>_<label values>`` (e.g.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import math
@@ -49,8 +58,8 @@ PREFIX: Final = "tillpulse_gateway_"
 STATS_MEASUREMENT: Final = "gateway_stats"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _NAME: Final = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
-_PIPELINE_NAMES: Final = frozenset(
-    {"pipeline", "messages", "rejected", "dedup", "gaps", "aggregates"}
+_RESERVED_NAMES: Final = frozenset(
+    {"pipeline", "messages", "rejected", "dedup", "gaps", "aggregates", "health"}
 )
 _DEDUP_COUNTERS: Final = frozenset({"duplicates", "reused", "evicted"})
 _GAP_GAUGES: Final = frozenset({"devices", "outstanding"})
@@ -68,11 +77,28 @@ class Family:
     in_stats_point: bool = True
 
 
+class Degraded(enum.StrEnum):
+    """Why a working gateway is not all well; each is a ``degraded{reason=...}`` gauge."""
+
+    DISK_FULL = "disk_full"  # the spool's disk refuses appends: acks held back
+    SPOOL_AT_MAX_BYTES = "spool_at_max_bytes"  # the spool's bound: acks held back
+    CURSOR_NOT_PERSISTED = "cursor_not_persisted"  # a restart would replay lines
+    DEADLETTERS_NOT_WRITABLE = "deadletters_not_writable"  # rejections counted, not kept
+    MQTT_RECONNECTING = "mqtt_reconnecting"  # the link keeps dropping
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     ok: bool
-    reason: str = ""
+    reason: str = ""  # why not ok
     details: dict[str, Any] = field(default_factory=dict)
+    degraded: dict[Degraded, str] = field(default_factory=dict)  # ok, but: why
+
+    @property
+    def status(self) -> str:
+        if not self.ok:
+            return "unhealthy"
+        return "degraded" if self.degraded else "ok"
 
 
 class GatewayMetrics:
@@ -121,10 +147,26 @@ class GatewayMetrics:
         with self._lock:
             self._components["pipeline"] = families
 
+    def update_health(self, health: Health) -> None:
+        """``health_ok`` and one ``degraded`` gauge per `Degraded` reason (0 or 1)."""
+        families = [
+            Family("health_ok", "gauge", "1 when /healthz answers 200.", [({}, int(health.ok))]),
+            Family(
+                "degraded",
+                "gauge",
+                "1 while the gateway works around this fault by itself.",
+                [({"reason": code.value}, int(code in health.degraded)) for code in Degraded],
+            ),
+        ]
+        with self._lock:
+            self._components["health"] = families
+
     def report(self, component: str, figures: object, *, counters: Collection[str] = ()) -> None:
         """Replace ``component``'s figures (a dataclass or a mapping of numbers)."""
-        if component in _PIPELINE_NAMES:
-            raise ValueError(f"component name {component!r} is taken by the pipeline's figures")
+        if component in _RESERVED_NAMES:
+            raise ValueError(
+                f"component name {component!r} is taken by the pipeline's or the health figures"
+            )
         families = _families(component, figures, counters)
         with self._lock:
             self._components[component] = families
@@ -265,9 +307,13 @@ def _handler(metrics: GatewayMetrics, health: Callable[[], Health]) -> type[Base
                 self._send(HTTPStatus.OK, CONTENT_TYPE, metrics.render())
             elif path == "/healthz":
                 state = health()
-                body = {"status": "ok" if state.ok else "unhealthy", **state.details}
+                body = {"status": state.status, **state.details}
                 if not state.ok:
                     body["reason"] = state.reason
+                elif state.degraded:
+                    body["reason"] = "; ".join(state.degraded.values())
+                    body["degraded"] = {code.value: why for code, why in state.degraded.items()}
+                # Degraded is 200: the process recovers alone; a restart would not help.
                 status = HTTPStatus.OK if state.ok else HTTPStatus.SERVICE_UNAVAILABLE
                 self._send(status, "application/json", json.dumps(body, default=str))
             else:

@@ -6,6 +6,12 @@ thread supervises once a second (refreshes /metrics, appends a
 died). SIGTERM/SIGINT stop the ingest first (its last group is appended and
 acknowledged), then the forwarder (what it had not written stays in the
 spool for the next start), then close the spool.
+
+`Gateway.health` (/healthz, and the ``degraded`` gauges of /metrics) is
+unhealthy (503) when the gateway cannot go on by itself, and degraded (200,
+with the reasons) while it works around a fault it recovers from alone: a
+full disk or spool (acks held back, the broker keeps the messages), a cursor
+or dead letters that cannot be written, an MQTT link that keeps reconnecting.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from gateway.config import GatewayConfig, InfluxSection
 from gateway.errors import SpoolError
 from gateway.forwarder import Forwarder, ForwarderSettings
 from gateway.ingest import Ingest
-from gateway.metrics import GatewayMetrics, Health, MetricsServer
+from gateway.metrics import Degraded, GatewayMetrics, Health, MetricsServer
 from gateway.pipeline import Pipeline
 from gateway.sinks.base import LineSink
 from gateway.sinks.v1 import V1Sink
@@ -140,7 +146,15 @@ class Gateway:
     def refresh_metrics(self) -> None:
         self.metrics.update_pipeline(self.ingest.pipeline_stats)
         self.metrics.report(
-            "spool", self.spool.stats(), counters={"appends", "appended_lines", "fsyncs"}
+            "spool",
+            self.spool.stats(),
+            counters={
+                "appends",
+                "appended_lines",
+                "fsyncs",
+                "disk_errors",
+                "cursor_write_errors",
+            },
         )
         self.metrics.report(
             "forwarder",
@@ -150,14 +164,28 @@ class Gateway:
         self.metrics.report(
             "ingest",
             self.ingest.stats,
-            counters={"received", "acked", "groups", "spool_full", "deadletters_published"},
+            counters={
+                "received",
+                "acked",
+                "groups",
+                "spool_full",
+                "deadletters_published",
+                "deadletters_unpublished",
+                "redelivered_rejections",
+                "internal_errors",
+            },
         )
         self.metrics.report("link", self.ingest.link.status, counters={"connects"})
-        self.metrics.report(
-            "deadletters",
-            {"kept": self.deadletters.kept, "evicted": self.deadletters.evicted},
-            counters={"kept", "evicted"},
-        )
+        deadletters = self.deadletters
+        figures = {
+            "kept": deadletters.kept,
+            "evicted": deadletters.evicted,
+            "write_errors": deadletters.write_errors,
+            "lost": deadletters.lost,
+            "refused_pan": deadletters.refused_pan,
+        }
+        self.metrics.report("deadletters", figures, counters=figures.keys())
+        self.metrics.update_health(self.health())
 
     def health(self) -> Health:
         link = self.ingest.link.status
@@ -171,7 +199,27 @@ class Gateway:
             return Health(False, f"MQTT broker not connected: {link.last_error}", details)
         if forwarder.lag_s is not None and forwarder.lag_s > UNHEALTHY_LAG_S:
             return Health(False, f"InfluxDB writes {forwarder.lag_s:.0f}s behind", details)
-        return Health(True, "", details)
+        return Health(True, "", details, self._degraded())
+
+    def _degraded(self) -> dict[Degraded, str]:
+        spool = self.spool.stats()
+        degraded = {}
+        flapping = self.ingest.link.flapping()
+        if flapping is not None:
+            degraded[Degraded.MQTT_RECONNECTING] = flapping
+        if spool.full_reason is not None:
+            code = Degraded.DISK_FULL if spool.disk_full else Degraded.SPOOL_AT_MAX_BYTES
+            degraded[code] = spool.full_reason
+        if not spool.cursor_persisted:
+            degraded[Degraded.CURSOR_NOT_PERSISTED] = (
+                f"spool cursor not persisted ({spool.cursor_write_errors} write errors)"
+            )
+        if self.deadletters.last_error is not None:
+            degraded[Degraded.DEADLETTERS_NOT_WRITABLE] = (
+                f"dead letters not writable ({self.deadletters.lost} lost): "
+                f"{self.deadletters.last_error}"
+            )
+        return degraded
 
     def _append_stats_point(self) -> None:
         try:

@@ -4,7 +4,8 @@ The MQTT side `Spool.append`s the lines of many messages at once (group
 commit) and acknowledges those messages to the broker only after ``append``
 returned. The forwarder `Spool.read`s batches from the oldest unforwarded line
 and `Spool.commit`s each batch once InfluxDB took it (or it was dead-lettered).
-One process owns a spool directory (an exclusive ``flock`` on ``lock``).
+One process owns a spool directory (an exclusive ``flock`` on the directory
+itself: taking it writes nothing, so it works on a full disk).
 
 On disk
     Numbered segment files ``<id>.seg`` (ids consecutive, oldest first) and a
@@ -42,15 +43,31 @@ Durability (fsync policy)
     past the end of the data (interval mode lost the tail) is moved back to
     the end, logged as ``spool_cursor_moved``.
 
+Full disk (no bookkeeping write on the recovery path)
+    Opening a spool writes nothing (the first segment file is created by the
+    first append). A commit moves the cursor in memory and deletes the
+    segments it has passed *before* it writes the cursor file, and that write
+    is opportunistic: when it fails (full disk, I/O error) it is counted
+    (``cursor_write_errors``), ``cursor_persisted`` turns false, and the next
+    commit or `close` tries again. Until then the file lags: after a crash
+    lines are sent again (never skipped; deleted segments are never replayed),
+    the at-least-once contract above. So a forwarder always frees space, even
+    on a disk the spool itself filled.
+
 Bound and back-pressure
     ``max_bytes`` bounds the segment files on disk, including the forwarded
     head of the oldest segment, which is deleted once the whole segment is
     forwarded (so up to ``segment_bytes`` of the bound can be already-forwarded
-    data). An append that would pass it, or that meets a full disk, stores
-    nothing and raises `SpoolFullError`; the event is counted and logged (once
-    per run of full events). The caller must then stop acknowledging MQTT
-    messages (back-pressure: the broker keeps them in the persistent session)
-    and retry the append later. Payments are never dropped here.
+    data). An append that would pass it, or that meets a full or failing disk
+    (ENOSPC, EDQUOT, EIO: when writing, fsyncing or creating the next
+    segment), stores nothing and raises `SpoolFullError`; the event is counted
+    and logged (once per run of full events), and `SpoolStats.full_reason`
+    says why until an append succeeds again. The caller must then stop
+    acknowledging MQTT messages (back-pressure: the broker keeps them in the
+    persistent session) and retry the append later; it succeeds by itself
+    once the forwarder or a person freed space. Payments are never dropped
+    here. A disk-full append also retires a fully forwarded active segment
+    (rotation), so its space is freed too.
 
 Delivery
     `read` hands out lines in append order, continuing after the last batch it
@@ -76,7 +93,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NoReturn
 
 from gateway.errors import SpoolCorruptError, SpoolError, SpoolFullError, SpoolLockedError
 from tillpulse.logs import kv
@@ -88,8 +105,8 @@ _LINE_LEN: Final = struct.Struct("<I")
 _CURSOR: Final = struct.Struct("<QQQ")  # segment, record offset, lines consumed; + crc32
 _SEGMENT_SUFFIX: Final = ".seg"
 _CURSOR_FILE: Final = "cursor"
-_LOCK_FILE: Final = "lock"
-_DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Errors that mean "no room (or the disk hiccuped) now": back-pressure, tried again later.
+_DISK_TRANSIENT: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 
 class FsyncMode(enum.StrEnum):
@@ -134,7 +151,13 @@ class SpoolStats:
     appends: int
     appended_lines: int
     fsyncs: int
-    full_events: int
+    full_events: int  # appends refused, for the bound or the disk
+    disk_errors: int  # of those, refused by the disk (ENOSPC, EDQUOT, EIO)
+    disk_full: bool  # the last append was refused by the disk
+    at_max_bytes: bool  # the last append was refused by max_bytes
+    full_reason: str | None  # why the last append was refused; None once one succeeds
+    cursor_persisted: bool  # the cursor file holds the committed cursor
+    cursor_write_errors: int
     torn_tail_bytes: int  # cut from the newest segment when the spool was opened
 
 
@@ -166,7 +189,11 @@ class Spool:
         self._data = threading.Condition(self._lock)  # appends notify waiting readers
         self._append_lock = threading.Lock()  # serialises appends (write + fsync)
         self._appends = self._appended_lines = self._fsyncs = self._full_events = 0
-        self._full_streak = False
+        self._disk_errors = self._cursor_write_errors = 0
+        self._full_reason: str | None = None
+        self._full_by_disk = False
+        self._unclean_tail = False  # a failed append's bytes could not be cut off yet
+        self._closed = False
         self._last_fsync = time.monotonic()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_directory(self.directory)
@@ -180,20 +207,20 @@ class Spool:
 
     def _open_log(self) -> None:
         ids = sorted(int(p.stem) for p in self.directory.glob(f"*{_SEGMENT_SUFFIX}"))
-        cursor = self._load_cursor()
+        self._persisted = self._load_cursor()
+        cursor = self._persisted or Position(0, 0, 0)
         for stale in [i for i in ids if i < cursor.segment]:  # forwarded before a crash
             self._path(stale).unlink()
             ids.remove(stale)
-        if not ids:
-            ids = [cursor.segment]
-            self._create_segment(cursor.segment)
-        if ids != list(range(ids[0], ids[-1] + 1)):
+        if ids and ids != list(range(ids[0], ids[-1] + 1)):
             raise SpoolCorruptError(
                 f"{self.directory}: segments missing between {ids[0]} and {ids[-1]}"
             )
-        if cursor.segment < ids[0]:
+        if not ids:
+            cursor = Position(cursor.segment, 0, 0)
+        elif cursor.segment < ids[0]:  # the cursor file lagged behind a deletion
             cursor = Position(ids[0], 0, 0)
-        self._segments: dict[int, int] = {}  # id -> valid size, oldest first
+        self._segments: dict[int, int] = {cursor.segment: 0}  # id -> valid size, oldest first
         self._torn_tail_bytes = 0
         lines = nbytes = 0
         for index, segment in enumerate(ids):
@@ -203,19 +230,25 @@ class Spool:
             self._segments[segment] = size
             lines += seg_lines
             nbytes += seg_bytes
-        self._active = ids[-1]
-        self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_APPEND)
+        self._active = max(self._segments)
+        self._fd: int | None = None  # the active segment's, see `_active_fd`
         self._committed = self._read_pos = cursor
         self._total = (lines, nbytes)  # ordinals: lines/bytes ever appended in this run
         self._committed_ord = self._read_ord = (0, 0)
         self._disk_bytes = sum(self._segments.values())
         self._reader: tuple[int, int] | None = None  # (segment, fd) of the read handle
+        try:
+            self._active_fd()
+        except OSError as exc:  # a full disk: the first append creates it
+            if exc.errno not in _DISK_TRANSIENT:
+                raise
+            log.warning("spool_segment_not_created", extra=kv(error=str(exc)))
         self._collect()
         log.info(
             "spool_opened",
             extra=kv(
                 directory=str(self.directory),
-                segments=len(ids),
+                segments=len(self._segments),
                 depth_lines=lines,
                 depth_bytes=nbytes,
                 cursor=f"{cursor.segment}:{cursor.offset}:{cursor.line}",
@@ -270,18 +303,20 @@ class Spool:
             "spool_torn_tail_truncated", extra=kv(segment=path.name, offset=offset, bytes=dropped)
         )
 
-    def _load_cursor(self) -> Position:
+    def _load_cursor(self) -> Position | None:
+        """The cursor file's position; None (replay from the oldest segment) if there is
+        no readable one."""
         path = self.directory / _CURSOR_FILE
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            return Position(0, 0, 0)
+            return None
         if len(raw) == _CURSOR.size + _LINE_LEN.size:
             body, (crc,) = raw[: _CURSOR.size], _LINE_LEN.unpack(raw[_CURSOR.size :])
             if zlib.crc32(body) == crc:
                 return Position(*_CURSOR.unpack(body))
         log.warning("spool_cursor_unreadable", extra=kv(path=str(path), action="replay_all"))
-        return Position(0, 0, 0)
+        return None
 
     # -- appending -------------------------------------------------------------------
 
@@ -300,12 +335,20 @@ class Spool:
                 f"({self.segment_bytes}): append fewer lines at a time"
             )
         with self._append_lock:
-            with self._lock:
-                if self._segments[self._active] + len(record) > self.segment_bytes:
-                    self._rotate()  # first: it deletes the old segment if it is forwarded
-                self._check_room(len(record))
-                fd, offset = self._fd, self._segments[self._active]
-            self._write(fd, offset, record)
+            try:
+                with self._lock:
+                    if self._segments[self._active] + len(record) > self.segment_bytes or (
+                        self._full_by_disk and self._active_spent()
+                    ):
+                        self._rotate()  # first: it deletes the old segment if it is forwarded
+                    self._check_room(len(record))
+                    fd, offset = self._active_fd(), self._segments[self._active]
+                self._write(fd, offset, record)
+            except OSError as exc:
+                if exc.errno not in _DISK_TRANSIENT:
+                    raise SpoolError(f"cannot append to spool {self.directory}: {exc}") from exc
+                with self._lock:
+                    self._refuse(f"disk full under {self.directory}: {exc}", by_disk=True)
             with self._data:
                 self._segments[self._active] += len(record)
                 self._disk_bytes += len(record)
@@ -313,28 +356,41 @@ class Spool:
                 self._appends += 1
                 self._appended_lines += len(lines)
                 self._data.notify_all()
-                if self._full_streak:
-                    self._full_streak = False
+                if self._full_reason is not None:
+                    self._full_reason, self._full_by_disk = None, False
                     log.info("spool_accepting_again", extra=kv(full_events=self._full_events))
 
     def _check_room(self, size: int) -> None:
         if self._disk_bytes + size <= self.max_bytes:
             return
-        self._full_events += 1
-        if not self._full_streak:
-            self._full_streak = True
-            log.warning(
-                "spool_full",
-                extra=kv(disk_bytes=self._disk_bytes, max_bytes=self.max_bytes, append=size),
-            )
-        raise SpoolFullError(
-            f"spool {self.directory} is full ({self._disk_bytes} of {self.max_bytes} bytes): "
-            f"stop acknowledging messages until the forwarder catches up"
+        self._refuse(
+            f"spool {self.directory} is at max_bytes ({self._disk_bytes} of {self.max_bytes} "
+            f"bytes): stop acknowledging messages until the forwarder catches up",
+            by_disk=False,
         )
 
+    def _refuse(self, reason: str, *, by_disk: bool) -> NoReturn:
+        """Count a refused append, log the first of a run of them, raise SpoolFullError."""
+        self._full_events += 1
+        self._disk_errors += by_disk
+        if self._full_reason is None or by_disk != self._full_by_disk:
+            log.warning(
+                "spool_full",
+                extra=kv(reason=reason, disk_bytes=self._disk_bytes, max_bytes=self.max_bytes),
+            )
+        self._full_reason, self._full_by_disk = reason, by_disk
+        raise SpoolFullError(reason)
+
     def _write(self, fd: int, offset: int, record: bytes) -> None:
-        """Write and (per policy) fsync a record; on failure cut it off again and raise."""
+        """Write and (per policy) fsync a record; on failure cut it off again and raise.
+
+        The segment then ends at ``offset`` again (all or nothing); if even that
+        cut fails, it is done before the next write (O_APPEND writes at the end).
+        """
         try:
+            if self._unclean_tail:
+                os.ftruncate(fd, offset)
+                self._unclean_tail = False
             view = memoryview(record)
             while view:
                 view = view[os.write(fd, view) :]
@@ -346,27 +402,37 @@ class Spool:
                 os.fsync(fd)
                 self._last_fsync = now
                 self._fsyncs += 1
-        except OSError as exc:
-            os.ftruncate(fd, offset)  # all or nothing; if this fails too, that error propagates
-            log.error("spool_append_failed", extra=kv(directory=str(self.directory), error=exc))
-            if exc.errno in _DISK_FULL:
-                with self._lock:
-                    self._full_events += 1
-                raise SpoolFullError(f"disk full under {self.directory}: {exc}") from exc
-            raise SpoolError(f"cannot append to spool {self.directory}: {exc}") from exc
+        except OSError:
+            try:
+                os.ftruncate(fd, offset)
+            except OSError:
+                self._unclean_tail = True
+            raise
+
+    def _active_spent(self) -> bool:
+        """The active segment holds data, all of it forwarded: rotating frees it."""
+        size = self._segments[self._active]
+        return size > 0 and self._committed == Position(self._active, size, 0)
 
     def _rotate(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
+        """Close the active segment and start the next (its file is created on first write)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
         self._active += 1
-        self._create_segment(self._active)
-        self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_APPEND)
         self._segments[self._active] = 0
         self._collect()  # the old segment may be forwarded already
 
-    def _create_segment(self, segment: int) -> None:
-        self._path(segment).touch()
-        self._sync_directory()
+    def _active_fd(self) -> int:
+        """The active segment's file, opened (and created) when first needed: a segment
+        that could not be created on a full disk is created by a later append."""
+        if self._fd is None:
+            self._fd = os.open(
+                self._path(self._active), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+            )
+            self._sync_directory()
+        return self._fd
 
     # -- reading and committing ------------------------------------------------------
 
@@ -413,7 +479,9 @@ class Spool:
             self._read_ord = self._committed_ord
 
     def commit(self, batch: Batch) -> None:
-        """Persist that everything up to the end of ``batch`` is forwarded."""
+        """Record that everything up to the end of ``batch`` is forwarded, and free the
+        segments it completes; the cursor file follows when the disk allows (see the
+        module docstring)."""
         with self._lock:
             if batch.ordinal <= self._committed_ord:
                 return
@@ -422,7 +490,12 @@ class Spool:
             self._collect()
 
     def _collect(self) -> None:
-        """Persist the cursor, then delete the whole segments it has passed."""
+        """Delete the whole segments the cursor has passed, then try to persist it.
+
+        Deleting first frees space even when the cursor file cannot be written: a
+        cursor file left behind points into a deleted segment, and opening the
+        spool then starts at the oldest segment left (see `_open_log`).
+        """
         cursor = self._committed
         while cursor.segment != self._active and cursor.offset >= self._segments[cursor.segment]:
             cursor = Position(cursor.segment + 1, 0, 0)
@@ -431,18 +504,38 @@ class Spool:
             # A caught-up reader sits at the end of a segment being deleted.
             self._read_pos = cursor
         done = [segment for segment in self._segments if segment < cursor.segment]
-        raw = _CURSOR.pack(cursor.segment, cursor.offset, cursor.line)
-        tmp = self.directory / f"{_CURSOR_FILE}.tmp"
-        tmp.write_bytes(raw + _LINE_LEN.pack(zlib.crc32(raw)))
-        tmp.replace(self.directory / _CURSOR_FILE)
         for segment in done:
             if self._reader is not None and self._reader[0] == segment:
                 os.close(self._reader[1])
                 self._reader = None
-            self._path(segment).unlink()
+            self._path(segment).unlink(missing_ok=True)  # missing: its creation had failed
             self._disk_bytes -= self._segments.pop(segment)
         if done:
             self._sync_directory()
+        self._persist_cursor()
+
+    def _persist_cursor(self) -> None:
+        """Write the cursor file if it lags; on failure count, log and leave it lagging."""
+        cursor = self._committed
+        if cursor == self._persisted:
+            return
+        raw = _CURSOR.pack(cursor.segment, cursor.offset, cursor.line)
+        tmp = self.directory / f"{_CURSOR_FILE}.tmp"
+        try:
+            tmp.write_bytes(raw + _LINE_LEN.pack(zlib.crc32(raw)))
+            tmp.replace(self.directory / _CURSOR_FILE)
+        except OSError as exc:
+            self._cursor_write_errors += 1
+            if self._cursor_write_errors == 1 or self._persisted is not None:
+                log.warning(
+                    "spool_cursor_not_persisted",
+                    extra=kv(directory=str(self.directory), error=str(exc), action="retry_later"),
+                )
+            self._persisted = None  # unknown: retried on the next commit (and logged once)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # the half-written one holds space
+            return
+        self._persisted = cursor
 
     def _read_fd(self, segment: int) -> int:
         if self._reader is None or self._reader[0] != segment:
@@ -480,17 +573,27 @@ class Spool:
                 appended_lines=self._appended_lines,
                 fsyncs=self._fsyncs,
                 full_events=self._full_events,
+                disk_errors=self._disk_errors,
+                disk_full=self._full_reason is not None and self._full_by_disk,
+                at_max_bytes=self._full_reason is not None and not self._full_by_disk,
+                full_reason=self._full_reason,
+                cursor_persisted=self._persisted == self._committed,
+                cursor_write_errors=self._cursor_write_errors,
                 torn_tail_bytes=self._torn_tail_bytes,
             )
 
     def close(self) -> None:
-        """Fsync and close; the directory lock is released."""
+        """Fsync and close, trying once more to persist a lagging cursor; the directory
+        lock is released."""
         with self._append_lock, self._lock:
-            if self._fd < 0:
+            if self._closed:
                 return
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            self._closed = True
+            self._persist_cursor()
+            if self._fd is not None:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
             if self._reader is not None:
                 os.close(self._reader[1])
                 self._reader = None
@@ -514,7 +617,7 @@ class Spool:
 
 
 def _lock_directory(directory: Path) -> int:
-    fd = os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(directory, os.O_RDONLY)  # no lock file: creating one may fail on a full disk
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

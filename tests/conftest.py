@@ -6,6 +6,10 @@ test its own server in its own temp dir, so fault tests may ``kill()`` and
 only for tests that neither stop the server nor depend on its contents being empty
 (use unique database / topic / metric names).
 
+``small_disk`` (and ``small_disk_factory`` for another size) is a real tmpfs of its own,
+mounted for the test and unmounted at teardown, to fill up: full-disk tests run the
+real code against a real ENOSPC.
+
 For a non-default server (auth, extra broker config, ...) use the factories::
 
     def test_auth(influxdb_factory):
@@ -18,6 +22,9 @@ A missing server binary fails the test with the apt package to install.
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,6 +121,90 @@ def victoriametrics(
 ) -> VictoriaMetricsServer:
     """A VictoriaMetrics of its own for this test (retention 100y)."""
     return victoriametrics_factory()
+
+
+# -- a small real filesystem to fill up -----------------------------------------------
+
+
+class SmallDisk:
+    """A mounted tmpfs of its own: ``fill()`` it until ENOSPC, ``free()`` it again.
+
+    Files a test creates under ``path`` share the disk with the filler, so after
+    ``fill()`` any write there fails with ENOSPC until ``free()``.
+    """
+
+    def __init__(self, path: Path, size_bytes: int) -> None:
+        self.path = path
+        self.size_bytes = size_bytes
+        self._filler = path / ".filler"
+
+    def free_bytes(self) -> int:
+        stat = os.statvfs(self.path)
+        return stat.f_bavail * stat.f_frsize
+
+    def fill(self, leave_bytes: int = 0) -> None:
+        """Write a filler file until fewer than ``leave_bytes`` (+ one page) stay free."""
+        with open(self._filler, "ab", buffering=0) as f:
+            chunk = 64 << 10
+            while chunk >= 512:
+                room = self.free_bytes() - leave_bytes
+                if room < chunk:
+                    chunk //= 2
+                    continue
+                try:
+                    f.write(b"\0" * chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    chunk //= 2
+
+    def free(self) -> None:
+        """Delete the filler: the space it held is free again."""
+        self._filler.unlink(missing_ok=True)
+
+
+def _mount_tmpfs(mountpoint: Path, size_bytes: int) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("small_disk mounts a tmpfs, which needs root")
+    mountpoint.mkdir(parents=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for small_disk: {done.stderr.strip()}")
+
+
+def _unmount(mountpoint: Path) -> None:
+    """Unmount; lazily if a process the test left behind still holds a file there."""
+    if subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False).returncode:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+@pytest.fixture
+def small_disk_factory(tmp_path: Path) -> Iterator[Callable[..., SmallDisk]]:
+    """``small_disk_factory(size_bytes=...)``: a fresh tmpfs of that size per call."""
+    mounted: list[Path] = []
+
+    def make(size_bytes: int = 256 << 10) -> SmallDisk:
+        mountpoint = tmp_path / f"small-disk-{len(mounted)}"
+        _mount_tmpfs(mountpoint, size_bytes)
+        mounted.append(mountpoint)
+        return SmallDisk(mountpoint, size_bytes)
+
+    try:
+        yield make
+    finally:
+        for mountpoint in reversed(mounted):
+            _unmount(mountpoint)
+
+
+@pytest.fixture
+def small_disk(small_disk_factory: Callable[..., SmallDisk]) -> SmallDisk:
+    """A 256 KiB tmpfs of its own for this test (skipped, with the reason, if not root)."""
+    return small_disk_factory()
 
 
 # -- session-scoped: shared, for read-only / name-isolated tests ----------------------

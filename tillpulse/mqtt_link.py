@@ -10,6 +10,11 @@ unacknowledged publishes after a reconnect. Reconnects back off exponentially
 from ``reconnect_min_s`` to ``reconnect_max_s`` with jitter
 (`tillpulse.backoff`). A link never gives up: the loop is bounded in delay,
 not in attempts, and every failure is logged and counted in `LinkStatus`.
+A link that connects more than ``FLAPPING_CONNECTS`` times within
+``FLAPPING_WINDOW_S`` is up but not healthy (a broker dropping us, e.g. for a
+malformed packet, or a client id taken over): `MqttLink.flapping` says why.
+`MqttLink.max_packet_bytes` is the broker's Maximum Packet Size from the last
+CONNACK (None: no limit announced), for `tillpulse.mqtt_safe.publish`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import select
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -35,6 +42,8 @@ from tillpulse.logs import kv
 log = logging.getLogger(__name__)
 
 TURN_S = 0.05  # how long one turn waits for network activity
+FLAPPING_WINDOW_S: Final = 60.0
+FLAPPING_CONNECTS: Final = 5  # more connects than this within the window: flapping
 
 
 class TlsFiles(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -87,6 +96,8 @@ class MqttLink:
         self._connect_started = False
         self._must_connect = True
         self._connack_deadline = 0.0
+        self._recent_connects: deque[float] = deque(maxlen=FLAPPING_CONNECTS + 1)  # monotonic
+        self.max_packet_bytes: int | None = None
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -128,6 +139,16 @@ class MqttLink:
         if self._must_connect:
             stop.wait(self._backoff.next_delay())
         return self.status.connected
+
+    def flapping(self) -> str | None:
+        """Why the link is unstable, if it connected too often lately; else None."""
+        recent = self._recent_connects
+        if len(recent) > FLAPPING_CONNECTS and time.monotonic() - recent[0] < FLAPPING_WINDOW_S:
+            return (
+                f"MQTT link flapping: {len(recent)} connects within {FLAPPING_WINDOW_S:.0f}s"
+                f" (last error: {self.status.last_error})"
+            )
+        return None
 
     def _read_waiting(self, limit: int) -> MQTTErrorCode:
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -191,6 +212,8 @@ class MqttLink:
         self._backoff.reset()
         self.status.connected = True
         self.status.connects += 1
+        self._recent_connects.append(time.monotonic())
+        self.max_packet_bytes = getattr(properties, "MaximumPacketSize", None)
         log.info(
             "broker_connected",
             extra=kv(

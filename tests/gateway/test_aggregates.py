@@ -153,12 +153,13 @@ def test_lateness_is_measured_on_the_event_clock_not_the_wall_clock() -> None:
 
 
 def test_an_accelerated_stream_closes_windows_as_its_event_time_advances() -> None:
-    # A simulated fleet at x60: an hour of events, 20 a minute, within one wall minute.
+    # A simulated fleet at x60 replaying the past hour (firmware_sim starts in the
+    # past): an hour of events, 20 a minute, within one wall minute.
     agg = aggregator()
     emitted: set[int] = set()
     for n in range(60 * 20):
         ts = T0 + n * 3 * NS_PER_S
-        wall = T0 + n * NS_PER_S // 20
+        wall = T0 + 60 * MINUTE + n * NS_PER_S // 20
         agg.add(event(n, ts, device=f"pos-{n % 20}"), wall)
         emitted |= {parse_line(line)[3] for line in agg.close(wall)}
     # Every window is out but the last few: the lateness (2 min) plus the clock's
@@ -208,15 +209,32 @@ def test_a_clock_stepping_back_does_not_reopen_windows() -> None:
     assert agg.stats().watermark_ns == T0 + MINUTE
 
 
-def test_future_events_are_aggregated_by_their_own_time_and_counted() -> None:
+def test_events_beyond_the_wall_clock_tolerance_are_counted_and_left_out() -> None:
     agg = aggregator()
     agg.add(event(1, T0 + 1), T0 + 1)
-    agg.close(T0 + 1)  # the clock's first reading: offset 0
-    ahead = T0 + 10 * MINUTE
-    agg.add(event(2, ahead), T0 + 2)
-    agg.add(event(3, T0 + 5 * NS_PER_S), T0 + 3)  # within the tolerance
-    assert agg.stats().future_events == 1
-    assert {parse_line(line)[3] for line in agg.close(ahead + MINUTE + LATENESS)} == {T0, ahead}
+    agg.add(event(2, T0 + 10 * MINUTE), T0 + 2)  # 10 min ahead of the wall: tolerance 5 min
+    agg.add(event(3, T0 + 4 * MINUTE), T0 + 3)  # within the tolerance
+    stats = agg.stats()
+    assert (stats.future_events, stats.events) == (1, 2)
+    closed = agg.close(T0 + 15 * MINUTE)
+    assert {parse_line(line)[3] for line in closed} == {T0, T0 + 4 * MINUTE}
+
+
+def test_one_device_whose_clock_says_2262_does_not_make_other_payments_late() -> None:
+    # Its payment comes first, when it alone would be the clock's 90th percentile.
+    agg = aggregator()
+    agg.add(event(1, 9_214_646_400 * NS_PER_S, device="pos-2262"), T0)  # 2262-01-01
+    agg.close(T0)
+    for n in range(2, 50):
+        wall = T0 + n * NS_PER_S
+        agg.add(event(n, wall, device=f"pos-{n % 5}"), wall)
+        agg.close(wall)
+    stats = agg.stats()
+    assert (stats.future_events, stats.late_events, stats.events) == (1, 0, 48)
+    assert stats.watermark_ns < T0
+    lines = agg.close(T0 + MINUTE + LATENESS)
+    device_points = by_measurement(lines)[DEVICE_MEASUREMENT]
+    assert sum(point[2]["count"] for point in device_points) == 48
 
 
 def test_open_windows_are_capped_and_drops_counted() -> None:

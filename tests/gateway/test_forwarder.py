@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import SpoolFullError
 from gateway.forwarder import Forwarder, ForwarderSettings
 from gateway.sinks import V1Sink
 from gateway.spool import Spool
+from tests.conftest import SmallDisk
 from tests.gateway import Child, payment_counts, payment_lines, payment_points, type_conflicts
 from tests.servers import InfluxDB1Server, wait_until
 from tillpulse.deadletters import DeadLetters
@@ -184,3 +186,40 @@ def test_a_missing_database_holds_the_spool_until_it_exists(
 
 if __name__ == "__main__" and sys.argv[1] == "child":
     _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+
+
+def appended(spool: Spool, lines: list[bytes]) -> bool:
+    try:
+        spool.append(lines)
+    except SpoolFullError:
+        return False
+    return True
+
+
+@pytest.mark.integration
+def test_on_a_full_disk_the_forwarder_frees_the_room_new_appends_need(
+    small_disk: SmallDisk, influxdb: InfluxDB1Server
+) -> None:
+    influxdb.create_database("gw")
+    lines = payment_lines(3_000)  # about three times what the 256 KiB disk holds
+    groups = [lines[start : start + 50] for start in range(0, len(lines), 50)]
+    dead_letters = DeadLetters(small_disk.path / "dead", max_bytes=64 << 10)
+    with (
+        Spool(small_disk.path / "spool", max_bytes=1 << 20, segment_bytes=16 << 10) as spool,
+        V1Sink(influxdb.url, "gw") as sink,
+    ):
+        append_in_groups(spool, lines[:500], group=50)
+        small_disk.fill()  # for good: the spool must make do with what it frees
+        assert not appended(spool, groups[10]) and spool.stats().disk_full
+        forwarder = Forwarder(spool, sink, dead_letters, FAST)
+        forwarder.start()
+        try:
+            for group in groups[10:]:  # back-pressure: retried until the forwarder freed room
+                wait_until(lambda g=group: appended(spool, g), 30, message="room again")
+            wait_until(lambda: landed(influxdb, 3_000), 60, message="all forwarded")
+            assert forwarder.stats().running
+        finally:
+            forwarder.stop()
+        assert payment_counts(influxdb, "gw") == (3_000, 3_000)
+        stats = spool.stats()
+        assert stats.disk_full is False and stats.depth_lines == 0

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.gaps import DeviceGaps
-from gateway.metrics import CONTENT_TYPE, GatewayMetrics, Health, MetricsServer
+from gateway.metrics import CONTENT_TYPE, Degraded, GatewayMetrics, Health, MetricsServer
 from gateway.pipeline import Pipeline
 from tests.gateway.test_aggregates import parse_line
 from tests.wire.test_messages import TS, payment
@@ -214,6 +214,40 @@ def test_http_health_is_200_when_healthy_and_503_with_the_reason(
     status, _, body = fetch(url + "/healthz")
     assert status == 503
     assert json.loads(body) == {"status": "unhealthy", "reason": "InfluxDB unreachable for 120 s"}
+
+
+def test_http_health_is_200_when_degraded_with_every_reason(
+    server: tuple[str, HealthSwitch],
+) -> None:
+    url, health = server
+    health.state = Health(
+        ok=True,
+        degraded={
+            Degraded.DISK_FULL: "disk full under /var/spool",
+            Degraded.CURSOR_NOT_PERSISTED: "cursor not persisted",
+        },
+    )
+    status, _, body = fetch(url + "/healthz")
+    assert status == 200  # a liveness probe must not restart what recovers alone
+    assert json.loads(body) == {
+        "status": "degraded",
+        "reason": "disk full under /var/spool; cursor not persisted",
+        "degraded": {
+            "disk_full": "disk full under /var/spool",
+            "cursor_not_persisted": "cursor not persisted",
+        },
+    }
+
+
+def test_degraded_reasons_are_gauges_of_every_known_reason() -> None:
+    registry = GatewayMetrics("gw1")
+    registry.update_health(Health(ok=True, degraded={Degraded.DISK_FULL: "disk full"}))
+    _, samples = parse_exposition(registry.render())
+    assert value(samples, "tillpulse_gateway_health_ok") == 1
+    assert {
+        reason: value(samples, "tillpulse_gateway_degraded", reason=reason)
+        for reason in ("disk_full", "spool_at_max_bytes", "cursor_not_persisted")
+    } == {"disk_full": 1, "spool_at_max_bytes": 0, "cursor_not_persisted": 0}
 
 
 def test_http_unknown_paths_are_404(server: tuple[str, HealthSwitch]) -> None:

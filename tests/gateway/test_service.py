@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
+import subprocess
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from gateway.config import load_gateway_config
 from gateway.service import Gateway
+from tests.conftest import SmallDisk
 from tests.gateway import BASE_TS, Child, payment_counts
 from tests.mqtt_collector import Collector, publish_all
 from tests.servers import InfluxDB1Server, MosquittoServer, free_port, wait_until
@@ -34,6 +37,8 @@ def write_config(
     *,
     gateway_id: str = "gw1",
     shared_group: str | None = None,
+    state_dir: Path | None = None,
+    segment_bytes: int = 16 << 20,
 ) -> Path:
     shared = f'shared_group = "{shared_group}"\n' if shared_group else ""
     config = tmp_path / f"{gateway_id}.toml"
@@ -41,7 +46,7 @@ def write_config(
         f"""
 [gateway]
 id = "{gateway_id}"
-state_dir = "{tmp_path / gateway_id}"
+state_dir = "{state_dir or tmp_path / gateway_id}"
 [mqtt]
 host = "{mosquitto.host}"
 port = {mosquitto.port}
@@ -52,7 +57,7 @@ url = "{influxdb.url}"
 database = "{DB}"
 [spool]
 max_bytes = 268435456
-segment_bytes = 16777216
+segment_bytes = {segment_bytes}
 [forwarder]
 linger_ms = 20
 [http]
@@ -240,3 +245,65 @@ def test_influxdb_outage_under_load_is_replayed_from_the_spool(
         assert gateway.forwarder.stats().last_error is not None
         influxdb.restart()
         assert landed(influxdb, 10_000, timeout=90) == (10_000, 10_000)
+
+
+def health(url: str) -> dict[str, object]:
+    status, body = fetch(url)
+    return {"http": status, **(json.loads(body) if body else {})}
+
+
+def stop(child: Child) -> int:
+    """SIGTERM, then the exit code (SIGKILL if it hangs)."""
+    child.process.send_signal(signal.SIGTERM)
+    try:
+        return child.process.wait(30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise
+
+
+def test_a_gateway_started_on_a_full_disk_holds_back_then_recovers_alone(
+    tmp_path: Path,
+    small_disk_factory: Callable[..., SmallDisk],
+    mosquitto: MosquittoServer,
+    influxdb: InfluxDB1Server,
+) -> None:
+    # Room for the group of ``receive_maximum`` (1000) messages held back meanwhile.
+    small_disk = small_disk_factory(size_bytes=2 << 20)
+    influxdb.create_database(DB)
+    state_dir = small_disk.path / "gw1"
+    config = write_config(tmp_path, mosquitto, influxdb, state_dir=state_dir)
+    address = load_gateway_config(config).http.listen
+    small_disk.fill()
+    gateway = Child("gateway", "run", "--config", str(config))
+    try:
+        wait_until(
+            lambda: health(f"http://{address}/healthz")["http"] == 200,
+            30,
+            message=lambda: f"gateway up (exit code {gateway.process.poll()})",
+        )
+        publish_all(mosquitto.host, mosquitto.port, payments(2_000))
+        wait_until(
+            lambda: "disk_full" in str(health(f"http://{address}/healthz").get("degraded")),
+            30,
+            message=lambda: f"degraded: {health(f'http://{address}/healthz')}",
+        )
+        state = health(f"http://{address}/healthz")
+        assert (state["http"], state["status"]) == (200, "degraded")
+        assert f"disk full under {state_dir / 'spool'}" in str(state["reason"])
+        metric = 'tillpulse_gateway_degraded{gateway="gw1",reason="disk_full"} 1'
+        wait_until(lambda: metric in fetch(f"http://{address}/metrics")[1], 10, message=metric)
+        assert gateway.process.poll() is None
+        assert payment_counts(influxdb, DB) == (0, 0)  # nothing acked, all in the broker
+
+        small_disk.free()  # no restart: the gateway resumes by itself
+        assert landed(influxdb, 2_000) == (2_000, 2_000)
+        wait_until(
+            lambda: health(f"http://{address}/healthz")["status"] == "ok",
+            30,
+            message=lambda: f"healthy again: {health(f'http://{address}/healthz')}",
+        )
+    finally:
+        if gateway.process.poll() is None:
+            assert stop(gateway) == 0
+    assert gateway.process.returncode == 0

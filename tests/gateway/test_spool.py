@@ -1,4 +1,4 @@
-"""The durable spool: order, cursor, bound, framing, torn tails, one owner.
+"""The durable spool: order, cursor, bound, framing, torn tails, one owner, full disks.
 
 Run as a script (``python -m tests.gateway.test_spool append DIR``) it is the
 child of the torn-tail test: it appends numbered groups for ever and prints
@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.errors import SpoolCorruptError, SpoolFullError, SpoolLockedError
 from gateway.spool import Batch, FsyncMode, FsyncPolicy, Spool
+from tests.conftest import SmallDisk
 from tests.gateway import Child
 from tests.servers import wait_until
 
@@ -138,26 +139,126 @@ def test_a_spool_of_one_segment_frees_it_once_forwarded(tmp_path: Path) -> None:
             assert set(drain(spool)) == {str(round_).encode() * 1000}
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
 def test_a_full_disk_stores_nothing_of_the_append(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
     real_write = os.write
 
-    def half_then_enospc(fd: int, data: bytes | memoryview) -> int:
+    def half_then_fail(fd: int, data: bytes | memoryview) -> int:
         real_write(fd, data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(code, os.strerror(code))
 
     with small(tmp_path / "s") as spool:
         spool.append([b"before"])
-        monkeypatch.setattr(os, "write", half_then_enospc)
+        monkeypatch.setattr(os, "write", half_then_fail)
         with pytest.raises(SpoolFullError, match="disk full"):
             spool.append([b"lost" * 100])
         monkeypatch.undo()
+        assert spool.stats().disk_full
         spool.append([b"after"])
-        assert spool.stats().full_events == 1
+        stats = spool.stats()
+        assert (stats.full_events, stats.disk_errors, stats.disk_full) == (1, 1, False)
         assert drain(spool) == [b"before", b"after"]
     with small(tmp_path / "s") as spool:
         assert spool.stats().torn_tail_bytes == 0
+
+
+# ------------------------------------------- a full disk, on a real small tmpfs
+
+
+def fill_spool(spool: Spool, line: bytes) -> int:
+    """Append ``line`` until the spool refuses; how many appends it took."""
+    stored = 0
+    with pytest.raises(SpoolFullError):
+        while True:
+            spool.append([line])
+            stored += 1
+    return stored
+
+
+def test_a_spool_opens_on_a_full_disk_and_drains_it(small_disk: SmallDisk) -> None:
+    directory = small_disk.path / "s"
+    with small(directory) as spool:
+        spool.append([b"first", b"second"])
+        spool.commit(spool.read(1, 1 << 20))
+    small_disk.fill()
+    with small(directory) as spool:  # opening writes nothing
+        assert drain(spool) == [b"second"]
+        stored = fill_spool(spool, b"x" * 500)  # what still fits in the segment's last page
+        reason = spool.stats().full_reason
+        assert reason is not None and reason.startswith(f"disk full under {directory}")
+        small_disk.free()
+        spool.append([b"after"])  # resumes by itself once space is back
+        assert spool.stats().full_reason is None
+    with small(directory) as spool:
+        assert drain(spool) == [b"x" * 500] * stored + [b"after"]
+
+
+def test_a_spool_that_filled_the_disk_frees_it_by_forwarding(small_disk: SmallDisk) -> None:
+    # max_bytes is larger than the disk: the spool's own segments fill it, and only
+    # committing (deleting forwarded segments) can make room again.
+    with Spool(small_disk.path / "s", max_bytes=1 << 20, segment_bytes=16384) as spool:
+        stored = fill_spool(spool, b"p" * 1000)
+        stats = spool.stats()
+        assert stats.disk_full and not stats.at_max_bytes
+        assert stats.disk_errors == 1 and stats.depth_lines == stored
+        assert len(drain(spool)) == stored  # commits on a full disk: no error
+        spool.append([b"room again"])
+        stats = spool.stats()
+        assert stats.cursor_persisted and not stats.disk_full
+        assert drain(spool) == [b"room again"]
+
+
+def test_a_full_disk_while_rotating_refuses_the_append_cleanly(small_disk: SmallDisk) -> None:
+    directory = small_disk.path / "s"
+    with small(directory, NO_FSYNC) as spool:
+        while len(segments(directory)) < 2:
+            spool.append([b"r" * 500])
+        small_disk.fill()
+        fill_spool(spool, b"r" * 500)  # the refused one needs a new segment (a rotation)
+        assert spool.stats().disk_full
+        small_disk.free()
+        spool.append([b"after"])
+        assert drain(spool)[-1] == b"after"
+
+
+def test_a_segment_of_forwarded_data_is_retired_when_the_disk_is_full(
+    small_disk: SmallDisk,
+) -> None:
+    # One segment bigger than the disk: deleting whole forwarded segments frees nothing,
+    # so once the disk refused an append, the spent active segment is rotated away.
+    directory = small_disk.path / "s"
+    with Spool(directory, max_bytes=4 << 20, segment_bytes=1 << 20) as spool:
+        stored = fill_spool(spool, b"q" * 1000)
+        assert len(segments(directory)) == 1
+        assert len(drain(spool)) == stored
+        spool.append([b"after"])
+        assert drain(spool) == [b"after"]
+        assert len(segments(directory)) == 1
+
+
+def test_a_cursor_that_cannot_be_written_lags_and_replays_never_skips(
+    small_disk: SmallDisk,
+) -> None:
+    directory = small_disk.path / "s"
+    lines = [f"m v={i}i".encode() for i in range(10)]
+    with small(directory) as spool:
+        spool.append(lines)
+        spool.commit(spool.read(2, 1 << 20))
+        small_disk.fill()
+        spool.commit(spool.read(3, 1 << 20))  # persisted only in memory
+        stats = spool.stats()
+        assert (stats.cursor_persisted, stats.cursor_write_errors) == (False, 1)
+        assert stats.depth_lines == 5
+    with small(directory) as spool:  # as after a crash: the file still says 2
+        assert drain(spool) == lines[2:]
+        small_disk.free()
+        spool.append([b"m v=10i"])
+        spool.commit(spool.read(1, 1 << 20))
+        assert spool.stats().cursor_persisted
+    with small(directory) as spool:
+        assert drain(spool) == []
 
 
 def test_an_append_larger_than_a_segment_is_refused(tmp_path: Path) -> None:
