@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import emit, median
-from edge.agent import read_status
+from edge.status import read_status
 from firmware_sim.engine import Emission
 from firmware_sim.serial_link import SerialFleet
 from tests.mqtt_collector import Collector

@@ -6,78 +6,65 @@ file that ``tillpulse edge status`` reads, pings the systemd watchdog only
 while every worker thread is alive (a dead thread means systemd restarts the
 agent, and the outbox makes that lossless), and on SIGTERM/SIGINT stops the
 workers, says "offline" on MQTT and closes the outbox.
+
+A full or failing disk degrades the agent, never stops it: each part that
+cannot write keeps what it cannot store out of its hands (the outbox does not
+acknowledge a frame it could not store, so the terminal keeps the payment; the
+health sampler skips a sample it could not number) and tries again later, and
+the status file lists every such reason under ``degraded`` until it is gone.
+A state dir that cannot be written at all (read-only filesystem, permissions)
+is a `StateDirError` at start: a person must fix it, so the agent does not run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-import msgspec
-
 from edge import host_health, systemd
 from edge.config import PASSWORD_ENV, EdgeConfig
-from edge.errors import OutboxError
+from edge.errors import OutboxError, SequenceError, StateDirError
 from edge.outbox import DropReason, Outbox, Priority, priority_for
-from edge.publisher import MqttPublisher, PublishStatus
+from edge.publisher import MqttPublisher
 from edge.sequence import SequenceFile
-from edge.serial_source import SerialSource, SourceStats
+from edge.serial_source import SerialSource
+from edge.status import AgentStatus, OutboxStatus, StatusFile
+from tillpulse.backoff import Backoff
 from tillpulse.config import read_secret
 from tillpulse.deadletters import DeadLetters
 from tillpulse.logs import kv
-from tillpulse.mqtt_link import LinkStatus
 from wire.messages import encode
 from wire.topics import Stream, device_topic
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE: Final = "status.json"
 STATUS_EVERY_S: Final = 2.0
-
-
-class OutboxStatus(msgspec.Struct, kw_only=True):
-    depth_high: int
-    depth_low: int
-    size_bytes: int
-    in_flight: int
-    dropped_overflow: int
-    dropped_expired: int
-    duplicates: int
-    oldest_age_s: float | None
-
-
-class AgentStatus(msgspec.Struct, kw_only=True):
-    """What ``tillpulse edge status`` shows; written to the state dir every few seconds."""
-
-    written_unix: float
-    running: bool = True  # False in the last status a cleanly stopped agent writes
-    site: str
-    device: str
-    link: LinkStatus
-    publishing: PublishStatus
-    outbox: OutboxStatus
-    sources: list[SourceStats]
-    deadletters_kept: int
-    deadletters_evicted: int
+HEALTH_RETRY_MIN_S: Final = 1.0
 
 
 class Agent:
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
         self.state_dir = Path(config.agent.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.state_dir)
         self.outbox = Outbox(
             config.outbox_path,
             max_bytes=config.outbox.max_bytes,
             low_priority_ttl_s=config.outbox.low_priority_ttl_s,
             max_in_flight=config.mqtt.inflight_window,
         )
-        self.deadletters = DeadLetters(self.state_dir / "deadletters")
+        try:
+            self.deadletters = DeadLetters(self.state_dir / "deadletters")
+        except OSError as exc:
+            raise StateDirError(f"cannot open the dead letters in {self.state_dir}: {exc}") from exc
         self.sequence = SequenceFile(self.state_dir / "agent.seq")
+        self.status_file = StatusFile(self.state_dir)
+        self.health_samples_skipped = 0
         password = None
         if config.mqtt.username is not None:
             password = read_secret(config.mqtt.password_file, PASSWORD_ENV)
@@ -113,6 +100,9 @@ class Agent:
         watchdog_s = systemd.watchdog_interval_s()
         next_ping = 0.0
         failed = False
+        # At once, not in 2 s: `edge status` works from the start, and the file then holds
+        # the pages it needs to be rewritten in place once the disk is full.
+        self.write_status()
         while not self.stop.wait(STATUS_EVERY_S if watchdog_s is None else min(watchdog_s, 2.0)):
             self.write_status()
             dead = [w.name for w in workers if not w.is_alive()]
@@ -134,6 +124,7 @@ class Agent:
         return 1 if failed else 0  # non-zero: systemd's Restart= brings it back
 
     def status(self, *, running: bool = True) -> AgentStatus:
+        """Raises `OutboxError` if the outbox cannot be read."""
         stats = self.outbox.stats()
         return AgentStatus(
             written_unix=time.time(),
@@ -155,38 +146,73 @@ class Agent:
             sources=[source.stats for source in self.sources],
             deadletters_kept=self.deadletters.kept,
             deadletters_evicted=self.deadletters.evicted,
+            deadletters_lost=self.deadletters.lost,
+            degraded=self.degraded(),
+            health_samples_skipped=self.health_samples_skipped,
         )
 
+    def degraded(self) -> list[str]:
+        """Why the agent cannot do all of its job right now, one reason per part; [] if healthy."""
+        reasons = {
+            "outbox": self.outbox.disk_error,
+            "sequence": self.sequence.error,
+            "status file": self.status_file.error,
+            "dead letters": self.deadletters.last_error,
+        }
+        return [f"{part}: {reason}" for part, reason in reasons.items() if reason is not None]
+
     def write_status(self, *, running: bool = True) -> None:
-        path = self.state_dir / STATUS_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(msgspec.json.encode(self.status(running=running)))
-        temporary.replace(path)
+        """Write the status file; never raises (a status must not stop the agent)."""
+        try:
+            status = self.status(running=running)
+        except OutboxError as exc:
+            log.warning("status_not_written", extra=kv(error=str(exc)))
+            return
+        self.status_file.write(status)
 
     def _sample_health(self, stop: threading.Event) -> None:
         topic = device_topic(self.config.agent.site, self.config.agent.device, Stream.HEALTH)
+        interval_s = self.config.health.interval_s
+        # After a skipped sample, try again sooner than the interval: that clears the
+        # "degraded" as soon as the disk takes writes again.
+        retry = Backoff(min(HEALTH_RETRY_MIN_S, interval_s), interval_s)
         while not stop.is_set():
+            if self._store_health_sample(topic):
+                retry.reset()
+                stop.wait(interval_s)
+            else:
+                stop.wait(retry.next_delay())
+
+    def _store_health_sample(self, topic: str) -> bool:
+        """One sample into the outbox; False if skipped (counted): it could not be numbered."""
+        try:
+            seq = self.sequence.next()
+        except SequenceError as exc:
+            # Never a number that is not durably reserved: a reused one would overwrite
+            # an InfluxDB point after a restart. A sample is not worth more than a count.
+            self.health_samples_skipped += 1
+            log.warning(
+                "health_sample_skipped",
+                extra=kv(error=str(exc), skipped=self.health_samples_skipped),
+            )
+            return False
+        try:
             stats = self.outbox.stats()
             sample = host_health.sample(
                 site=self.config.agent.site,
                 device=self.config.agent.device,
-                seq=self.sequence.next(),
+                seq=seq,
                 ts_ns=time.time_ns(),
                 state_dir=self.state_dir,
                 outbox_depth=stats.total_depth,
                 outbox_dropped=stats.dropped_since_open,
             )
-            try:
-                self.outbox.put(
-                    topic,
-                    encode(sample),
-                    priority_for(Stream.HEALTH),
-                    self.config.agent.device,
-                    sample.seq,
-                )
-            except OutboxError as exc:  # a sample is not worth stopping the agent for
-                log.warning("health_sample_not_stored", extra=kv(error=str(exc)))
-            stop.wait(self.config.health.interval_s)
+            self.outbox.put(
+                topic, encode(sample), priority_for(Stream.HEALTH), self.config.agent.device, seq
+            )
+        except OutboxError as exc:  # a sample is not worth stopping the agent for
+            log.warning("health_sample_not_stored", extra=kv(error=str(exc)))
+        return True
 
     def _thread(self, name: str, target: Callable[[threading.Event], None]) -> threading.Thread:
         thread = threading.Thread(target=target, args=(self.stop,), name=name, daemon=True)
@@ -194,5 +220,18 @@ class Agent:
         return thread
 
 
-def read_status(state_dir: str | Path) -> AgentStatus:
-    return msgspec.json.decode((Path(state_dir) / STATUS_FILE).read_bytes(), type=AgentStatus)
+def _check_writable(state_dir: Path) -> None:
+    """Raise `StateDirError` if the agent can never write to ``state_dir``.
+
+    A full disk passes (the agent runs degraded through it); a read-only
+    filesystem or missing permissions do not, and need a person.
+    """
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateDirError(f"cannot create the state dir {state_dir}: {exc}") from exc
+    if not os.access(state_dir, os.W_OK | os.X_OK):  # EROFS even for root
+        raise StateDirError(
+            f"the state dir {state_dir} is not writable (read-only filesystem, or not "
+            "the agent's user's): fix it, then start the agent"
+        )

@@ -1,4 +1,10 @@
-"""``tillpulse edge``: run the agent, check its config, show its status."""
+"""``tillpulse edge``: run the agent, check its config, show its status.
+
+Exit codes: 2 for a bad config or an unusable state dir (the systemd unit does
+not restart on it: a person must fix it); ``status`` exits 0 when the agent
+runs healthy, 3 when it runs degraded (the reasons are shown), 4 when there is
+no fresh status (not running, stopped, or died).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,16 @@ from typing import Final
 
 import msgspec
 
-from edge.agent import Agent, AgentStatus, read_status
+from edge.agent import Agent
 from edge.config import load_edge_config
 from edge.errors import EdgeError
+from edge.status import AgentStatus, read_status
 from tillpulse.config import ConfigError
 from tillpulse.lifecycle import stop_on_signals
 from tillpulse.logs import configure_logging
 
-EXIT_CONFIG: Final = 2
+EXIT_CONFIG: Final = 2  # also an unusable state dir: RestartPreventExitStatus in the unit
+EXIT_DEGRADED: Final = 3
 EXIT_STATUS_UNKNOWN: Final = 4
 STALE_AFTER_S: Final = 30.0
 
@@ -65,7 +73,9 @@ def _show_status(state_dir: str, *, as_json: bool) -> int:
     else:
         sys.stdout.write(_render(status))
     fresh = time.time() - status.written_unix < STALE_AFTER_S
-    return 0 if status.running and fresh else EXIT_STATUS_UNKNOWN
+    if not (status.running and fresh):
+        return EXIT_STATUS_UNKNOWN
+    return EXIT_DEGRADED if status.degraded else 0
 
 
 def _liveness(running: bool, age: float) -> str:
@@ -93,7 +103,10 @@ def _render(status: AgentStatus) -> str:
         f" oldest={box.oldest_age_s or 0:.0f}s",
         f"dropped    overflow={box.dropped_overflow} expired={box.dropped_expired}"
         f"  duplicates={box.duplicates}",
-        f"deadletter kept={status.deadletters_kept} evicted={status.deadletters_evicted}",
+        f"deadletter kept={status.deadletters_kept} evicted={status.deadletters_evicted}"
+        f" lost={status.deadletters_lost}",
+        f"health     samples_skipped={status.health_samples_skipped}",
+        *(f"DEGRADED   {reason}" for reason in status.degraded),
     ]
     for source in status.sources:
         frames = source.frames

@@ -22,9 +22,9 @@ Priorities and the bound
       rows are then left alone.
     * A high row is stored even past ``max_bytes`` (after evicting low rows),
       up to ``hard_max_bytes`` (default 4 x ``max_bytes``). Past the hard cap,
-      or when the disk is full, `put` raises `OutboxFullError` and stores
-      nothing: the caller must not send the device its LinkAck, so the device
-      keeps the payment and re-sends it (back-pressure to the device).
+      or when the disk refuses the write, `put` raises `OutboxFullError` and
+      stores nothing: the caller must not send the device its LinkAck, so the
+      device keeps the payment and re-sends it (back-pressure to the device).
     * Low rows older than ``low_priority_ttl_s`` are dropped as ``expired``
       before each lease and whenever the bound is hit. Age is wall-clock time
       (it must survive reboots), checked in insertion order: after a
@@ -75,6 +75,19 @@ Delivery order
     queued. Leases are in memory only: after a restart, or `release_all`,
     every unacked row is handed out again, oldest first.
 
+Full disk
+    A write the disk refuses (SQLite's FULL or IOERR: ENOSPC, EDQUOT, EIO) is
+    rolled back and raised as `OutboxFullError`, whatever the call (put, ack,
+    expiry); `disk_error` says why until a write commits again. Nothing is
+    lost: a put stored nothing (back-pressure), an ack leaves its row queued
+    (delivered again later), and expiry is housekeeping, so `lease` goes on
+    without it: the publisher keeps delivering from a full disk. Acks delete
+    rows, whose pages later puts reuse, so draining makes room inside the file.
+    SQLite's WAL index (the ``-shm`` file) cannot be created on a full disk:
+    `Outbox` then opens the file in exclusive locking mode, which keeps that
+    index in memory, so an agent starting on a full disk can still deliver
+    what is queued (no other process can open the file until it closes).
+
 Threads
     One connection guarded by one lock: serial reader threads put, the MQTT
     thread leases and acks, each call is one short critical section (a
@@ -106,6 +119,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
 MIB: Final = 1024 * 1024
+_SQLITE_IOERR: Final = 10
 _SQLITE_FULL: Final = 13
 
 _SCHEMA: Final = (
@@ -242,6 +256,7 @@ class Outbox:
         self._synchronous_full: bool | None = None
         self._at_bound = False
         self._closed = False
+        self.disk_error: str | None = None  # the last refused write, until one commits
         self._conn = _open(self._path)
         self._reload()
         self._dropped_at_open = self._dropped_total()
@@ -306,7 +321,10 @@ class Outbox:
         means nothing is deliverable now (queue empty or window full).
         """
         with self._lock:
-            self._expire_now()
+            try:
+                self._expire_now()
+            except OutboxFullError as exc:  # housekeeping: delivering matters more
+                log.warning("outbox_expiry_failed", extra=kv(error=str(exc)))
             room = min(limit, self._max_in_flight - len(self._in_flight))
             if room <= 0:
                 return []
@@ -535,9 +553,13 @@ class Outbox:
             self._conn.execute("BEGIN IMMEDIATE")
             yield
             self._conn.execute("COMMIT")
+            self.disk_error = None
         except sqlite3.Error as exc:
             self._rollback()
-            raise _translate(exc, self._path) from exc
+            error = _translate(exc, self._path)
+            if _is_disk_error(exc):
+                self.disk_error = str(error)
+            raise error from exc
         except BaseException:
             self._rollback()
             raise
@@ -599,12 +621,30 @@ def _check_settings(
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) the outbox database in WAL mode, or raise OutboxOpenError."""
+    """Open (creating if needed) the outbox database in WAL mode, or raise OutboxOpenError.
+
+    If the disk is too full for SQLite's shared-memory WAL index, open it again
+    in exclusive locking mode, which needs no new file (module docstring).
+    """
+    try:
+        return _connect(path, exclusive=False)
+    except _DiskFullAtOpen as exc:
+        log.warning("outbox_opening_exclusive", extra=kv(path=str(path), reason=str(exc)))
+        return _connect(path, exclusive=True)  # a new file on a full disk still fails
+
+
+class _DiskFullAtOpen(OutboxOpenError):
+    """Opening needed a write the disk refused; `_open` tries once more, exclusively."""
+
+
+def _connect(path: Path, *, exclusive: bool) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise _open_error(path, exc) from exc
     try:
+        if exclusive:
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         _prepare(conn, path)
     except BaseException:
         conn.close()
@@ -623,6 +663,8 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.Error as exc:
+        if _is_disk_error(exc):
+            raise _DiskFullAtOpen(str(_open_error(path, exc))) from exc
         raise _open_error(path, exc) from exc
     if version > SCHEMA_VERSION:
         raise OutboxOpenError(
@@ -646,8 +688,14 @@ def _open_error(path: Path, exc: sqlite3.Error) -> OutboxOpenError:
     return OutboxOpenError(f"cannot open outbox {path}: {exc} ({hint})")
 
 
-def _translate(exc: sqlite3.Error, path: Path) -> OutboxError:
+def _is_disk_error(exc: sqlite3.Error) -> bool:
+    """The disk refused a write: full (ENOSPC), or an I/O error (EIO, and EDQUOT,
+    which SQLite reports as a write I/O error)."""
     # Errors raised by the sqlite3 module itself (e.g. a closed connection) carry no code.
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL:
-        return OutboxFullError(f"outbox {path}: disk full, nothing stored ({exc})")
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> OutboxError:
+    if _is_disk_error(exc):
+        return OutboxFullError(f"outbox {path}: disk full or failing, nothing stored ({exc})")
     return OutboxError(f"outbox {path}: {exc}")

@@ -13,6 +13,11 @@ The link's client id is the agent's device id; its retained last will says
 CONNACK. Publishes in flight when the link drops are re-sent by paho on
 reconnect (DUP set); after a crash they are leased again from the outbox.
 Either way the gateway sees at most a redelivery of the same event.
+
+An outbox that fails (full disk: an ack cannot be stored) does not stop the
+publisher: it keeps the acks, keeps the link, and tries the outbox again
+with backoff. The rows behind those acks stay leased, so they are not
+published twice by this run, and the window (and paho's queue) stays bounded.
 """
 
 from __future__ import annotations
@@ -30,12 +35,17 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import MqttSection
+from edge.errors import OutboxError
+from tillpulse.backoff import Backoff
 from tillpulse.logs import kv
 from tillpulse.mqtt_link import LinkSettings, MqttLink
 from wire.messages import DeviceState, StateReason, encode
 from wire.topics import Stream, device_topic
 
 log = logging.getLogger(__name__)
+
+OUTBOX_RETRY_MIN_S = 0.5
+OUTBOX_RETRY_MAX_S = 10.0
 
 
 class Outbox(Protocol):
@@ -72,7 +82,9 @@ class MqttPublisher:
         self._now_ns = now_ns
         self.status = PublishStatus()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
-        self._delivered: list[int] = []  # row ids whose PUBACK arrived this turn
+        self._delivered: list[int] = []  # row ids whose PUBACK arrived, not yet acked
+        self._outbox_backoff = Backoff(OUTBOX_RETRY_MIN_S, OUTBOX_RETRY_MAX_S)
+        self._outbox_retry_at = 0.0  # monotonic; after a failed outbox call
         self._state_topic = device_topic(site, device, Stream.STATE)
         self.link = MqttLink(
             LinkSettings(
@@ -97,10 +109,25 @@ class MqttPublisher:
         """Publish until ``stop`` is set; then say "offline" and disconnect cleanly."""
         while not stop.is_set():
             connected = self.link.turn(stop)
-            self._ack_delivered()
-            if connected:
-                self._fill_window()
+            if time.monotonic() < self._outbox_retry_at:
+                continue
+            try:
+                self._ack_delivered()
+                if connected:
+                    self._fill_window()
+            except OutboxError as exc:
+                self._outbox_failed(exc)
+            else:
+                self._outbox_backoff.reset()
         self._shutdown()
+
+    def _outbox_failed(self, exc: OutboxError) -> None:
+        """Try the outbox again later (the acks are kept); log once per outage."""
+        if self._outbox_backoff.attempt == 0:
+            log.warning(
+                "outbox_unavailable", extra=kv(error=str(exc), acks_pending=len(self._delivered))
+            )
+        self._outbox_retry_at = time.monotonic() + self._outbox_backoff.next_delay()
 
     def _fill_window(self) -> None:
         room = self._window - len(self._inflight)
@@ -116,7 +143,7 @@ class MqttPublisher:
         self.status.inflight = len(self._inflight)
 
     def _ack_delivered(self) -> None:
-        """Delete this turn's delivered rows in one outbox transaction."""
+        """Delete the delivered rows in one outbox transaction; kept on `OutboxError`."""
         if self._delivered:
             self._outbox.ack_many(self._delivered)
             self.status.acked += len(self._delivered)
@@ -129,7 +156,10 @@ class MqttPublisher:
                 self._state_topic, self._state(False, StateReason.SHUTDOWN), qos=1, retain=True
             )
             self.link.close(flush=info.is_published)
+        try:
             self._ack_delivered()
+        except OutboxError as exc:  # delivered again after the restart: at-least-once
+            log.warning("acks_not_stored", extra=kv(rows=len(self._delivered), error=str(exc)))
         log.info("publisher_stopped", extra=kv(inflight=len(self._inflight)))
 
     def _say_online(self, client: mqtt.Client, session_present: bool) -> None:

@@ -2,18 +2,26 @@
 
 Serial devices number their own events; the agent numbers what it produces
 itself. The counter is reserved in blocks: the file holds the first number
-not yet handed out by any run, written (fsync + rename) before a block is
-used, so a crash skips at most the rest of a block (a harmless gap) and never
-reuses a number (which would overwrite an InfluxDB point).
+not yet handed out by any run, written (fsync, rename, fsync of the
+directory) before a block is used, so a crash or a power cut skips at most
+the rest of a block (a harmless gap) and never reuses a number (which would
+overwrite an InfluxDB point).
+
+A reservation that cannot be written (full disk, I/O error) raises
+`SequenceError` and hands out nothing: no number is ever used before the
+file says it is taken. The caller skips what it wanted to number; the next
+`next` tries the reservation again, and `error` says why the last one failed
+until one succeeds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Final
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, SequenceError
 
 BLOCK: Final = 100
 
@@ -28,19 +36,39 @@ class SequenceFile:
         except (OSError, ValueError) as exc:
             raise EdgeError(f"sequence file {self._path} is unreadable or corrupt: {exc}") from None
         self._reserved = self._next
+        self.error: str | None = None  # why the last reservation failed; None once one works
 
     def next(self) -> int:
+        """The next number; raises `SequenceError` when a new block cannot be reserved."""
         if self._next >= self._reserved:
-            self._reserved = self._next + BLOCK
-            self._persist(self._reserved)
+            self._persist(self._next + BLOCK)
+            self._reserved = self._next + BLOCK  # only once the file says so
         value = self._next
         self._next += 1
         return value
 
     def _persist(self, value: int) -> None:
         temporary = self._path.with_suffix(".tmp")
-        with open(temporary, "w", encoding="ascii") as handle:
-            handle.write(f"{value}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self._path)
+        try:
+            with open(temporary, "w", encoding="ascii") as handle:
+                handle.write(f"{value}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self._path)
+            _fsync_directory(self._path.parent)  # the rename itself survives a power cut
+        except OSError as exc:
+            self.error = f"cannot reserve numbers in {self._path}: {exc}"
+            # Give back the space a partial write took (a directory in the way stays,
+            # and the next reservation fails and says so again).
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise SequenceError(self.error) from exc
+        self.error = None
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -4,6 +4,7 @@ Every test counts what actually arrives on an MQTT subscriber (``tp/v1/dev/#``).
 The agent runs as a child process (``python -m edge run``) where process death or
 its logs matter, and in-process (`edge.agent.Agent` on a thread) where a test needs
 a setting the config schema refuses (a tiny outbox) or the agent's own counters.
+Full-disk tests put the state dir on a real small tmpfs (``small_disk_factory``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from edge.agent import Agent, AgentStatus, read_status
+from edge.agent import Agent
 from edge.config import EdgeConfig, OutboxSection, load_edge_config
 from edge.outbox import DropReason
 from edge.serial_source import SourceStats
+from edge.status import AgentStatus, read_status
 from firmware_sim.engine import SimMessage
 from firmware_sim.serial_link import SerialDevice
+from tests.conftest import SmallDisk
 from tests.mqtt_collector import Collector
 from tests.servers import MosquittoServer, wait_until
 from tests.wire.test_messages import payment as payment_message
@@ -214,12 +217,13 @@ class Rig:
         self.terminals.append(made)
         return made
 
-    def configure(self, *ports: str) -> EdgeConfig:
+    def configure(self, *ports: str, health_interval_s: float = 3600) -> EdgeConfig:
         """Write the agent's config file (one ``[[serial]]`` per port) and load it."""
         self.config.write_text(
             f'[agent]\nsite = "{SITE}"\ndevice = "{AGENT_ID}"\nstate_dir = "{self.state}"\n'
             f'[mqtt]\nhost = "{self.broker.host}"\nport = {self.broker.port}\nkeepalive_s = 5\n'
-            "reconnect_min_s = 0.05\nreconnect_max_s = 0.5\n[health]\ninterval_s = 3600\n"
+            "reconnect_min_s = 0.05\nreconnect_max_s = 0.5\n"
+            f"[health]\ninterval_s = {health_interval_s}\n"
             + "".join(f'[[serial]]\nport = "{port}"\n' for port in ports)
         )
         return load_edge_config(self.config)
@@ -258,10 +262,11 @@ class Rig:
         )
 
     def status_file(self) -> AgentStatus | None:
-        """The agent's last status, or None before it wrote one."""
+        """The agent's last status, or None before it wrote one (or caught mid-write:
+        on a full disk the agent overwrites it in place)."""
         try:
             return read_status(self.state)
-        except FileNotFoundError:
+        except (FileNotFoundError, msgspec.DecodeError):
             return None
 
     def wait_for_status(self, what: str, check: Callable[[AgentStatus], bool]) -> AgentStatus:
@@ -284,6 +289,15 @@ class Rig:
         for terminal in self.terminals:
             if not terminal.closed:
                 terminal.close()
+
+
+@pytest.fixture
+def small_state_dir(rig: Rig, small_disk_factory: Callable[..., SmallDisk]) -> SmallDisk:
+    """The rig's state dir on a 4 MiB tmpfs of its own: small enough to fill, big enough
+    that SQLite's WAL (checkpointed at ~4 MB) never restarts, so a full disk fails writes."""
+    disk = small_disk_factory(size_bytes=4 << 20)
+    rig.state = disk.path / "state"
+    return disk
 
 
 @pytest.fixture
@@ -615,3 +629,102 @@ def test_edge_status_shows_a_running_agent_and_says_when_it_is_not(rig: Rig) -> 
     result = rig.edge_status("--json")
     assert result.returncode == 4 and msgspec.json.decode(result.stdout, type=AgentStatus).running
     assert "STALE" in rig.edge_status().stdout
+
+
+# -- a full or failing disk ------------------------------------------------------------------
+
+
+def degraded_by(part: str) -> Callable[[AgentStatus], bool]:
+    return lambda s: s.running and any(reason.startswith(f"{part}: ") for reason in s.degraded)
+
+
+@pytest.mark.slow  # waits for the status file, written every 2 s
+def test_a_disk_filling_up_degrades_the_agent_which_recovers_by_itself_losing_nothing(
+    rig: Rig, small_state_dir: SmallDisk
+) -> None:
+    terminal = rig.terminal(retransmit_s=0.5)
+    rig.configure(terminal.port)
+    with rig.subscribe() as sub:
+        agent = rig.start_agent()
+        terminal.payments(1, 50)
+        wait_for_seqs(sub, terminal, Stream.PAYMENT, set(range(1, 51)))
+        wait_acked(terminal)
+        rig.wait_for_status("a first status", lambda s: s.running)
+        small_state_dir.fill()
+        terminal.payments(51, 50)  # sold while the disk is full
+        rig.wait_for_status("outbox degraded", degraded_by("outbox"))
+        full = rig.edge_status()
+        assert full.returncode == 3, full.stderr
+        assert "DEGRADED   outbox: " in full.stdout and "disk full" in full.stdout
+        assert agent.process.poll() is None and terminal.unacked > 0  # the terminal keeps them
+
+        small_state_dir.free()
+        wait_for_seqs(sub, terminal, Stream.PAYMENT, set(range(1, 101)))
+        wait_acked(terminal)
+        rig.wait_for_status("healthy again", lambda s: s.running and not s.degraded)
+        healthy = rig.edge_status()
+        assert healthy.returncode == 0 and "DEGRADED" not in healthy.stdout
+
+    assert agent.terminate() == 0
+    assert_only_redeliveries(sub, terminal)
+    assert "Traceback" not in agent.log()
+
+
+@pytest.mark.slow  # waits for the status file, written every 2 s
+def test_the_agent_starts_on_a_full_disk_degraded_and_delivers_its_outbox(
+    rig: Rig, small_state_dir: SmallDisk
+) -> None:
+    terminal = rig.terminal(retransmit_s=0.5)
+    rig.configure(terminal.port)
+    with rig.subscribe("sub-full-start", session_expiry_s=300) as sub:
+        rig.broker.stop()
+        first = rig.start_agent()
+        terminal.payments(1, 30)
+        wait_acked(terminal)  # in the outbox: the broker is away
+        assert first.terminate() == 0  # a clean stop: SQLite removes its WAL and index files
+        small_state_dir.fill()
+        rig.broker.restart()
+
+        agent = rig.start_agent()  # its serial port opens on the full disk
+        wait_for_seqs(sub, terminal, Stream.PAYMENT, set(range(1, 31)))  # drained from it
+        terminal.payments(31, 10)
+        shown = rig.wait_for_status("outbox degraded", degraded_by("outbox"))
+        assert any(reason.startswith("sequence: ") for reason in shown.degraded)
+        assert rig.edge_status().returncode == 3
+        assert agent.process.poll() is None and terminal.unacked > 0
+
+        small_state_dir.free()
+        wait_for_seqs(sub, terminal, Stream.PAYMENT, set(range(1, 41)))
+        wait_acked(terminal)
+        rig.wait_for_status("healthy again", lambda s: s.running and not s.degraded)
+
+    assert agent.terminate() == 0
+    assert_only_redeliveries(sub, terminal)
+    assert "Traceback" not in agent.log()
+
+
+@pytest.mark.slow  # waits for the status file, written every 2 s
+def test_a_failing_sequence_file_skips_health_samples_and_the_agent_runs_on(rig: Rig) -> None:
+    terminal = rig.terminal()
+    rig.configure(terminal.port, health_interval_s=0.2)
+    blocker = rig.state / "agent.tmp"  # where the sequence file's next block is written first
+    blocker.mkdir(parents=True)
+    with rig.subscribe() as sub:
+        agent = rig.start_agent()
+        terminal.payments(1, 5)
+        wait_for_seqs(sub, terminal, Stream.PAYMENT, set(range(1, 6)))
+        shown = rig.wait_for_status(
+            "samples skipped",
+            lambda s: degraded_by("sequence")(s) and s.health_samples_skipped >= 3,
+        )
+        assert rig.edge_status().returncode == 3
+        assert arrived(sub, AGENT_ID, Stream.HEALTH) == []  # no sample with an unreserved seq
+
+        blocker.rmdir()
+        wait_until(lambda: len(arrived(sub, AGENT_ID, Stream.HEALTH)) >= 3, 15)
+        rig.wait_for_status("healthy again", lambda s: s.running and not s.degraded)
+        assert agent.process.poll() is None
+
+    assert agent.terminate() == 0
+    assert seqs(arrived(sub, AGENT_ID, Stream.HEALTH))[:3] == [0, 1, 2]
+    assert shown.sources[0].stored == 5

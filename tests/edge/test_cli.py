@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from edge.cli import EXIT_CONFIG
+from tests.conftest import SmallDisk
+
 EXAMPLE = Path(__file__).parents[2] / "edge" / "deploy" / "edge.example.toml"
+UNIT = EXAMPLE.with_name("tillpulse-edge.service")
 
 
 def edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -67,3 +71,23 @@ def test_status_without_a_running_agent_says_so(tmp_path: Path) -> None:
     result = edge("status", "--config", str(config))
     assert result.returncode == 4
     assert "is the agent running?" in result.stderr
+
+
+def test_an_unwritable_state_dir_is_one_clear_line_and_an_exit_systemd_does_not_retry(
+    tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    state = small_disk.path / "state"
+    state.mkdir()
+    # read-only, as an SD card the kernel remounted after errors (root writes anywhere else)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk.path)], check=True)
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        f'[agent]\nsite = "s1"\ndevice = "d1"\nstate_dir = "{state}"\n[mqtt]\nhost = "b"\n'
+    )
+    result = edge("run", "--config", str(config))
+    assert result.returncode == EXIT_CONFIG == 2
+    assert result.stderr == (
+        f"tillpulse edge: the state dir {state} is not writable (read-only filesystem, or not "
+        "the agent's user's): fix it, then start the agent\n"
+    )
+    assert f"RestartPreventExitStatus={EXIT_CONFIG}" in UNIT.read_text().splitlines()

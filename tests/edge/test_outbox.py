@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from edge.outbox import (
     Row,
     priority_for,
 )
+from tests.conftest import SmallDisk
 from wire.topics import Stream, device_topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -251,6 +252,54 @@ def test_disk_full_is_a_clear_error_and_stores_nothing(outbox: Outbox) -> None:
         outbox.put_many([payment("pos-1", seq, size=3000) for seq in range(1, 4)])
     assert outbox.stats().depth[Priority.HIGH] == 1
     assert queued_seqs(outbox) == [0]
+
+
+def test_a_real_full_disk_is_back_pressure_and_leasing_goes_on_until_space_is_back(
+    small_disk_factory: Callable[..., SmallDisk], clock: FakeClock
+) -> None:
+    disk = small_disk_factory(size_bytes=2 << 20)
+    with Outbox(disk.path / "outbox.db", low_priority_ttl_s=60.0, clock=clock) as box:
+        box.put_many([sample("env-1", 1), *(payment("pos-1", seq) for seq in range(1, 6))])
+        clock.now += 61  # the sample expires: the next lease wants to delete it
+        disk.fill()
+
+        with pytest.raises(OutboxFullError, match="disk full"):
+            box.put_many([payment("pos-1", 6)])
+        assert box.disk_error is not None and "disk full" in box.disk_error
+        rows = box.lease(100)  # expiry fails, delivering does not
+        assert [row.seq for row in rows] == [1, 1, 2, 3, 4, 5]
+        with pytest.raises(OutboxFullError):
+            box.ack_many(row.row_id for row in rows)
+        assert box.stats().depth == {Priority.LOW: 1, Priority.HIGH: 5}  # nothing lost
+
+        disk.free()
+        box.put_many([payment("pos-1", 6)])
+        assert box.disk_error is None
+        assert box.ack_many(row.row_id for row in rows) == 6
+        assert box.stats().depth == {Priority.LOW: 0, Priority.HIGH: 1}
+
+
+def test_an_outbox_opens_on_a_full_disk_and_hands_out_what_it_holds(
+    small_disk_factory: Callable[..., SmallDisk],
+) -> None:
+    disk = small_disk_factory(size_bytes=2 << 20)
+    db = disk.path / "outbox.db"
+    with Outbox(db) as box:
+        box.put_many([payment("pos-1", seq) for seq in range(10)])
+    # A clean close removes the WAL and its index; on a full disk SQLite cannot make a new
+    # index file, so a plain open fails ("disk I/O error").
+    assert not db.with_name("outbox.db-shm").exists()
+    disk.fill()
+
+    with Outbox(db) as box:
+        rows = box.lease(100)
+        assert [row.seq for row in rows] == list(range(10))
+        with pytest.raises(OutboxFullError):
+            box.put_many([payment("pos-1", 10)])
+        disk.free()
+        assert box.ack_many(row.row_id for row in rows) == 10
+        box.put_many([payment("pos-1", 10)])
+        assert box.stats().depth[Priority.HIGH] == 1
 
 
 # -- TTL ------------------------------------------------------------------------------------

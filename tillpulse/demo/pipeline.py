@@ -53,7 +53,7 @@ from cloud.detection import CycleReport
 from cloud.evaluate import Report, evaluate
 from cloud.jobs import make_detection, make_outputs, run_range, train_model
 from cloud.window import Shard
-from edge.agent import read_status
+from edge.status import read_status
 from firmware_sim.fleet import DeviceKind, build_fleet
 from firmware_sim.labels import GroundTruthLabel, read_labels
 from firmware_sim.simtime import NS_PER_DAY, NS_PER_S

@@ -11,7 +11,7 @@ from typing import Any, Final
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.agent import read_status
+from edge.status import read_status
 from tillpulse.demo.servers import InfluxDB1Server, ServerError, http_request
 from wire.errors import MessageDecodeError
 from wire.messages import DeviceState, PaymentTransaction, SensorReading, TerminalStatus, decode_as
