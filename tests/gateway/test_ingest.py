@@ -53,7 +53,8 @@ class DeadLetterTopic:
     """Subscribes to the dead-letter topics and keeps each message's user properties."""
 
     def __init__(self, mosquitto: MosquittoServer) -> None:
-        self.received: list[dict[str, str]] = []
+        self.received: list[dict[str, str]] = []  # each message's user properties
+        self.payloads: list[bytes] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -67,6 +68,7 @@ class DeadLetterTopic:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.received.append(dict(getattr(msg.properties, "UserProperty", [])))
+            self.payloads.append(bytes(msg.payload))
 
     def count(self) -> int:
         with self._lock:
