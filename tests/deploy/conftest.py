@@ -271,6 +271,10 @@ class Client:
         wait_until(lambda: info.mid in self.pubacks, 10, message=f"no PUBACK for {topic}")
         return self.pubacks[info.mid]
 
+    def send(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 and return at once (paho sends it whatever the broker's limits)."""
+        self._client.publish(topic, payload, qos=1)
+
     def publish_all(self, topic: str, payloads: list[bytes]) -> list[ReasonCode]:
         """Publish each at QoS 1 without waiting in between; their PUBACKs' reason codes."""
         mids = [self._client.publish(topic, payload, qos=1).mid for payload in payloads]

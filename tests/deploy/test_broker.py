@@ -217,3 +217,18 @@ def test_a_device_added_with_a_sighup_connects_and_the_others_stay(
     wait_until(new_device_connects, 10, message="the new device is still refused")
     assert not connected.publish(device_topic(SITE, DEVICE_A, "status"), b"still here").is_failure
     assert connected.disconnects == 0
+
+
+def test_a_packet_larger_than_any_device_payload_is_refused_by_the_broker(
+    deploy_broker: DeployBroker, clients: list[Client]
+) -> None:
+    gateway = gateway_client(deploy_broker, clients)
+    topic = device_topic(SITE, DEVICE_A, "payment")
+    hostile = device_client(deploy_broker, clients, DEVICE_A)
+    hostile.send(topic, b"x" * 100_000)
+    wait_until(lambda: hostile.disconnects >= 1, 10, message="the broker kept the connection")
+    hostile.close()
+    device = device_client(deploy_broker, clients, DEVICE_A)
+    assert not device.publish(topic, b"after").is_failure
+    wait_until(gateway.received, 10, message="nothing arrived")
+    assert gateway.received() == [(topic, b"after")]
