@@ -23,7 +23,7 @@ venv: $(VENV)/.installed
 # The test suite starts real servers; say which Debian packages are missing.
 servers-check:
 	@missing=""; \
-	for bin in mosquitto:mosquitto influxd:influxdb victoria-metrics:victoria-metrics; do \
+	for bin in mosquitto:mosquitto influxd:influxdb victoria-metrics:victoria-metrics mosquitto_sub:mosquitto-clients; do \
 	  command -v $${bin%%:*} >/dev/null || [ -x /usr/sbin/$${bin%%:*} ] || missing="$$missing $${bin##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
