@@ -4,11 +4,12 @@ Cards are identified by a keyed hash token (`card_token`). Anything that may
 hold a PAN is scanned with this module's one definition of "a card number",
 the one PCI data-discovery scanners use:
 
-* a chain of digit groups joined by single characters that are neither digits
-  nor ASCII letters (space, ``-``, ``.``, ``_``, ``:``, ``+``, ``/``, ``*``,
-  a no-break space, ...), so "4111.1111.1111.1111" and "qty 2 4111 1111 1111
-  1111" are found; two such characters in a row, or a letter, end a chain (a
-  letter ends a number in ids: UUIDs and hex ids are not read as card numbers);
+* a chain of digit groups joined by separators of 1-3 characters that are
+  neither digits nor ASCII letters (space, ``-``, ``.``, ``_``, ``:``, ``+``,
+  ``/``, ``*``, a no-break space, " - ", ", ", the ``","`` of a JSON array of
+  groups...), so "4111.1111.1111.1111" and "qty 2 4111 1111 1111 1111" are
+  found; a longer run of such characters, or a letter, ends a chain (a letter
+  ends a number in ids: UUIDs and hex ids are not read as card numbers);
 * candidates are the whole chain, each group, and each run of consecutive
   groups of at most `PRINTED_GROUP_MAX` digits (as card faces print them); a
   candidate is a PAN if its prefix lies in a card brand's IIN range, its
@@ -46,7 +47,9 @@ import msgspec
 PAN_MIN_DIGITS: Final = 12  # Maestro
 PAN_MAX_DIGITS: Final = 19
 PRINTED_GROUP_MAX: Final = 6  # the longest digit group a card face prints
-MAX_CHAIN_CHARS: Final = 4 * PAN_MAX_DIGITS  # a 19-digit PAN with separators takes 37
+MAX_SEPARATOR_CHARS: Final = 3  # "4111 - 1111", '4111", "1111' (a JSON array of groups)
+# A 19-digit PAN with a 3-character separator between every two digits takes 73.
+MAX_CHAIN_CHARS: Final = 4 * PAN_MAX_DIGITS
 TOKEN_PREFIX: Final = "ct1_"
 # 128 bits of HMAC-SHA256, base64url without padding: 22 characters.
 TOKEN_PATTERN: Final = r"\Act1_[A-Za-z0-9_-]{22}\Z"
@@ -108,11 +111,13 @@ def _lengths_by_iin(brands: tuple[Brand, ...]) -> dict[str, frozenset[int]]:
 
 _LENGTHS_BY_IIN: Final = _lengths_by_iin(BRANDS)
 
-# A digit, then 11+ more, each after at most one character that is neither a digit nor an
-# ASCII letter: a chain that may hold a PAN.
+# A digit, then 11+ more, each after at most MAX_SEPARATOR_CHARS characters that are neither
+# digits nor ASCII letters: a chain that may hold a PAN.
 # Possessive: a chain never gives back what it matched (no backtracking, ~25% faster).
-_CHAIN: Final = re.compile(rf"[0-9](?:[^0-9A-Za-z]?+[0-9]){{{PAN_MIN_DIGITS - 1},}}+")
-_NON_DIGIT: Final = re.compile(r"[^0-9]")
+_CHAIN: Final = re.compile(
+    rf"[0-9](?:[^0-9A-Za-z]{{0,{MAX_SEPARATOR_CHARS}}}+[0-9]){{{PAN_MIN_DIGITS - 1},}}+"
+)
+_NON_DIGITS: Final = re.compile(r"[^0-9]+")
 # Text units for normalisation: plain ASCII runs, JSON escapes, non-ASCII runs, the rest.
 _UNIT: Final = re.compile(
     r'(?P<ascii>[\x00-\x5b\x5d-\x7f]+)|\\u(?P<hex>[0-9a-fA-F]{4})|\\(?P<esc>["\\/bfnrt])'
@@ -239,7 +244,7 @@ def _chain_holds_pan(chain: str) -> bool:
     """
     if len(chain) > MAX_CHAIN_CHARS:
         return True
-    groups = _NON_DIGIT.split(chain)
+    groups = _NON_DIGITS.split(chain)
     if any(len(group) > PAN_MAX_DIGITS for group in groups):
         return True
     if is_pan("".join(groups)):
