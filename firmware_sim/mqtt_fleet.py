@@ -20,6 +20,10 @@ roughly halves the CPU per QoS 1 publish (bench/sim_scale.py).
 A "last will" change cuts the device's TCP connection without DISCONNECT, so
 the broker itself publishes the last will; the next "connected" change
 reconnects into the same session.
+
+With ``password``, every device logs in as itself (username = its device id)
+with that password, for a broker that binds client ids to usernames
+(``use_username_as_clientid``): then no client can take another's session.
 """
 
 from __future__ import annotations
@@ -201,9 +205,11 @@ class MqttFleet:
         max_backlog: int = 50_000,
         drain_timeout_s: float = 60.0,
         seed: int = 0,
+        password: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self._password = password
         self.window = window
         self.max_backlog = max_backlog
         self.drain_timeout_s = drain_timeout_s
@@ -304,6 +310,8 @@ class MqttFleet:
             client_id=change.device,
             protocol=mqtt.MQTTv5,
         )
+        if self._password is not None:
+            client.username_pw_set(change.device, self._password)
         device = _Device(client, change.site, change.device)
         client.user_data_set(device)
         client.max_inflight_messages_set(self.window)

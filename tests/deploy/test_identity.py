@@ -208,27 +208,26 @@ def test_the_sim_profile_opens_the_simulated_fleet_listener(sim_broker: DeployBr
 # ------------------------------------------------------- the demo's broker (make demo)
 
 
-def test_the_demos_accounts_listener_binds_client_ids_to_usernames(
+def test_the_demos_broker_takes_accounts_only_each_client_id_its_username(
     tmp_path: Path, _started_servers: list[ManagedServer], clients: list[Client]
 ) -> None:
-    # as tillpulse.demo.pipeline starts it: the gateway's and the cloud jobs' accounts
-    accounts = {"demo-gw": "gw-secret", "demo-cloud": "cloud-secret"}
+    # as tillpulse.demo.pipeline starts it: the services' accounts and one per simulated
+    # device, sharing the devices' password; no anonymous listener
+    accounts = {"demo-gw": "gw-secret", "s0000-pos1": "devices", "s0000-pos2": "devices"}
     broker = MosquittoServer(tmp_path / "demo-broker", accounts=accounts)
     _started_servers.append(broker)
     broker.start()
-    assert broker.auth_port is not None
-    gateway = Client(
-        broker.auth_port, username="demo-gw", password="gw-secret", client_id="demo-gw"
-    )
+    gateway = Client(broker.port, username="demo-gw", password="gw-secret", client_id="demo-gw")
     clients.append(gateway)
     assert gateway.connected, gateway.connack
 
-    anonymous = Client(broker.auth_port)
+    anonymous = Client(broker.port, client_id="demo-gw")
     clients.append(anonymous)
     assert anonymous.connack is not None and anonymous.connack.is_failure
-    claimer = Client(
-        broker.auth_port, username="demo-cloud", password="cloud-secret", client_id="demo-gw"
-    )
-    clients.append(claimer)
-    assert claimer.connected, claimer.connack
-    assert still_connected(gateway, "demo/sync")
+    device = Client(broker.port, username="s0000-pos1", password="devices", client_id="demo-gw")
+    clients.append(device)
+    assert device.connected, device.connack
+    other = Client(broker.port, username="s0000-pos2", password="devices", client_id="s0000-pos1")
+    clients.append(other)
+    assert other.connected, other.connack
+    assert still_connected(gateway, "demo/sync") and still_connected(device, "demo/sync2")

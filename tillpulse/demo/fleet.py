@@ -36,6 +36,7 @@ from firmware_sim.runner import run
 from firmware_sim.scenario import Scenario
 from firmware_sim.serial_link import SerialFleet
 from firmware_sim.simulation import SimSettings, Simulation, build_simulation
+from tillpulse.config import read_secret
 from tillpulse.demo.scenario import DEMO_SCENARIO, LINK_INJECTIONS
 from tillpulse.logs import configure_logging, kv
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S: Final = 0.25
 IO_SLICE_S: Final = 0.01  # the two sinks take turns at their I/O while the runner waits
 EXIT_FAILED: Final = 1
+FLEET_PASSWORD_ENV: Final = "TILLPULSE_DEMO_FLEET_PASSWORD"  # or --mqtt-password-file
 
 
 class FleetMessage(msgspec.Struct, kw_only=True):
@@ -151,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     stats = RunStats()
     serial = SerialFleet(serial_terminals(simulation, args.serial), seed=args.seed)
     host, _, port = args.mqtt.rpartition(":")
-    sink = SplitSink(serial, MqttFleet(host, int(port), stats, seed=args.seed), stats)
+    password = read_secret(args.mqtt_password_file, FLEET_PASSWORD_ENV)
+    mqtt = MqttFleet(host, int(port), stats, seed=args.seed, password=password)
+    sink = SplitSink(serial, mqtt, stats)
     emit(FleetMessage(kind="ready", sim_ns=args.start_ns, ports=serial.ports()))
     if not sys.stdin.readline():  # the demo went away before saying go
         return EXIT_FAILED
@@ -174,6 +178,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--accel", type=float, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--mqtt", required=True, metavar="HOST:PORT")
+    parser.add_argument(
+        "--mqtt-password-file",
+        help=f"the devices' broker password (else ${FLEET_PASSWORD_ENV}); each device logs "
+        "in as its device id",
+    )
     parser.add_argument("--labels", type=Path, required=True)
     parser.add_argument("--quiet", action="store_true", help="no incidents (training history)")
     parser.add_argument("--status-every", type=float, default=60.0, help="heartbeats, samples")

@@ -1,10 +1,11 @@
 """The whole local pipeline for one demo run, started, watched and stopped in order.
 
     Mosquitto, influxd   servers on free ports, data in <state>/ (tillpulse.demo.servers)
-                         Mosquitto with two listeners on 127.0.0.1: one for accounts
-                         (the gateway's and the cloud jobs', client id = username, so
-                         nothing can take their sessions) and an anonymous one for the
-                         simulated fleet, its edge agents and the demo's own watcher
+                         Mosquitto on 127.0.0.1 with accounts only, client id =
+                         username, so nothing can take another's session: the
+                         gateway's, the cloud jobs', the demo's own watcher's, and
+                         one per simulated device (its device id; one shared
+                         password), which its edge agent uses for a serial terminal
     gateway              ``python -m gateway run``: MQTT -> InfluxDB (v1 sink)
     history              ``python -m tillpulse.demo.fleet --quiet``: the quiet day before,
                          as fast as possible over MQTT; the model is trained on it
@@ -83,6 +84,8 @@ HISTORY_STATUS_EVERY_S: Final = 600.0  # training needs payments; heartbeats onl
 LABELS: Final = {"fleet": "labels.jsonl", "history": "history-labels.jsonl"}  # ground truth
 GATEWAY_ID: Final = "demo-gw"  # also its broker account
 CLOUD_ACCOUNT: Final = "demo-cloud"  # the cloud jobs' broker account and client id
+WATCH_ACCOUNT: Final = "demo-watch"  # the live view's online/offline subscriber
+DEVICES_SECRET: Final = "devices"  # the simulated devices' shared password, in secrets/
 
 
 class DemoError(ServerError):
@@ -248,6 +251,7 @@ class Demo:
         self.children: list[Child] = []  # in start order; stopped in reverse
         self.watcher: watch.StateWatcher | None = None
         self.alerts: list[Alert] = []
+        self.watch_account = (WATCH_ACCOUNT, secrets.token_urlsafe(24))  # in this process only
         fleet = build_fleet(settings.seed, settings.terminals, settings.sensors)
         self.terminal_ids = frozenset(
             d.device_id for d in fleet.devices if d.kind is DeviceKind.TERMINAL
@@ -266,7 +270,12 @@ class Demo:
         fleet, ports = self._start_fleet("fleet")
         agent_dirs = self._start_agents(ports)
         assert self.mosquitto is not None
-        self.watcher = watch.StateWatcher(self.mosquitto.host, self.mosquitto.port, s.start_ns)
+        self.watcher = watch.StateWatcher(
+            self.mosquitto.host,
+            self.mosquitto.port,
+            s.start_ns,
+            account=self.watch_account,
+        )
         detection = make_detection(config, Shard(), require_model=True)
         outputs = make_outputs(config)
         monitor = _Monitor(self, influx, metrics_url, agent_dirs, started)
@@ -328,9 +337,15 @@ class Demo:
 
     def _start_servers(self) -> InfluxDB1Server:
         self.view.phase("starting Mosquitto and influxd")
+        devices = self._password(DEVICES_SECRET)
+        services = {name: self._password(name) for name in (GATEWAY_ID, CLOUD_ACCOUNT)}
         self.mosquitto = MosquittoServer(
             self.state / "mosquitto",
-            accounts={name: self._password(name) for name in (GATEWAY_ID, CLOUD_ACCOUNT)},
+            accounts={
+                **dict.fromkeys(self.site_of, devices),
+                **services,
+                WATCH_ACCOUNT: self.watch_account[1],
+            },
         )
         self.mosquitto.start()
         self.influx = InfluxDB1Server(self.state / "influxdb")
@@ -345,7 +360,7 @@ class Demo:
         config = self.state / "gateway.toml"
         config.write_text(
             f'[gateway]\nid = "{GATEWAY_ID}"\nstate_dir = "{self.state / "gateway"}"\n'
-            f'[mqtt]\nhost = "{self.mosquitto.host}"\nport = {self._accounts_port()}\n'
+            f'[mqtt]\nhost = "{self.mosquitto.host}"\nport = {self.mosquitto.port}\n'
             f'username = "{GATEWAY_ID}"\npassword_file = "{self._password_file(GATEWAY_ID)}"\n'
             f'[influxdb]\ndialect = "v1"\nurl = "{self.influx.url}"\ndatabase = "{DATABASE}"\n'
             f'[http]\nlisten = "{http}"\n'
@@ -390,6 +405,7 @@ class Demo:
             *("--terminals", str(s.terminals), "--sensors", str(s.sensors), "--seed", str(s.seed)),
             *("--duration-ns", str(s.sim_ns), "--labels", str(self.state / LABELS[name])),
             *("--mqtt", f"{self.mosquitto.host}:{self.mosquitto.port}"),
+            *("--mqtt-password-file", str(self._password_file(DEVICES_SECRET))),
         ]
         if name == "history":
             args += ["--start-ns", str(s.start_ns - NS_PER_DAY), "--serial", "0", "--accel", "0"]
@@ -421,6 +437,8 @@ class Demo:
                 f'[agent]\nsite = "{self.site_of[device]}"\ndevice = "{device}"\n'
                 f'state_dir = "{state_dir}"\n'
                 f'[mqtt]\nhost = "{self.mosquitto.host}"\nport = {self.mosquitto.port}\n'
+                f'username = "{device}"\n'
+                f'password_file = "{self._password_file(DEVICES_SECRET)}"\n'
                 f'[[serial]]\nport = "{port}"\n'
             )
             child = self._child(f"edge-{device}", "edge", ["run", "--config", str(config)])
@@ -439,7 +457,7 @@ class Demo:
             influxdb=InfluxSection(dialect="v1", url=self.influx.url, database=DATABASE),
             mqtt=MqttSection(
                 host=self.mosquitto.host,
-                port=self._accounts_port(),
+                port=self.mosquitto.port,
                 client_id=CLOUD_ACCOUNT,
                 username=CLOUD_ACCOUNT,
                 password_file=str(self._password_file(CLOUD_ACCOUNT)),
@@ -477,11 +495,6 @@ class Demo:
             self.view.alert(alert)
 
     # -- helpers ---------------------------------------------------------------------
-
-    def _accounts_port(self) -> int:
-        """The broker's listener for the accounts (gateway, cloud jobs)."""
-        assert self.mosquitto is not None and self.mosquitto.auth_port is not None
-        return self.mosquitto.auth_port
 
     def _password_file(self, account: str) -> Path:
         return self.state / "secrets" / account

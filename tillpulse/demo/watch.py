@@ -4,7 +4,6 @@ the gateway's spool and the edge agents' outboxes."""
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,15 +32,13 @@ class StateWatcher:
     States older than ``since_ns`` (the retained ones of an earlier run, like the
     training day's clean shutdowns) are not taken into account."""
 
-    def __init__(self, host: str, port: int, since_ns: int) -> None:
+    def __init__(self, host: str, port: int, since_ns: int, *, account: tuple[str, str]) -> None:
         self._since_ns = since_ns
         self._online: dict[str, bool] = {}
         self._lock = threading.Lock()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"tillpulse-demo-states-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
+        username, password = account  # the broker makes the username the client id
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self._client.username_pw_set(username, password)
         topic = f"{DEVICE_PREFIX}/+/+/{Stream.STATE}"
         self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self._client.on_message = self._on_message
