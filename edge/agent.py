@@ -177,7 +177,17 @@ class Agent:
         # "degraded" as soon as the disk takes writes again.
         retry = Backoff(min(HEALTH_RETRY_MIN_S, interval_s), interval_s)
         while not stop.is_set():
-            if self._store_health_sample(topic):
+            try:
+                stored = self._store_health_sample(topic)
+            except Exception as exc:  # last resort: a sample is not worth the thread
+                self.health_samples_skipped += 1
+                log.error(
+                    "health_sample_failed",
+                    extra=kv(error=f"{type(exc).__name__}: {exc}"),
+                    exc_info=True,
+                )
+                stored = False
+            if stored:
                 retry.reset()
                 stop.wait(interval_s)
             else:

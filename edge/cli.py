@@ -98,7 +98,7 @@ def _render(status: AgentStatus) -> str:
         f" failures={link.connect_failures} last_ack={last_ack}"
         + (f" last_error={link.last_error!r}" if link.last_error else ""),
         f"published  {sent.published}  acked={sent.acked}  in_flight={sent.inflight}"
-        f"  rejected={sent.rejected}",
+        f"  rejected={sent.rejected}  errors={sent.errors}",
         f"outbox     high={box.depth_high} low={box.depth_low} bytes={box.size_bytes}"
         f" oldest={box.oldest_age_s or 0:.0f}s",
         f"dropped    overflow={box.dropped_overflow} expired={box.dropped_expired}"
@@ -115,6 +115,6 @@ def _render(status: AgentStatus) -> str:
             f"serial     {source.port} {'open' if source.open else 'CLOSED'}"
             f" stored={source.stored} dup={source.duplicates} invalid={source.invalid}"
             f" pci_refused={source.pci_refused} backpressure={source.backpressure}"
-            f" ack_timeouts={source.ack_timeouts} bad_frames={bad}"
+            f" ack_timeouts={source.ack_timeouts} bad_frames={bad} errors={source.errors}"
         )
     return "\n".join(lines) + "\n"

@@ -18,6 +18,8 @@ An outbox that fails (full disk: an ack cannot be stored) does not stop the
 publisher: it keeps the acks, keeps the link, and tries the outbox again
 with backoff. The rows behind those acks stay leased, so they are not
 published twice by this run, and the window (and paho's queue) stays bounded.
+Anything unexpected in a turn (a bug) is logged, counted in ``errors`` and
+treated the same way: the thread goes on.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class PublishStatus(msgspec.Struct, kw_only=True):
     acked: int = 0
     rejected: int = 0  # PUBACK with a failure reason (e.g. not authorised): row kept
     inflight: int = 0
+    errors: int = 0  # unexpected failures of a turn: logged, retried with backoff
     last_ack_unix: float | None = None
 
 
@@ -108,18 +111,30 @@ class MqttPublisher:
     def run(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set; then say "offline" and disconnect cleanly."""
         while not stop.is_set():
-            connected = self.link.turn(stop)
-            if time.monotonic() < self._outbox_retry_at:
-                continue
             try:
-                self._ack_delivered()
-                if connected:
-                    self._fill_window()
-            except OutboxError as exc:
-                self._outbox_failed(exc)
-            else:
-                self._outbox_backoff.reset()
+                self._turn(stop)
+            except Exception as exc:  # last resort: log, count, go on after a pause
+                self.status.errors += 1
+                log.error(
+                    "publisher_unexpected_error",
+                    extra=kv(error=f"{type(exc).__name__}: {exc}"),
+                    exc_info=True,
+                )
+                self._outbox_retry_at = time.monotonic() + self._outbox_backoff.next_delay()
         self._shutdown()
+
+    def _turn(self, stop: threading.Event) -> None:
+        connected = self.link.turn(stop)
+        if time.monotonic() < self._outbox_retry_at:
+            return
+        try:
+            self._ack_delivered()
+            if connected:
+                self._fill_window()
+        except OutboxError as exc:
+            self._outbox_failed(exc)
+        else:
+            self._outbox_backoff.reset()
 
     def _outbox_failed(self, exc: OutboxError) -> None:
         """Try the outbox again later (the acks are kept); log once per outage."""

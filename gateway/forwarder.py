@@ -14,6 +14,9 @@ Failures retry the same batch, never skip it:
 - `SinkConfigError` (401/403/404...): logged as an error and counted in
   ``config_errors`` every ``config_retry_s`` (with jitter), and tried again
   that slowly, so the spool grows and replays once the config is fixed.
+- Anything else (a bug, an error no sink classifies): logged with its
+  traceback, counted in ``internal_errors`` and retried with backoff like a
+  retriable error; the thread goes on.
 During an outage the spool grows (its bound applies back-pressure upstream)
 and is replayed, oldest first, when InfluxDB is back.
 """
@@ -58,6 +61,7 @@ class ForwarderStats:
     dead_lettered: int
     retries: int
     config_errors: int
+    internal_errors: int  # unexpected failures of a write: logged, retried
     last_error: str | None
     latency_p50_s: float | None  # per batch, over the recent window
     latency_p99_s: float | None
@@ -84,7 +88,7 @@ class Forwarder:
         self._lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=settings.latency_window)
         self._batches = self._written = self._dead_lettered = 0
-        self._retries = self._config_errors = 0
+        self._retries = self._config_errors = self._internal_errors = 0
         self._last_error: str | None = None
 
     def start(self) -> None:
@@ -141,6 +145,15 @@ class Forwarder:
                         lines=len(batch),
                     ),
                 )
+            except Exception as exc:  # last resort: retried, never skipped
+                self._internal_errors += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                delay = self._backoff.next_delay()
+                log.error(
+                    "forwarder_unexpected_error",
+                    extra=kv(error=self._last_error, retry_in_s=round(delay, 2)),
+                    exc_info=True,
+                )
             else:
                 self._finish(batch, result)
                 return
@@ -172,6 +185,7 @@ class Forwarder:
             dead_lettered=self._dead_lettered,
             retries=self._retries,
             config_errors=self._config_errors,
+            internal_errors=self._internal_errors,
             last_error=self._last_error,
             latency_p50_s=_quantile(latencies, 0.5),
             latency_p99_s=_quantile(latencies, 0.99),

@@ -28,7 +28,8 @@ behind it and come back forever):
   (``redelivered_rejections``), not processed, kept or published again;
 - paho's ``on_message`` never raises (paho would re-raise out of its loop and
   end this thread): anything unexpected is counted (``internal_errors``) and
-  logged without the payload.
+  logged without the payload; so is anything unexpected in the rest of a loop
+  turn (closing aggregate windows, committing), after which the loop goes on.
 Every message is acknowledged with its group, so only after the group's lines
 are in the spool; that includes rejected ones, also when the dead letters
 could not write them (full disk: counted by `DeadLetters`): the payload is
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 
 TICK_EVERY_NS: Final = 1_000_000_000  # aggregate windows are closed once a second
 MAX_GROUP_BYTES: Final = 8 << 20  # a group is appended before it grows past this
+ERROR_PAUSE_S: Final = 1.0  # after an unexpected error in a loop turn
 
 
 class IngestStats(msgspec.Struct, kw_only=True):
@@ -72,7 +74,7 @@ class IngestStats(msgspec.Struct, kw_only=True):
     deadletters_published: int = 0
     deadletters_unpublished: int = 0  # not valid MQTT as it is, or not sent: counted, logged
     redelivered_rejections: int = 0  # rejected before, sent again by the broker: acked
-    internal_errors: int = 0  # handling failed unexpectedly (a bug): acked, logged
+    internal_errors: int = 0  # a message's handling or a loop turn failed unexpectedly: logged
     pending: int = 0  # messages in the current group, not yet acked
 
 
@@ -123,15 +125,28 @@ class Ingest:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.link.turn(stop, read_burst=self._read_burst)
-            now = self._now_ns()
-            if now >= self._next_tick:
-                self._next_tick = now + TICK_EVERY_NS
-                self._add_lines(self._pipeline.tick(now))
-                self.pipeline_stats = self._pipeline.stats()
-            self._commit(stop)
+            try:
+                self._turn(stop)
+            except Exception as exc:  # last resort: the thread and its session go on
+                self.stats.internal_errors += 1
+                log.error(
+                    "ingest_unexpected_error",
+                    extra=kv(error=f"{type(exc).__name__}: {exc}"),
+                    exc_info=True,
+                )
+                stop.wait(ERROR_PAUSE_S)
         self._commit(stop)
         self.link.close()
+
+    def _turn(self, stop: threading.Event) -> None:
+        """Read what the broker sends, close due aggregate windows, commit the group."""
+        self.link.turn(stop, read_burst=self._read_burst)
+        now = self._now_ns()
+        if now >= self._next_tick:
+            self._next_tick = now + TICK_EVERY_NS
+            self._add_lines(self._pipeline.tick(now))
+            self.pipeline_stats = self._pipeline.stats()
+        self._commit(stop)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         """paho's callback: never raises (see the module doc); acks with the group."""

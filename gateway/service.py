@@ -159,7 +159,14 @@ class Gateway:
         self.metrics.report(
             "forwarder",
             self.forwarder.stats(),
-            counters={"batches", "lines_written", "dead_lettered", "retries", "config_errors"},
+            counters={
+                "batches",
+                "lines_written",
+                "dead_lettered",
+                "retries",
+                "config_errors",
+                "internal_errors",
+            },
         )
         self.metrics.report(
             "ingest",

@@ -17,10 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
+from edge import host_health
 from edge.agent import Agent
 from edge.config import EdgeConfig, OutboxSection, load_edge_config
 from edge.outbox import DropReason
@@ -33,6 +35,7 @@ from tests.mqtt_collector import Collector
 from tests.servers import MosquittoServer, wait_until
 from tests.wire.test_messages import payment as payment_message
 from wire.messages import (
+    HostHealth,
     PaymentTransaction,
     TerminalStatus,
     decode,
@@ -728,3 +731,26 @@ def test_a_failing_sequence_file_skips_health_samples_and_the_agent_runs_on(rig:
     assert agent.terminate() == 0
     assert seqs(arrived(sub, AGENT_ID, Stream.HEALTH))[:3] == [0, 1, 2]
     assert shown.sources[0].stored == 5
+
+
+def test_an_unexpected_error_in_a_health_sample_is_counted_and_sampling_goes_on(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = rig.terminal()
+    calls: list[int] = []
+    real_sample = host_health.sample
+
+    def fails_once(**fields: Any) -> HostHealth:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in sampling")
+        return real_sample(**fields)
+
+    monkeypatch.setattr(host_health, "sample", fails_once)
+    running = AgentThread(rig.configure(terminal.port))
+    try:
+        wait_until(lambda: len(calls) >= 2, 15, message="no second health sample")
+        assert running.agent.health_samples_skipped == 1
+        assert not running.agent.stop.is_set()  # no worker died
+    finally:
+        running.close()

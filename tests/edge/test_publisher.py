@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from edge.config import MqttSection
-from edge.outbox import Entry, Outbox, Priority
+from edge.outbox import Entry, Outbox, Priority, Row
 from edge.publisher import MqttPublisher
 from tests.mqtt_collector import Collector
 from tests.servers import MosquittoServer, wait_until
@@ -148,3 +148,30 @@ def test_online_state_is_retained_and_a_clean_stop_says_shutdown(
         sub.wait_for_count(1)
         state = msgspec.json.decode(sub.snapshot()[0][1])
         assert state["online"] is False and state["reason"] == "shutdown"
+
+
+class LeaseFailsOnce(Outbox):
+    """The real outbox, whose first lease fails the way a bug would."""
+
+    failed = False
+
+    def lease(self, limit: int) -> list[Row]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in leasing")
+        return super().lease(limit)
+
+
+def test_an_unexpected_error_is_counted_and_publishing_goes_on(
+    mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    with LeaseFailsOnce(tmp_path / "outbox.sqlite3", fsync_high_priority=False) as box:
+        fill(box, 0, 500)
+        with Collector(mosquitto.host, mosquitto.port, "tp/v1/dev/+/+/payment") as sub:
+            running = start_publisher(mosquitto, box)
+            try:
+                sub.wait_for_count(500, timeout=30)
+                wait_until(lambda: box.stats().total_depth == 0, 30, message="outbox not empty")
+            finally:
+                running.close()
+    assert running.publisher.status.errors == 1 and running.publisher.status.acked == 500

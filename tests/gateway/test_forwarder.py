@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import pytest
 
 from gateway.errors import SpoolFullError
 from gateway.forwarder import Forwarder, ForwarderSettings
-from gateway.sinks import V1Sink
+from gateway.sinks import V1Sink, WriteResult
 from gateway.spool import Spool
 from tests.conftest import SmallDisk
 from tests.gateway import Child, payment_counts, payment_lines, payment_points, type_conflicts
@@ -223,3 +223,35 @@ def test_on_a_full_disk_the_forwarder_frees_the_room_new_appends_need(
         assert payment_counts(influxdb, "gw") == (3_000, 3_000)
         stats = spool.stats()
         assert stats.disk_full is False and stats.depth_lines == 0
+
+
+class FailingOnce(V1Sink):
+    """The real v1 sink, whose first write fails the way a bug would."""
+
+    failed = False
+
+    def write(self, lines: Sequence[bytes]) -> WriteResult:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("an error no sink classifies")
+        return super().write(lines)
+
+
+@pytest.mark.integration
+def test_an_unexpected_write_error_is_counted_and_the_batch_retried(
+    tmp_path: Path, influxdb: InfluxDB1Server
+) -> None:
+    influxdb.create_database("gw")
+    dead_letters = DeadLetters(tmp_path / "dead")
+    with Spool(tmp_path / "spool") as spool, FailingOnce(influxdb.url, "gw") as sink:
+        forwarder = Forwarder(spool, sink, dead_letters, FAST)
+        forwarder.start()
+        try:
+            append_in_groups(spool, payment_lines(3_000))
+            wait_until(lambda: landed(influxdb, 3_000), timeout=30)
+            stats = forwarder.stats()
+        finally:
+            forwarder.stop()
+            dead_letters.close()
+    assert stats.running and stats.internal_errors == 1
+    assert payment_counts(influxdb, "gw") == (3_000, 3_000)

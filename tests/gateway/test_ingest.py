@@ -178,7 +178,41 @@ def test_a_redelivered_rejection_is_acked_and_not_kept_or_published_again(
     assert ingest.link.status.connects == 2
 
 
-def _ingest(mosquitto: MosquittoServer, spool: Spool, deadletters: DeadLetters) -> Ingest:
+class TickFailsOnce(Pipeline):
+    """The real pipeline, whose first closing of aggregate windows fails as a bug would."""
+
+    failed = False
+
+    def tick(self, now_ns: int) -> list[str]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in closing windows")
+        return super().tick(now_ns)
+
+
+def test_an_unexpected_error_in_a_loop_turn_is_counted_and_the_ingest_goes_on(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    deadletters = DeadLetters(tmp_path / "deadletters")
+    spool = Spool(tmp_path / "spool")
+    try:
+        ingest = _ingest(mosquitto, spool, deadletters, TickFailsOnce("gw1", time.time_ns()))
+        _run_until(ingest, lambda: ingest.link.status.connected)  # the session exists
+        publish_all(mosquitto.host, mosquitto.port, payments(200))
+        _run_until(ingest, lambda: ingest.stats.acked == 200)
+    finally:
+        spool.close()
+        deadletters.close()
+    assert ingest.stats.internal_errors == 1
+    assert ingest.link.status.connects == 2  # its own two runs: the error cost no connection
+
+
+def _ingest(
+    mosquitto: MosquittoServer,
+    spool: Spool,
+    deadletters: DeadLetters,
+    pipeline: Pipeline | None = None,
+) -> Ingest:
     settings = LinkSettings(
         host=mosquitto.host,
         port=mosquitto.port,
@@ -188,13 +222,12 @@ def _ingest(mosquitto: MosquittoServer, spool: Spool, deadletters: DeadLetters) 
         reconnect_max_s=0.2,
         receive_maximum=10,
     )
-    pipeline = Pipeline("gw1", time.time_ns())
     return Ingest(
         settings,
         password=None,
         gateway="gw1",
         shared_group=None,
-        pipeline=pipeline,
+        pipeline=pipeline or Pipeline("gw1", time.time_ns()),
         spool=spool,
         deadletters=deadletters,
     )
