@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 
-from firmware_sim.errors import SimError
+from firmware_sim.errors import OutputError, SimError
 from firmware_sim.labels import write_labels
 from firmware_sim.mqtt_fleet import MqttFleet
 from firmware_sim.report import RunStats, render_summary
@@ -38,16 +40,19 @@ def main(argv: list[str]) -> int:
     configure_logging(args.log_level, json_lines=args.log_json)
     try:
         simulation = build_simulation(_settings(args))
+        if args.labels is not None:
+            with _writing("--labels", args.labels):
+                count = write_labels(args.labels, simulation.labels)
+            log.info("labels_written", extra=kv(path=str(args.labels), labels=count))
     except (SimError, ValueError) as exc:
         parser.exit(EXIT_USAGE, f"tillpulse sim: error: {exc}\n")
-    if args.labels is not None:
-        count = write_labels(args.labels, simulation.labels)
-        log.info("labels_written", extra=kv(path=str(args.labels), labels=count))
     console = None if args.quiet else Console(stderr=True)
     stats = RunStats()
     try:
         sink = _sink(args, simulation, stats)
         run(simulation, sink, accel=args.accel, console=console, stats=stats)
+    except OutputError as exc:
+        parser.exit(EXIT_USAGE, f"tillpulse sim: error: {exc}\n")
     except SimError as exc:
         log.error("sim_failed", extra=kv(error=str(exc)))
         return EXIT_ERROR
@@ -80,12 +85,26 @@ def _sink(args: argparse.Namespace, simulation: Simulation, stats: RunStats) -> 
         for device, port in ports.items():
             log.info("serial_port", extra=kv(device=device, port=port))
         if args.ports is not None:
-            Path(args.ports).write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+            with _writing("--ports", args.ports):
+                Path(args.ports).write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
         return fleet
     if args.out is not None:
-        return JsonlSink(args.out, stats)
+        with _writing("--out", args.out):
+            return JsonlSink(args.out, stats)
     host, _, port = args.mqtt.rpartition(":")
     return MqttFleet(host, int(port), stats, window=args.window, seed=args.seed)
+
+
+@contextmanager
+def _writing(option: str, path: str | Path) -> Iterator[None]:
+    """Turn a failed write of an output file into one line naming the option and the fix."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(
+            f"{option} {path}: cannot write it ({exc.strerror or exc}); "
+            "name a file (not a directory) in a directory you can write"
+        ) from None
 
 
 def _number(text: str, cast: type[int] | type[float], minimum: float, strict: bool) -> float:

@@ -11,3 +11,8 @@ class ScenarioError(SimError):
 
 class LinkError(SimError):
     """The serial link to the edge agent cannot be opened or has failed."""
+
+
+class OutputError(SimError):
+    """A file the run was asked to write (events, labels, ports) cannot be written;
+    the text names the option, the path and what to do."""

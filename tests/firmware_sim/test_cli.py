@@ -152,6 +152,26 @@ def test_cli_reports_a_target_the_fleet_lacks(
     assert "injection[0]: no device s9999-pos1 in this fleet" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("fleet", "--out"), ("fleet", "--labels"), ("serial", "--ports")],
+)
+def test_an_output_that_cannot_be_written_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, option: str
+) -> None:
+    argv = [command, "--terminals", "1", "--duration", "1m", "--quiet"]
+    if command == "fleet" and option != "--out":
+        argv += ["--out", str(tmp_path / "events.jsonl")]
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, option, str(tmp_path)])  # a directory
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(
+        f"tillpulse sim: error: {option} {tmp_path}: cannot write it (Is a directory); name a file"
+    )
+
+
 def test_time_acceleration_paces_the_run(tmp_path: Path) -> None:
     """x3600: a simulated hour takes a wall second, and no event comes early."""
     started = time.monotonic()
