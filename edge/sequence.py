@@ -16,12 +16,11 @@ until one succeeds.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Final
 
 from edge.errors import EdgeError, SequenceError
+from tillpulse.statefile import write_atomically
 
 BLOCK: Final = 100
 
@@ -48,27 +47,9 @@ class SequenceFile:
         return value
 
     def _persist(self, value: int) -> None:
-        temporary = self._path.with_suffix(".tmp")
         try:
-            with open(temporary, "w", encoding="ascii") as handle:
-                handle.write(f"{value}\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self._path)
-            _fsync_directory(self._path.parent)  # the rename itself survives a power cut
+            write_atomically(self._path, f"{value}\n".encode("ascii"))
         except OSError as exc:
             self.error = f"cannot reserve numbers in {self._path}: {exc}"
-            # Give back the space a partial write took (a directory in the way stays,
-            # and the next reservation fails and says so again).
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
             raise SequenceError(self.error) from exc
         self.error = None
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

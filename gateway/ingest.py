@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Final
 
@@ -55,7 +54,7 @@ from gateway.rejections import RejectionMemory
 from gateway.spool import Spool
 from tillpulse import mqtt_safe
 from tillpulse.deadletters import DeadLetters
-from tillpulse.logs import kv
+from tillpulse.logs import kv, raised_at
 from tillpulse.mqtt_link import LinkSettings, MqttLink
 from wire.topics import deadletter_topic, device_subscription
 
@@ -155,10 +154,9 @@ class Ingest:
             self._handle(msg)
         except Exception as exc:  # noqa: BLE001 - last resort for a bug: count, log, go on
             self.stats.internal_errors += 1
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
             log.error(  # never the payload nor the topic: either may carry anything
                 "message_handling_failed",
-                extra=kv(error=type(exc).__name__, at=f"{frame.filename}:{frame.lineno}"),
+                extra=kv(error=type(exc).__name__, at=raised_at(exc)),
             )
         self._acks.append((msg.mid, msg.qos))
         self.stats.pending = len(self._acks)

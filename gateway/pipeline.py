@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import traceback
 from dataclasses import dataclass
 
 import msgspec
@@ -45,7 +44,7 @@ from gateway.aggregates import AggregateStats, Aggregator
 from gateway.config import AggregatesSection, DedupSection, GapsSection
 from gateway.dedup import Deduplicator, DedupStats
 from gateway.gaps import GapDetector, GapStats
-from tillpulse.logs import kv
+from tillpulse.logs import kv, raised_at
 from wire import pci
 from wire.errors import LineProtocolError, MessageDecodeError, PanDetectedError, TopicError
 from wire.messages import (
@@ -137,11 +136,7 @@ class Pipeline:
         try:
             return self._process(topic, payload, now_ns)
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the gateway: count, log, go on
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            log.error(
-                "pipeline_failed",
-                extra=kv(error=type(exc).__name__, at=f"{frame.filename}:{frame.lineno}"),
-            )
+            log.error("pipeline_failed", extra=kv(error=type(exc).__name__, at=raised_at(exc)))
             return self._reject(RejectReason.INTERNAL_ERROR, exc, topic, payload)
 
     def _process(self, topic: str, payload: bytes, now_ns: int) -> Outcome:

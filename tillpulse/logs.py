@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any, Final
 
 from wire.pci import mask_pans
@@ -31,6 +32,13 @@ _KV_ATTR: Final = "tillpulse_kv"
 def kv(**fields: Any) -> dict[str, dict[str, Any]]:
     """The ``extra=`` argument that attaches key=value fields to a log record."""
     return {_KV_ATTR: fields}
+
+
+def raised_at(exc: BaseException) -> str:
+    """``file:line`` where ``exc`` was raised: enough to find a bug without logging the
+    data (payloads, topics) its message or traceback might carry."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{frame.filename}:{frame.lineno}"
 
 
 def configure_logging(level: str = "info", *, json_lines: bool = False) -> None:

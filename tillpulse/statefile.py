@@ -1,14 +1,16 @@
 """A job's small state file (msgspec JSON): read it back, or set a bad one aside.
 
 Used by the cloud jobs for what must survive between runs (alert incidents,
-detector memory). Writing is atomic (temporary file, fsync, rename), so a
-crash leaves the old state or the new one. A file that cannot be read, or is
+detector memory). Writing is atomic and durable (`write_atomically`: temporary
+file, fsync, rename, fsync of the directory), so a crash or a power cut leaves
+the old state or the new one. A file that cannot be read, or is
 of another format, is renamed ``<name>.corrupt-<UTC time>`` with a warning,
 and the caller starts empty: a state file never stops a job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -55,10 +57,30 @@ def set_aside(path: Path, reason: str, *, what: str) -> None:
 
 def write_state(path: Path, state: msgspec.Struct) -> None:
     """Replace ``path`` with ``state`` atomically; raises OSError."""
-    temporary = path.with_name(f"{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(temporary, "wb") as handle:
-        handle.write(msgspec.json.encode(state))
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    write_atomically(path, msgspec.json.encode(state))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash or power cut leaves the old file or
+    the new one: temporary file, fsync, rename, fsync of the directory (the rename).
+
+    Raises OSError; a temporary file a failed write left (on a full disk) is removed,
+    so it gives back its space.
+    """
+    temporary = path.with_name(f"{path.name}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

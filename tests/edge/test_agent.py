@@ -710,7 +710,7 @@ def test_the_agent_starts_on_a_full_disk_degraded_and_delivers_its_outbox(
 def test_a_failing_sequence_file_skips_health_samples_and_the_agent_runs_on(rig: Rig) -> None:
     terminal = rig.terminal()
     rig.configure(terminal.port, health_interval_s=0.2)
-    blocker = rig.state / "agent.tmp"  # where the sequence file's next block is written first
+    blocker = rig.state / "agent.seq.tmp"  # where the sequence file's next block goes first
     blocker.mkdir(parents=True)
     with rig.subscribe() as sub:
         agent = rig.start_agent()

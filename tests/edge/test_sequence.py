@@ -31,7 +31,7 @@ def test_a_full_disk_hands_out_nothing_unreserved_and_recovers(small_disk: Small
             sequence.next()
     assert sequence.error is not None and "No space left" in sequence.error
     assert path.read_text() == f"{BLOCK}\n"
-    assert not path.with_suffix(".tmp").exists()  # the failed write gave its space back
+    assert not path.with_name(f"{path.name}.tmp").exists()  # the failed write gave its space back
 
     small_disk.free()
     assert sequence.next() == BLOCK
