@@ -41,7 +41,7 @@ test-fast: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict wire tillpulse edge gateway firmware_sim cloud dashboards
+	$(VENV)/bin/mypy --strict wire runtime testkit tillpulse edge gateway firmware_sim cloud dashboards
 
 bench: venv
 	$(PY) -m bench.lineproto

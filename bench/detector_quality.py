@@ -2,12 +2,12 @@
 score the latest window of a large fleet (issue #6 targets).
 
 Quality: for each seed, a fleet of ``--terminals`` terminals (and a sensor per
-ten) is simulated into its own database of a real influxd 1.6 (tests/servers.py):
+ten) is simulated into its own database of a real influxd 1.6 (testkit/servers.py):
 ``--train-days`` quiet days to train on, one more quiet day, then a day of the
 `everything` scenario (every injection type). Both days are replayed window by
 window (06:00-21:00, the trading day) exactly as `tillpulse cloud detect --from
 --to` would, and all seeds' alerts are scored together against the simulator's
-ground truth with `cloud.evaluate` (each seed in its own weeks, so labels and
+ground truth with `cloud.evaluation.scoring` (each seed in its own weeks, so labels and
 alerts never mix). Development used seeds 7 (tests) and 101; the defaults here
 are others.
 
@@ -37,17 +37,17 @@ from typing import Any, Final
 import msgspec
 
 from bench.common import emit, median
-from cloud.detection import Detection, DetectionSettings
-from cloud.evaluate import evaluate, targets_check
-from cloud.jobs import window_ends
-from cloud.model import TrainedModel
-from cloud.reader import InfluxQLReader, ReaderSettings
-from cloud.training import train
-from firmware_sim.labels import GroundTruthLabel
-from firmware_sim.simtime import NS_PER_S
-from tests.fleet_loader import load_fleet
-from tests.servers import InfluxDB1Server
+from cloud.detectors.trained_model import TrainedModel
+from cloud.evaluation.scoring import evaluate, targets_check
+from cloud.jobs.cycle import Detection, DetectionSettings
+from cloud.jobs.schedule import window_ends
+from cloud.jobs.training import train
+from cloud.reading.influxql_reader import InfluxQLReader, ReaderSettings
+from testkit.fleet_loader import load_fleet
+from testkit.servers import InfluxDB1Server
+from wire.labels import GroundTruthLabel
 from wire.messages import Alert
+from wire.timestamps import NS_PER_S
 
 WINDOW_S: Final = 300
 DAY_NS: Final = 86_400 * NS_PER_S

@@ -39,10 +39,10 @@ from pathlib import Path
 
 from bench.common import emit, median
 from edge.status import read_status
-from firmware_sim.engine import Emission
+from firmware_sim.event_engine import Emission
 from firmware_sim.serial_link import SerialFleet
-from tests.mqtt_collector import Collector
-from tests.servers import MosquittoServer, wait_until
+from testkit.mqtt_collector import Collector
+from testkit.servers import MosquittoServer, wait_until
 from tests.wire.test_messages import payment
 
 SITE = "s0001"

@@ -1,7 +1,7 @@
 """Gateway throughput, latency and memory: MQTT (QoS 1) -> gateway -> InfluxDB, all on this machine.
 
 Starts a real Mosquitto (``max_inflight_messages 0``, a large
-``max_queued_messages``, persistence off) and a real influxd 1.6 (tests/servers.py),
+``max_queued_messages``, persistence off) and a real influxd 1.6 (testkit/servers.py),
 builds two small C clients with libmosquitto (bench/c/) into a temp dir, and
 in each round measures side by side:
 
@@ -61,8 +61,8 @@ from typing import Any, Final
 from bench.common import emit, median
 from bench.payments import random_payment
 from gateway.pipeline import Pipeline, Verdict
-from tests.mqtt_collector import publish_all
-from tests.servers import InfluxDB1Server, MosquittoServer, ServerError, free_port, wait_until
+from testkit.mqtt_collector import publish_all
+from testkit.servers import InfluxDB1Server, MosquittoServer, ServerError, free_port, wait_until
 from wire.messages import PaymentMethod, PaymentTransaction, encode
 from wire.pci import card_token
 from wire.points import SEQ_SLOTS_PER_MS

@@ -1,6 +1,6 @@
-"""InfluxQL read throughput of cloud.reader against a real influxd 1.6, on this machine.
+"""InfluxQL read throughput of cloud.reading.influxql_reader against a real influxd 1.6.
 
-Starts influxd (tests/servers.py), writes ``--rows`` realistic payments
+Starts influxd (testkit/servers.py), writes ``--rows`` realistic payments
 (wire.points lines, 10,000 terminals) into a fresh database, reads them once to
 warm influxd up, then in each round measures side by side:
 
@@ -35,8 +35,8 @@ import urllib3
 
 from bench.common import emit, median
 from bench.payments import random_payment
-from cloud.reader import InfluxQLReader, ReaderSettings
-from tests.servers import InfluxDB1Server
+from cloud.reading.influxql_reader import InfluxQLReader, ReaderSettings
+from testkit.servers import InfluxDB1Server
 from wire.influxql import quote_ident
 from wire.pci import card_token
 from wire.points import to_line

@@ -1,8 +1,8 @@
 """How far one simulator process goes in direct MQTT mode, counted at a real Mosquitto.
 
-Two figures, each from a fresh local Mosquitto (tests.servers.MosquittoServer,
+Two figures, each from a fresh local Mosquitto (testkit.servers.MosquittoServer,
 ``sys_interval 1``) per round, the simulator running in this process through
-``firmware_sim.runner.run`` into ``firmware_sim.mqtt_fleet.MqttFleet`` exactly
+``firmware_sim.run_loop.run`` into ``firmware_sim.mqtt_fleet.MqttFleet`` exactly
 as ``tillpulse sim fleet --mqtt`` does:
 
 * **connections**: N terminals (default 10,000), each its own MQTT client and
@@ -61,14 +61,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
 from bench.common import emit, median
-from firmware_sim.engine import SimEvent
+from firmware_sim.event_engine import SimEvent
 from firmware_sim.mqtt_fleet import MqttFleet
 from firmware_sim.report import RunStats
-from firmware_sim.runner import run
-from firmware_sim.simtime import NS_PER_S, parse_duration, parse_start
-from firmware_sim.simulation import SimSettings, build_simulation
-from tests.servers import MosquittoServer, wait_until
+from firmware_sim.run_loop import run
+from firmware_sim.run_setup import SimSettings, build_simulation
+from runtime.durations import parse_duration
+from testkit.servers import MosquittoServer, wait_until
 from wire.messages import DeviceState, decode_as
+from wire.timestamps import NS_PER_S, parse_iso
 from wire.topics import DEVICE_PREFIX, Stream
 
 RECEIVED_TOPIC: Final = "$SYS/broker/publish/messages/received"
@@ -252,7 +253,7 @@ def one_round(
         terminals=terminals,
         sensors=sensors,
         seed=1,
-        start_ns=parse_start(start),
+        start_ns=parse_iso(start),
         duration_ns=parse_duration(duration),
         status_every_s=status_every,
         sensor_every_s=status_every,

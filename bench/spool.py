@@ -25,11 +25,11 @@ from pathlib import Path
 
 from bench.common import emit, median
 from gateway.forwarder import Forwarder, ForwarderSettings
-from gateway.sinks import V1Sink
 from gateway.spool import FsyncMode, FsyncPolicy, Spool
+from runtime.deadletters import DeadLetters
+from runtime.influx_sinks import V1Sink
+from testkit.servers import InfluxDB1Server, wait_until
 from tests.gateway import payment_lines
-from tests.servers import InfluxDB1Server, wait_until
-from tillpulse.deadletters import DeadLetters
 
 # (fsync mode, lines per append, lines per round): fewer lines where each costs an fsync
 APPEND_CASES = [

@@ -1,4 +1,4 @@
-"""cloud.streaming.StreamingDetector: cost per update, and detection on labelled synthetic series.
+"""cloud.detectors.streaming.StreamingDetector: cost per update, and detection on labelled series.
 
 Speed: one detector fed a 20,000-point noisy daily-seasonal series at 5-minute steps (the
 probation replay included); microseconds per update, median over ``--rounds``.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import emit, median
-from cloud.streaming import StreamingDetector
+from cloud.detectors.streaming import StreamingDetector
 
 STEP_S = 300.0
 START_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z

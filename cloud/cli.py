@@ -12,21 +12,21 @@ from typing import Final
 from rich.console import Console
 
 from cloud.config import CloudConfig, load_cloud_config
-from cloud.detection import CycleReport
-from cloud.evaluate import evaluate, print_report, read_alerts_jsonl, report_json
-from cloud.jobs import make_detection, make_outputs, run_live, run_range, train_model
-from cloud.reader import InfluxQueryError
-from cloud.window import Shard
-from firmware_sim.labels import read_labels
-from firmware_sim.simtime import parse_duration, parse_start
-from tillpulse.config import ConfigError
-from tillpulse.lifecycle import stop_on_signals
-from tillpulse.logs import configure_logging
+from cloud.evaluation.scoring import evaluate, print_report, read_alerts_jsonl, report_json
+from cloud.jobs.cycle import CycleReport
+from cloud.jobs.schedule import make_detection, make_outputs, run_live, run_range, train_model
+from cloud.reading.influxql_reader import InfluxQueryError
+from cloud.reading.window import Shard
+from runtime.config import ConfigError
+from runtime.durations import parse_duration
+from runtime.lifecycle import stop_on_signals
+from runtime.logs import configure_logging
+from wire.labels import read_labels
 from wire.messages import encode
+from wire.timestamps import NS_PER_S, parse_iso
 
 EXIT_FAILED: Final = 1
 EXIT_CONFIG: Final = 2
-NS_PER_S: Final = 1_000_000_000
 
 
 def main(argv: list[str]) -> int:
@@ -98,10 +98,10 @@ def _detect(args: argparse.Namespace, config: CloudConfig) -> int:
 
     try:
         if args.start:
-            end = parse_start(args.end) if args.end else None
+            end = parse_iso(args.end) if args.end else None
             if end is None:
                 raise ValueError("--from needs --to")
-            sent = run_range(detection, outputs, parse_start(args.start), end, record)
+            sent = run_range(detection, outputs, parse_iso(args.start), end, record)
         else:
             stop = threading.Event()
             stop_on_signals(stop, "cloud")
@@ -116,8 +116,8 @@ def _detect(args: argparse.Namespace, config: CloudConfig) -> int:
 
 
 def _train(args: argparse.Namespace, config: CloudConfig) -> int:
-    end = parse_start(args.end) if args.end else time.time_ns()
-    start = parse_start(args.start) if args.start else end - int(args.days * 86400 * NS_PER_S)
+    end = parse_iso(args.end) if args.end else time.time_ns()
+    start = parse_iso(args.start) if args.start else end - int(args.days * 86400 * NS_PER_S)
     path = args.out or config.model_path
     model = train_model(config, start, end, path)
     terminals = len(model.baselines.terminals)

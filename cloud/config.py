@@ -34,18 +34,18 @@ from typing import Annotated
 
 import msgspec
 
-from cloud.reader import ReaderSettings
-from edge.config import PASSWORD_ENV
-from gateway.config import INFLUX_PASSWORD_ENV, TOKEN_ENV, InfluxSection
-from tillpulse.config import load_config, read_secret
-from tillpulse.mqtt_link import TlsFiles
+from cloud.reading.influxql_reader import ReaderSettings
+from runtime.config import load_config, read_secret
+from runtime.config_sections import (
+    INFLUX_PASSWORD_ENV,
+    INFLUX_TOKEN_ENV,
+    InfluxSection,
+    MqttSection,
+    Section,
+)
 
 
-class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    pass
-
-
-class CloudSection(_Section, kw_only=True, frozen=True):
+class CloudSection(Section, kw_only=True, frozen=True):
     state_dir: str = "/var/lib/tillpulse-cloud"
     model: str | None = None  # None: <state_dir>/model.skops
     window_s: Annotated[int, msgspec.Meta(ge=60, le=3600)] = 300
@@ -54,7 +54,7 @@ class CloudSection(_Section, kw_only=True, frozen=True):
     clear_windows: Annotated[int, msgspec.Meta(ge=1)] = 2
 
 
-class QuerySection(_Section, kw_only=True, frozen=True):
+class QuerySection(Section, kw_only=True, frozen=True):
     url: str
     database: str
     retention_policy: str | None = None
@@ -66,8 +66,8 @@ class QuerySection(_Section, kw_only=True, frozen=True):
     def reader_settings(self) -> ReaderSettings:
         password = read_secret(self.password_file, INFLUX_PASSWORD_ENV) if self.username else None
         # without a user (1.x), a token (2.x, 3.x) from token_file or else the environment
-        wants_token = self.token_file or (not self.username and os.environ.get(TOKEN_ENV))
-        token = read_secret(self.token_file, TOKEN_ENV) if wants_token else None
+        wants_token = self.token_file or (not self.username and os.environ.get(INFLUX_TOKEN_ENV))
+        token = read_secret(self.token_file, INFLUX_TOKEN_ENV) if wants_token else None
         return ReaderSettings(
             url=self.url,
             database=self.database,
@@ -79,29 +79,21 @@ class QuerySection(_Section, kw_only=True, frozen=True):
         )
 
 
-class MqttSection(_Section, kw_only=True, frozen=True):
-    host: str
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
+class CloudMqttSection(MqttSection, kw_only=True, frozen=True):
     client_id: str = "tillpulse-cloud"
-    username: str | None = None
-    password_file: str | None = None
-    tls: TlsFiles | None = None
-
-    def password(self) -> str | None:
-        return read_secret(self.password_file, PASSWORD_ENV) if self.username else None
 
 
-class WebhookSection(_Section, kw_only=True, frozen=True):
+class WebhookSection(Section, kw_only=True, frozen=True):
     url: str
     token_file: str | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 
-class CloudConfig(_Section, kw_only=True, frozen=True):
+class CloudConfig(Section, kw_only=True, frozen=True):
     cloud: CloudSection = CloudSection()
     query: QuerySection
     influxdb: InfluxSection | None = None
-    mqtt: MqttSection | None = None
+    mqtt: CloudMqttSection | None = None
     webhook: WebhookSection | None = None
 
     @property

@@ -14,7 +14,7 @@ from dashboards import generate
 from dashboards.errors import DashboardsError
 from dashboards.provisioning import InfluxSettings
 from dashboards.push import Credential, PushSettings, push
-from tillpulse.logs import configure_logging
+from runtime.logs import configure_logging
 
 EXIT_STALE: Final = 1
 EXIT_ERROR: Final = 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from dashboards.alerts import (
+from dashboards.alert_rules import (
     CONTACT_POINT,
     EVALUATE_EVERY_S,
     FOLDER_TITLE,
@@ -20,7 +20,7 @@ from dashboards.alerts import (
     RULES,
     contact_point,
 )
-from dashboards.model import DATASOURCE_UID, JSON
+from dashboards.grafana_json import DATASOURCE_UID, JSON
 
 DATASOURCE_NAME: Final = "tillpulse InfluxDB"
 # the datasource's min interval, so $__interval never goes below the finest data written

@@ -21,7 +21,7 @@ import niquests
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaTimeoutError
 
-from dashboards.alerts import (
+from dashboards.alert_rules import (
     CONTACT_POINT,
     EVALUATE_EVERY_S,
     FOLDER_TITLE,
@@ -33,7 +33,7 @@ from dashboards.alerts import (
 from dashboards.boards import ALL
 from dashboards.errors import PushError
 from dashboards.provisioning import InfluxSettings, datasource
-from tillpulse.logs import kv
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 

@@ -27,17 +27,16 @@ from pathlib import Path
 from typing import Final
 
 from edge import host_health, systemd
-from edge.config import PASSWORD_ENV, EdgeConfig
+from edge.config import EdgeConfig
 from edge.errors import OutboxError, SequenceError, StateDirError
 from edge.outbox import DropReason, Outbox, Priority, priority_for
 from edge.publisher import MqttPublisher
 from edge.sequence import SequenceFile
 from edge.serial_source import SerialSource
 from edge.status import AgentStatus, OutboxStatus, StatusFile
-from tillpulse.backoff import Backoff
-from tillpulse.config import read_secret
-from tillpulse.deadletters import DeadLetters
-from tillpulse.logs import kv
+from runtime.backoff import Backoff
+from runtime.deadletters import DeadLetters
+from runtime.logs import kv
 from wire.messages import encode
 from wire.topics import Stream, device_topic
 
@@ -65,9 +64,7 @@ class Agent:
         self.sequence = SequenceFile(self.state_dir / "agent.seq")
         self.status_file = StatusFile(self.state_dir)
         self.health_samples_skipped = 0
-        password = None
-        if config.mqtt.username is not None:
-            password = read_secret(config.mqtt.password_file, PASSWORD_ENV)
+        password = config.mqtt.password()
         self.publisher = MqttPublisher(
             config.mqtt,
             site=config.agent.site,

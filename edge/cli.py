@@ -19,9 +19,9 @@ from edge.agent import Agent
 from edge.config import load_edge_config
 from edge.errors import EdgeError
 from edge.status import AgentStatus, read_status
-from tillpulse.config import ConfigError
-from tillpulse.lifecycle import stop_on_signals
-from tillpulse.logs import configure_logging
+from runtime.config import ConfigError
+from runtime.lifecycle import stop_on_signals
+from runtime.logs import configure_logging
 
 EXIT_CONFIG: Final = 2  # also an unusable state dir: RestartPreventExitStatus in the unit
 EXIT_DEGRADED: Final = 3

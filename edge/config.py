@@ -27,7 +27,7 @@
     interval_s = 60
 
 Any key can be overridden from the environment, e.g.
-``TILLPULSE_EDGE__MQTT__HOST=10.0.0.5`` (see tillpulse.config).
+``TILLPULSE_EDGE__MQTT__HOST=10.0.0.5`` (see runtime.config).
 """
 
 from __future__ import annotations
@@ -37,58 +37,41 @@ from typing import Annotated
 
 import msgspec
 
-from tillpulse.config import load_config
-from tillpulse.mqtt_link import TlsFiles
-from wire.topics import ID_PATTERN
-
-Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-PASSWORD_ENV = "TILLPULSE_MQTT_PASSWORD"
+from runtime.config import load_config
+from runtime.config_sections import MqttSection, Seconds, Section
+from wire.messages import Id
 
 
-class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    pass
-
-
-class AgentSection(_Section, kw_only=True, frozen=True):
+class AgentSection(Section, kw_only=True, frozen=True):
     site: Id
     device: Id
     state_dir: str = "/var/lib/tillpulse"
 
 
-class MqttSection(_Section, kw_only=True, frozen=True):
-    host: str
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
-    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
-    session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 24 * 3600
-    username: str | None = None
-    password_file: str | None = None
-    tls: TlsFiles | None = None
+class EdgeMqttSection(MqttSection, kw_only=True, frozen=True):
     # The bounded in-flight window: at most this many QoS 1 publishes unacknowledged.
     inflight_window: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
-    reconnect_min_s: Seconds = 1.0
-    reconnect_max_s: Seconds = 60.0
 
 
-class OutboxSection(_Section, kw_only=True, frozen=True):
+class OutboxSection(Section, kw_only=True, frozen=True):
     max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = 64 << 20
     low_priority_ttl_s: Seconds = 24 * 3600
 
 
-class SerialSection(_Section, kw_only=True, frozen=True):
+class SerialSection(Section, kw_only=True, frozen=True):
     port: str
     baudrate: Annotated[int, msgspec.Meta(ge=1200)] = 115200
 
 
-class HealthSection(_Section, kw_only=True, frozen=True):
+class HealthSection(Section, kw_only=True, frozen=True):
     interval_s: Seconds = 60.0
 
 
-class EdgeConfig(_Section, kw_only=True, frozen=True):
+class EdgeConfig(Section, kw_only=True, frozen=True):
     agent: AgentSection
-    mqtt: MqttSection
+    mqtt: EdgeMqttSection
     outbox: OutboxSection = OutboxSection()
-    serial: list[SerialSection] = []
+    serial: list[SerialSection] = msgspec.field(default_factory=list)
     health: HealthSection = HealthSection()
 
     @property

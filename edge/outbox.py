@@ -112,7 +112,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from edge.errors import OutboxError, OutboxFullError, OutboxOpenError
-from tillpulse.logs import kv
+from runtime.logs import kv
 from wire.topics import Stream
 
 log = logging.getLogger(__name__)

@@ -36,11 +36,11 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import MqttSection
+from edge.config import EdgeMqttSection
 from edge.errors import OutboxError
-from tillpulse.backoff import Backoff
-from tillpulse.logs import kv
-from tillpulse.mqtt_link import LinkSettings, MqttLink
+from runtime.backoff import Backoff
+from runtime.logs import kv
+from runtime.mqtt_link import MqttLink
 from wire.messages import DeviceState, StateReason, encode
 from wire.topics import Stream, device_topic
 
@@ -70,7 +70,7 @@ class PublishStatus(msgspec.Struct, kw_only=True):
 class MqttPublisher:
     def __init__(
         self,
-        config: MqttSection,
+        config: EdgeMqttSection,
         *,
         site: str,
         device: str,
@@ -90,18 +90,7 @@ class MqttPublisher:
         self._outbox_retry_at = 0.0  # monotonic; after a failed outbox call
         self._state_topic = device_topic(site, device, Stream.STATE)
         self.link = MqttLink(
-            LinkSettings(
-                host=config.host,
-                port=config.port,
-                client_id=device,
-                keepalive_s=config.keepalive_s,
-                session_expiry_s=config.session_expiry_s,
-                username=config.username,
-                tls=config.tls,
-                max_inflight=config.inflight_window,
-                reconnect_min_s=config.reconnect_min_s,
-                reconnect_max_s=config.reconnect_max_s,
-            ),
+            config.link_settings(device, max_inflight=config.inflight_window),
             password=password,
             will=(self._state_topic, self._state(False, StateReason.LAST_WILL)),
             on_connected=self._say_online,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from edge.errors import EdgeError, SequenceError
-from tillpulse.statefile import write_atomically
+from runtime.statefile import write_atomically
 
 BLOCK: Final = 100
 

@@ -10,7 +10,7 @@ is still held, and re-sent, by the terminal. Payments go in at high priority
 Bad input never stops the port: corrupt frames are counted by the decoder; a
 frame that is not a valid message (wire.messages refuses oversized and deeply
 nested ones before parsing) is counted and kept in the dead-letter file
-(`tillpulse.deadletters`); a payload carrying a card number is counted and logged
+(`runtime.deadletters`); a payload carrying a card number is counted and logged
 without its digits, and not kept anywhere: every frame is scanned raw
 (`wire.pci.payload_contains_pan`) before it may be kept, whatever failed first.
 Anything unexpected while handling a frame is counted (``errors``), logged, and
@@ -31,9 +31,9 @@ import serial
 
 from edge.errors import OutboxFullError
 from edge.outbox import Entry, PutOutcome, PutResult, priority_for
-from tillpulse.backoff import Backoff
-from tillpulse.deadletters import DeadLetters
-from tillpulse.logs import kv
+from runtime.backoff import Backoff
+from runtime.deadletters import DeadLetters
+from runtime.logs import kv
 from wire import pci
 from wire.errors import MessageDecodeError, PanDetectedError
 from wire.framing import FrameDecoder, FrameStats, encode_frame

@@ -21,8 +21,8 @@ import msgspec
 
 from edge.publisher import PublishStatus
 from edge.serial_source import SourceStats
-from tillpulse.logs import kv
-from tillpulse.mqtt_link import LinkStatus
+from runtime.logs import kv
+from runtime.mqtt_link import LinkStatus
 
 log = logging.getLogger(__name__)
 

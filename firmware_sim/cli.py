@@ -18,16 +18,18 @@ from pathlib import Path
 from rich.console import Console
 
 from firmware_sim.errors import OutputError, SimError
-from firmware_sim.labels import write_labels
 from firmware_sim.mqtt_fleet import MqttFleet
 from firmware_sim.report import RunStats, render_summary
-from firmware_sim.runner import run
-from firmware_sim.scenario import load_scenario, shipped_scenarios
+from firmware_sim.run_loop import run
+from firmware_sim.run_setup import SimSettings, Simulation, build_simulation
+from firmware_sim.scenario_file import load_scenario, shipped_scenarios
 from firmware_sim.serial_link import SerialFleet
-from firmware_sim.simtime import default_start, iso, parse_duration, parse_start
-from firmware_sim.simulation import SimSettings, Simulation, build_simulation
+from firmware_sim.simtime import default_start
 from firmware_sim.sinks import JsonlSink, Sink
-from tillpulse.logs import configure_logging, kv
+from runtime.durations import parse_duration
+from runtime.logs import configure_logging, kv
+from wire.labels import write_labels
+from wire.timestamps import iso, parse_iso
 
 log = logging.getLogger("firmware_sim")
 EXIT_ERROR = 1
@@ -69,7 +71,7 @@ def _settings(args: argparse.Namespace) -> SimSettings:
         terminals=args.terminals,
         sensors=args.terminals // 4 if args.sensors is None else args.sensors,
         seed=args.seed,
-        start_ns=default_start() if args.start is None else parse_start(args.start),
+        start_ns=default_start() if args.start is None else parse_iso(args.start),
         duration_ns=parse_duration(args.duration),
         scenario=load_scenario(args.scenario),
         status_every_s=args.status_every,

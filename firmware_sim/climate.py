@@ -6,7 +6,7 @@ import math
 from typing import Final
 
 from firmware_sim.injections import Injection
-from firmware_sim.simtime import NS_PER_DAY, NS_PER_HOUR
+from wire.timestamps import NS_PER_DAY, NS_PER_HOUR
 
 BASE_C: Final = 21.0
 DAILY_SWING_C: Final = 2.0

@@ -17,13 +17,14 @@ from typing import Final
 
 from firmware_sim.cards import CardPopulation
 from firmware_sim.errors import ScenarioError
-from firmware_sim.fleet import DeviceSpec, Fleet
-from firmware_sim.labels import GroundTruthLabel, Param, make_label
-from firmware_sim.scenario import InjectionSpec, InjectionType, Scenario
-from firmware_sim.simtime import NS_PER_S
+from firmware_sim.fleet_layout import DeviceSpec, Fleet
+from firmware_sim.scenario_file import InjectionSpec, Scenario
 from firmware_sim.targets import resolve
-from tillpulse.logs import kv
+from runtime.logs import kv
+from wire.incidents import InjectionType
+from wire.labels import GroundTruthLabel, Param, make_label
 from wire.messages import PaymentMethod
+from wire.timestamps import NS_PER_S
 
 log = logging.getLogger(__name__)
 

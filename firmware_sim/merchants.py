@@ -13,8 +13,9 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-from firmware_sim.simtime import NS_PER_HOUR, NS_PER_S, hour_of_week
+from firmware_sim.simtime import hour_of_week
 from wire.messages import PaymentMethod
+from wire.timestamps import NS_PER_HOUR, NS_PER_S
 
 
 class MerchantType(enum.StrEnum):

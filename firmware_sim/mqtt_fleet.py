@@ -43,10 +43,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_sim.corruption import mangle_payload
-from firmware_sim.engine import Emission, LinkChange, SimEvent
 from firmware_sim.errors import SimError
+from firmware_sim.event_engine import Emission, LinkChange, SimEvent
 from firmware_sim.report import RunStats
-from tillpulse.logs import kv
+from runtime.logs import kv
 from wire.messages import STREAM_FOR_MESSAGE, DeviceState, PaymentTransaction, StateReason, encode
 from wire.topics import Stream, device_topic
 

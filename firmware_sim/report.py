@@ -8,8 +8,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from firmware_sim.engine import LinkChange, SimEvent
-from firmware_sim.labels import GroundTruthLabel
+from firmware_sim.event_engine import LinkChange, SimEvent
+from wire.labels import GroundTruthLabel
 
 
 class RunStats(msgspec.Struct, kw_only=True):

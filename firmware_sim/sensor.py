@@ -6,9 +6,9 @@ import random
 from typing import Final
 
 from firmware_sim.climate import ambient_c, humidity_pct, overheat_c
-from firmware_sim.fleet import DeviceSpec
+from firmware_sim.fleet_layout import DeviceSpec
 from firmware_sim.injections import InjectionPlan
-from firmware_sim.scenario import InjectionType
+from wire.incidents import InjectionType
 from wire.messages import SensorReading
 
 DOOR_OPEN_WHILE_OPEN: Final = 0.08  # share of samples with the door open during opening hours

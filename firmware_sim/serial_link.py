@@ -32,9 +32,9 @@ from collections import OrderedDict
 from typing import Final
 
 from firmware_sim.corruption import corrupt_frame, noise_burst
-from firmware_sim.engine import LinkChange, SimEvent, SimMessage
 from firmware_sim.errors import LinkError
-from tillpulse.logs import kv
+from firmware_sim.event_engine import LinkChange, SimEvent, SimMessage
+from runtime.logs import kv
 from wire.errors import MessageDecodeError
 from wire.framing import FrameDecoder, encode_frame
 from wire.messages import LinkAck, PaymentTransaction, decode_as, encode

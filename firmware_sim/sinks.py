@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from firmware_sim.engine import LinkChange, SimEvent
+from firmware_sim.event_engine import LinkChange, SimEvent
 from firmware_sim.report import RunStats
 from wire.messages import encode
 

@@ -13,8 +13,9 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-from firmware_sim.fleet import DeviceKind, DeviceSpec, Fleet
-from firmware_sim.scenario import InjectionType, TargetSpec
+from firmware_sim.fleet_layout import DeviceKind, DeviceSpec, Fleet
+from firmware_sim.scenario_file import TargetSpec
+from wire.incidents import InjectionType
 
 SITE_LEVEL: Final = frozenset({InjectionType.NETWORK_FLAPPING})
 ACQUIRER_LEVEL: Final = frozenset({InjectionType.ACQUIRER_OUTAGE})

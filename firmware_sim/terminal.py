@@ -14,11 +14,11 @@ from typing import Final
 from firmware_sim import authorisation as auth
 from firmware_sim.cards import CardPopulation
 from firmware_sim.climate import ambient_c, overheat_c
-from firmware_sim.fleet import DeviceSpec
+from firmware_sim.fleet_layout import DeviceSpec
 from firmware_sim.injections import InjectedPayment, InjectionPlan
-from firmware_sim.scenario import InjectionType
-from firmware_sim.simtime import NS_PER_DAY, NS_PER_HOUR, NS_PER_S
+from wire.incidents import InjectionType
 from wire.messages import PaymentMethod, PaymentTransaction, TerminalStatus
+from wire.timestamps import NS_PER_DAY, NS_PER_HOUR, NS_PER_S
 
 CURRENCY: Final = "EUR"
 CONTACTLESS_LIMIT_MINOR: Final = 5_000  # above it the card must be inserted

@@ -1,5 +1,5 @@
 import sys
 
-from tillpulse.cli import run_component
+from gateway.cli import main
 
-raise SystemExit(run_component("gateway", sys.argv[1:]))
+raise SystemExit(main(sys.argv[1:]))

@@ -75,11 +75,11 @@ from typing import Final
 from gateway.config import AggregatesSection
 from wire.lineproto import encode_point, float_field, int_field, tag_value
 from wire.messages import PaymentTransaction
+from wire.timestamps import NS_PER_S
 
 DEVICE_MEASUREMENT: Final = "payment_1m_device"
 SITE_MEASUREMENT: Final = "payment_1m_site"
 DECLINE_MEASUREMENT: Final = "decline_1m_site"
-NS_PER_S: Final = 1_000_000_000
 QUANTILES: Final = (("latency_p50_ms", 0.50), ("latency_p95_ms", 0.95), ("latency_p99_ms", 0.99))
 
 

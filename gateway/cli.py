@@ -9,9 +9,10 @@ from typing import Final
 from gateway.config import load_gateway_config
 from gateway.errors import GatewayError
 from gateway.service import Gateway
-from tillpulse.config import ConfigError
-from tillpulse.lifecycle import stop_on_signals
-from tillpulse.logs import configure_logging
+from runtime.config import ConfigError
+from runtime.influx_sinks.errors import SinkError
+from runtime.lifecycle import stop_on_signals
+from runtime.logs import configure_logging
 
 EXIT_CONFIG: Final = 2
 
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
             return 0
         configure_logging(args.log_level, json_lines=args.log_json)
         gateway = Gateway(config)
-    except (ConfigError, GatewayError, OSError) as exc:
+    except (ConfigError, GatewayError, SinkError, OSError) as exc:
         sys.stderr.write(f"tillpulse gateway: {exc}\n")
         return EXIT_CONFIG
     stop_on_signals(gateway.stop, "gateway")

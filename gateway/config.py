@@ -27,7 +27,7 @@
 
 See gateway/deploy/gateway.example.toml for every key with its default. Any key
 can be overridden from the environment, e.g. ``TILLPULSE_GATEWAY__MQTT__HOST``
-(see tillpulse.config). Keys a dialect needs are checked when the file is
+(see runtime.config). Keys a dialect needs are checked when the file is
 loaded, with an error naming the key.
 """
 
@@ -38,77 +38,25 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from edge.config import PASSWORD_ENV
-from tillpulse.config import load_config, read_secret
-from tillpulse.mqtt_link import TlsFiles
+from runtime.config import load_config
+from runtime.config_sections import InfluxSection, MqttSection, Section
 from wire.messages import Id
-
-TOKEN_ENV = "TILLPULSE_INFLUX_TOKEN"
-INFLUX_PASSWORD_ENV = "TILLPULSE_INFLUX_PASSWORD"
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
-class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    pass
-
-
-class GatewaySection(_Section, kw_only=True, frozen=True):
+class GatewaySection(Section, kw_only=True, frozen=True):
     id: Id
     state_dir: str = "/var/lib/tillpulse-gateway"
 
 
-class MqttSection(_Section, kw_only=True, frozen=True):
-    host: str
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
-    username: str | None = None
-    password_file: str | None = None  # else env TILLPULSE_MQTT_PASSWORD when username is set
-    tls: TlsFiles | None = None
+class GatewayMqttSection(MqttSection, kw_only=True, frozen=True):
     shared_group: Id | None = None  # MQTT v5 shared subscription; None: a plain subscription
-    session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 24 * 3600
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
-    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
-
-    def password(self) -> str | None:
-        """The broker password (file or env), or None when no username is configured."""
-        if self.username is None:
-            return None
-        return read_secret(self.password_file, PASSWORD_ENV)
 
 
-class InfluxSection(_Section, kw_only=True, frozen=True):
-    dialect: Literal["v2", "v1"] = "v2"
-    url: str
-    timeout_s: Seconds = 10.0
-    # v2: InfluxDB 2.x/3.x/Cloud, 1.8+ (and VictoriaMetrics' /api/v2/write)
-    org: str | None = None
-    bucket: str | None = None
-    token_file: str | None = None  # else env TILLPULSE_INFLUX_TOKEN
-    # v1: /write?db=&rp= on every InfluxDB 1.x
-    database: str | None = None
-    retention_policy: str | None = None
-    username: str | None = None
-    password_file: str | None = None  # else env TILLPULSE_INFLUX_PASSWORD when username is set
-
-    def __post_init__(self) -> None:
-        required = ("org", "bucket") if self.dialect == "v2" else ("database",)
-        for key in required:
-            if not getattr(self, key):
-                raise ValueError(f'influxdb.{key} is required when dialect = "{self.dialect}"')
-
-    def token(self) -> str:
-        """The v2 API token (file or env)."""
-        return read_secret(self.token_file, TOKEN_ENV)
-
-    def password(self) -> str | None:
-        """The v1 password (file or env), or None when no username is configured."""
-        if self.username is None:
-            return None
-        return read_secret(self.password_file, INFLUX_PASSWORD_ENV)
-
-
-class SpoolSection(_Section, kw_only=True, frozen=True):
+class SpoolSection(Section, kw_only=True, frozen=True):
     max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = 1 << 30
     segment_bytes: Annotated[int, msgspec.Meta(ge=64 << 10)] = 64 << 20
     # "always": fsync every append before the MQTT messages behind it are acked;
@@ -121,13 +69,13 @@ class SpoolSection(_Section, kw_only=True, frozen=True):
             raise ValueError("spool.segment_bytes must not exceed spool.max_bytes")
 
 
-class ForwarderSection(_Section, kw_only=True, frozen=True):
+class ForwarderSection(Section, kw_only=True, frozen=True):
     batch_lines: Positive = 5_000
     batch_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 4 << 20
     linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 100
 
 
-class AggregatesSection(_Section, kw_only=True, frozen=True):
+class AggregatesSection(Section, kw_only=True, frozen=True):
     window_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     allowed_lateness_s: Annotated[int, msgspec.Meta(ge=0)] = 120
     future_tolerance_s: Annotated[int, msgspec.Meta(ge=0)] = 300  # beyond: counted as future
@@ -136,11 +84,11 @@ class AggregatesSection(_Section, kw_only=True, frozen=True):
     max_open_values: Positive = 4_000_000  # latencies stored for the percentiles (8 bytes each)
 
 
-class DedupSection(_Section, kw_only=True, frozen=True):
+class DedupSection(Section, kw_only=True, frozen=True):
     max_entries: Positive = 200_000  # about 230 bytes each
 
 
-class GapsSection(_Section, kw_only=True, frozen=True):
+class GapsSection(Section, kw_only=True, frozen=True):
     # Off when a shared subscription splits each device's messages round robin:
     # every gateway would then see the others' share of a device as gaps.
     enabled: bool = True
@@ -148,11 +96,11 @@ class GapsSection(_Section, kw_only=True, frozen=True):
     max_devices: Positive = 200_000
 
 
-class DeadLettersSection(_Section, kw_only=True, frozen=True):
+class DeadLettersSection(Section, kw_only=True, frozen=True):
     max_bytes: Annotated[int, msgspec.Meta(ge=64 << 10)] = 64 << 20
 
 
-class HttpSection(_Section, kw_only=True, frozen=True):
+class HttpSection(Section, kw_only=True, frozen=True):
     listen: Annotated[str, msgspec.Meta(pattern=r"\A\S+:[0-9]{1,5}\Z")] = "127.0.0.1:9464"
 
     def __post_init__(self) -> None:
@@ -166,9 +114,9 @@ class HttpSection(_Section, kw_only=True, frozen=True):
         return host.strip("[]"), int(port)
 
 
-class GatewayConfig(_Section, kw_only=True, frozen=True):
+class GatewayConfig(Section, kw_only=True, frozen=True):
     gateway: GatewaySection
-    mqtt: MqttSection
+    mqtt: GatewayMqttSection
     influxdb: InfluxSection
     spool: SpoolSection = SpoolSection()
     forwarder: ForwarderSection = ForwarderSection()

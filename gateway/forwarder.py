@@ -29,12 +29,13 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from gateway.errors import SinkConfigError, SinkRetriableError, SpoolError
-from gateway.sinks import LineSink, WriteResult
+from gateway.errors import SpoolError
 from gateway.spool import Batch, Spool
-from tillpulse.backoff import Backoff
-from tillpulse.deadletters import DeadLetters
-from tillpulse.logs import kv
+from runtime.backoff import Backoff
+from runtime.deadletters import DeadLetters
+from runtime.influx_sinks import LineSink, WriteResult
+from runtime.influx_sinks.errors import SinkConfigError, SinkRetriableError
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ session (back-pressure, nothing dropped).
 
 No message can break the link (one that did would lose the PUBACKs queued
 behind it and come back forever):
-- the dead-letter publish goes through `tillpulse.mqtt_safe` (reason and
+- the dead-letter publish goes through `runtime.mqtt_safe` (reason and
   topic escaped into valid MQTT; a packet past the broker's maximum size is
   not sent); a publish that fails is counted (``deadletters_unpublished``)
   and logged, and takes nothing else with it;
@@ -52,10 +52,10 @@ from gateway.errors import SpoolError, SpoolFullError
 from gateway.pipeline import Outcome, Pipeline, PipelineStats, Verdict
 from gateway.rejections import RejectionMemory
 from gateway.spool import Spool
-from tillpulse import mqtt_safe
-from tillpulse.deadletters import DeadLetters
-from tillpulse.logs import kv, raised_at
-from tillpulse.mqtt_link import LinkSettings, MqttLink
+from runtime import mqtt_safe
+from runtime.deadletters import DeadLetters
+from runtime.logs import kv, raised_at
+from runtime.mqtt_link import LinkSettings, MqttLink
 from wire.topics import deadletter_topic, device_subscription
 
 log = logging.getLogger(__name__)

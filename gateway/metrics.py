@@ -49,7 +49,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from gateway.pipeline import PipelineStats
-from tillpulse.logs import kv
+from runtime.logs import kv
 from wire.lineproto import FieldValue, encode_point
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from gateway.aggregates import AggregateStats, Aggregator
 from gateway.config import AggregatesSection, DedupSection, GapsSection
 from gateway.dedup import Deduplicator, DedupStats
 from gateway.gaps import GapDetector, GapStats
-from tillpulse.logs import kv, raised_at
+from runtime.logs import kv, raised_at
 from wire import pci
 from wire.errors import LineProtocolError, MessageDecodeError, PanDetectedError, TopicError
 from wire.messages import (

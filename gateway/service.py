@@ -21,45 +21,21 @@ import threading
 import time
 from typing import Final
 
-from gateway.config import GatewayConfig, InfluxSection
+from gateway.config import GatewayConfig
 from gateway.errors import SpoolError
 from gateway.forwarder import Forwarder, ForwarderSettings
 from gateway.ingest import Ingest
 from gateway.metrics import Degraded, GatewayMetrics, Health, MetricsServer
 from gateway.pipeline import Pipeline
-from gateway.sinks.base import LineSink
-from gateway.sinks.v1 import V1Sink
-from gateway.sinks.v2 import V2Sink
 from gateway.spool import FsyncMode, FsyncPolicy, Spool
-from tillpulse.deadletters import DeadLetters
-from tillpulse.logs import kv
-from tillpulse.mqtt_link import LinkSettings
+from runtime.deadletters import DeadLetters
+from runtime.influx_sinks import make_sink
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 
 STATS_EVERY_S: Final = 10.0
 UNHEALTHY_LAG_S: Final = 300.0  # oldest unforwarded line older than this: /healthz says 503
-
-
-def make_sink(influx: InfluxSection) -> LineSink:
-    if influx.dialect == "v2":
-        assert influx.org is not None and influx.bucket is not None  # checked on load
-        return V2Sink(
-            influx.url,
-            token=influx.token(),
-            org=influx.org,
-            bucket=influx.bucket,
-            timeout_s=influx.timeout_s,
-        )
-    assert influx.database is not None  # checked on load
-    return V1Sink(
-        influx.url,
-        influx.database,
-        retention_policy=influx.retention_policy,
-        username=influx.username,
-        password=influx.password(),
-        timeout_s=influx.timeout_s,
-    )
 
 
 class Gateway:
@@ -84,16 +60,7 @@ class Gateway:
         )
         mqtt = config.mqtt
         self.ingest = Ingest(
-            LinkSettings(
-                host=mqtt.host,
-                port=mqtt.port,
-                client_id=gateway_id,
-                keepalive_s=mqtt.keepalive_s,
-                session_expiry_s=mqtt.session_expiry_s,
-                username=mqtt.username,
-                tls=mqtt.tls,
-                receive_maximum=mqtt.receive_maximum,
-            ),
+            mqtt.link_settings(gateway_id, receive_maximum=mqtt.receive_maximum),
             password=mqtt.password(),
             gateway=gateway_id,
             shared_group=mqtt.shared_group,

@@ -96,7 +96,7 @@ from pathlib import Path
 from typing import Final, NoReturn
 
 from gateway.errors import SpoolCorruptError, SpoolError, SpoolFullError, SpoolLockedError
-from tillpulse.logs import kv
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 

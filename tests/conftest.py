@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.servers import (
+from testkit.servers import (
     BinaryNotFoundError,
     InfluxDB1Server,
     ManagedServer,

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.servers import (
+from testkit.servers import (
     BinaryNotFoundError,
     InfluxDB1Server,
     ManagedServer,

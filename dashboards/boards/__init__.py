@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dashboards.boards import fleet, payments, pipeline, terminal
-from dashboards.model import Dashboard
+from dashboards.grafana_json import Dashboard
 
 ALL: tuple[Dashboard, ...] = (
     fleet.DASHBOARD,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from dashboards.model import Annotation, Variable, matches
+from dashboards.grafana_json import Annotation, Variable, matches
 
 SITES: Final = Variable(
     "site", "Site", 'SHOW TAG VALUES FROM "terminal_status" WITH KEY = "site"', multi=True

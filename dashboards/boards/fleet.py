@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from dashboards.boards.common import ANOMALIES_IN_SITES, IN_SITES, SITES
-from dashboards.model import Dashboard, Panel, Query
+from dashboards.grafana_json import Dashboard, Panel, Query
 
 # Whether each terminal is connected, from its `device_state` points: every session
 # writes one online point at connect and at most one offline point (its last will, or a

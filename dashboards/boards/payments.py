@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from dashboards.boards.common import IN_SITES, SITES, anomalies
-from dashboards.model import Dashboard, Panel, Query, Variable, matches
+from dashboards.grafana_json import Dashboard, Panel, Query, Variable, matches
 
 _FRAUD_TYPES = "card_testing|card_velocity|amount_outlier"
 _PAYMENTS = f'FROM "payment" WHERE $timeFilter AND {IN_SITES} AND {matches("acquirer", "acquirer")}'

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from dashboards.model import Dashboard, Panel, Query, Variable, matches
+from dashboards.grafana_json import Dashboard, Panel, Query, Variable, matches
 
 _STATS = f'FROM "gateway_stats" WHERE $timeFilter AND {matches("gateway", "gateway")}'
 _PER_GATEWAY = 'GROUP BY time($__interval), "gateway" fill(none)'

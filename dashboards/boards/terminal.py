@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from dashboards.boards.common import anomalies
-from dashboards.model import Dashboard, Panel, Query, Variable, matches
+from dashboards.grafana_json import Dashboard, Panel, Query, Variable, matches
 
 _THIS = f"{matches('site', 'site')} AND {matches('device', 'terminal')}"
 _STATUS = f'FROM "terminal_status" WHERE $timeFilter AND {_THIS}'

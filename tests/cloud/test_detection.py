@@ -16,20 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from cloud.alert_types import NOT_IN_THE_DATA
 from cloud.cli import main as cloud_main
-from cloud.detection import Detection, DetectionSettings
-from cloud.evaluate import evaluate, read_alerts_jsonl
-from cloud.jobs import window_ends
-from cloud.model import TrainedModel
-from cloud.reader import InfluxQLReader, ReaderSettings
-from cloud.training import train
-from firmware_sim.labels import GroundTruthLabel, write_labels
-from firmware_sim.simtime import parse_start
-from tests.fleet_loader import load_fleet
-from tests.mqtt_collector import Collector
-from tests.servers import InfluxDB1Server, MosquittoServer
+from cloud.detectors.trained_model import TrainedModel
+from cloud.evaluation.scoring import evaluate, read_alerts_jsonl
+from cloud.jobs.cycle import Detection, DetectionSettings
+from cloud.jobs.schedule import window_ends
+from cloud.jobs.training import train
+from cloud.reading.influxql_reader import InfluxQLReader, ReaderSettings
+from testkit.fleet_loader import load_fleet
+from testkit.mqtt_collector import Collector
+from testkit.servers import InfluxDB1Server, MosquittoServer
+from wire.incidents import NOT_IN_THE_DATA
+from wire.labels import GroundTruthLabel, write_labels
 from wire.messages import Alert, decode_as
+from wire.timestamps import parse_iso
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,14 +56,14 @@ class Fleet:
         self.reader = InfluxQLReader(ReaderSettings(url=server.url, database=database))
         self.model = train(
             self.reader,
-            parse_start("2026-11-02T00:00:00Z"),
-            parse_start("2026-11-05T00:00:00Z"),
+            parse_iso("2026-11-02T00:00:00Z"),
+            parse_iso("2026-11-05T00:00:00Z"),
             window_s=WINDOW_S,
         )
 
     def replay(self, day: str) -> list[Alert]:
         detection = Detection(self.reader, self.model, DetectionSettings(window_s=WINDOW_S))
-        start, end = parse_start(f"{day}T{DAY_START}"), parse_start(f"{day}T{DAY_END}")
+        start, end = parse_iso(f"{day}T{DAY_START}"), parse_iso(f"{day}T{DAY_END}")
         alerts: list[Alert] = []
         for window_end in window_ends(start, end, detection.window_ns):
             alerts += detection.run(window_end).alerts

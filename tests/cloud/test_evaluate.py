@@ -1,4 +1,4 @@
-"""cloud.evaluate: scoring alerts against ground-truth labels, with constructed inputs."""
+"""cloud.evaluation.scoring: scoring alerts against ground-truth labels, with constructed inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from cloud.evaluate import (
+from cloud.evaluation.scoring import (
     NOT_SCORED_NOTE,
     Report,
     TypeRow,
@@ -20,12 +20,12 @@ from cloud.evaluate import (
     report_json,
     targets_check,
 )
-from firmware_sim.labels import GroundTruthLabel, make_label
-from firmware_sim.scenario import InjectionType as I
-from firmware_sim.simtime import NS_PER_S, parse_start
+from wire.incidents import InjectionType as I
+from wire.labels import GroundTruthLabel, make_label
 from wire.messages import Alert, AlertStatus, Severity, encode
+from wire.timestamps import NS_PER_S, parse_iso
 
-T0 = parse_start("2026-11-23T10:00:00Z")
+T0 = parse_iso("2026-11-23T10:00:00Z")
 W = 60.0  # detection window, seconds
 _ids = iter(range(1_000_000))
 

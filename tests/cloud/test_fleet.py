@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from cloud.fleet import FleetSettings, down_acquirers
-from cloud.memory import Memory
-from cloud.model import AcquirerBaseline, Baseline, Baselines, TrainedModel
-from cloud.window import AcquirerWindow
+from cloud.detectors.carried_state import Memory
+from cloud.detectors.fleet_wide import FleetSettings, down_acquirers
+from cloud.detectors.trained_model import AcquirerBaseline, Baseline, Baselines, TrainedModel
+from cloud.reading.window import AcquirerWindow
 
 SETTINGS = FleetSettings()
 

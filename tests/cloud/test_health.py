@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloud.health import fold_heartbeats
-from cloud.memory import Memory
-from cloud.reader import Table
-from cloud.window import STATUS_COLUMNS, WindowData
+from cloud.detectors.carried_state import Memory
+from cloud.detectors.terminal_health import fold_heartbeats
+from cloud.reading.influxql_reader import Table
+from cloud.reading.window import STATUS_COLUMNS, WindowData
+from wire.timestamps import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 T0 = 1_795_593_600 * NS_PER_S  # 2026-11-25T08:00:00Z
 BEAT_S = 60
 

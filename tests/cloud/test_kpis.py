@@ -15,17 +15,17 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from cloud.alert_types import AlertType
-from cloud.detection import Detection, DetectionSettings
-from cloud.jobs import window_ends
-from cloud.model import TrainedModel
-from cloud.reader import InfluxQLReader, ReaderSettings
-from cloud.training import train
-from firmware_sim.scenario import Scenario
-from firmware_sim.simtime import parse_start
-from tests.fleet_loader import load_fleet
-from tests.servers import InfluxDB1Server
+from cloud.detectors.trained_model import TrainedModel
+from cloud.jobs.cycle import Detection, DetectionSettings
+from cloud.jobs.schedule import window_ends
+from cloud.jobs.training import train
+from cloud.reading.influxql_reader import InfluxQLReader, ReaderSettings
+from firmware_sim.scenario_file import Scenario
+from testkit.fleet_loader import load_fleet
+from testkit.servers import InfluxDB1Server
+from wire.incidents import AlertType
 from wire.messages import Alert, AlertStatus
+from wire.timestamps import parse_iso
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -90,7 +90,7 @@ class Fleet:
         """Detect window by window over ``[day start, day end)``; the firing alerts."""
         detection = Detection(self.reader, self.model, DetectionSettings(window_s=WINDOW_S))
         alerts: list[Alert] = []
-        first, last = parse_start(f"{day}T{start}Z"), parse_start(f"{day}T{end}Z")
+        first, last = parse_iso(f"{day}T{start}Z"), parse_iso(f"{day}T{end}Z")
         for window_end in window_ends(first, last, detection.window_ns):
             alerts += detection.run(window_end).alerts
         return [a for a in alerts if a.status is AlertStatus.FIRING]
@@ -112,7 +112,7 @@ def fleet(influxdb_session: InfluxDB1Server) -> Iterator[Fleet]:
         hours=14, scenario=faults, seed=SEED,
     )  # fmt: skip
     # a broken card reader: the terminal stays online, its payments stop
-    dead = (parse_start(f"{FAULT_DAY}T08:00:00Z"), parse_start(f"{FAULT_DAY}T10:00:00Z"))
+    dead = (parse_iso(f"{FAULT_DAY}T08:00:00Z"), parse_iso(f"{FAULT_DAY}T10:00:00Z"))
     influxdb_session.query(
         f"DELETE FROM payment WHERE device = '{DEAD_READER}' "
         f"AND time >= {dead[0]} AND time < {dead[1]}",
@@ -120,7 +120,7 @@ def fleet(influxdb_session: InfluxDB1Server) -> Iterator[Fleet]:
     )
     reader = InfluxQLReader(ReaderSettings(url=influxdb_session.url, database=database))
     model = train(
-        reader, parse_start(HISTORY[0]), parse_start(HISTORY[1]), window_s=WINDOW_S,
+        reader, parse_iso(HISTORY[0]), parse_iso(HISTORY[1]), window_s=WINDOW_S,
         fraud_hours=12,  # the fraud model is not under test here: a short fit is enough
     )  # fmt: skip
     yield Fleet(influxdb_session, database, reader, model)
@@ -146,9 +146,7 @@ def test_a_slow_route_to_the_acquirer_is_a_latency_spike_of_that_terminal(
 ) -> None:
     assert devices_with(fault_day, AlertType.LATENCY_SPIKE) == {SLOW_LINK}
     spike = next(a for a in fault_day if a.type == AlertType.LATENCY_SPIKE)
-    assert (
-        parse_start(f"{FAULT_DAY}T11:00:00Z") <= spike.ts <= parse_start(f"{FAULT_DAY}T11:30:00Z")
-    )
+    assert parse_iso(f"{FAULT_DAY}T11:00:00Z") <= spike.ts <= parse_iso(f"{FAULT_DAY}T11:30:00Z")
     assert "x its usual" in spike.summary, spike.summary
 
 
@@ -169,7 +167,7 @@ def test_a_burst_of_payments_is_a_volume_surge(fault_day: list[Alert]) -> None:
 def test_a_terminal_that_stops_taking_payments_is_a_volume_drop(fault_day: list[Alert]) -> None:
     assert devices_with(fault_day, AlertType.VOLUME_DROP) == {DEAD_READER}
     drop = next(a for a in fault_day if a.type == AlertType.VOLUME_DROP)
-    assert parse_start(f"{FAULT_DAY}T08:00:00Z") < drop.ts <= parse_start(f"{FAULT_DAY}T09:00:00Z")
+    assert parse_iso(f"{FAULT_DAY}T08:00:00Z") < drop.ts <= parse_iso(f"{FAULT_DAY}T09:00:00Z")
     assert "too few payments" in drop.summary, drop.summary
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.outputs import (
+from cloud.outputs.fanout import (
     AlertOutputs,
     AlertPublisher,
     AlertPublishError,
@@ -19,11 +19,11 @@ from cloud.outputs import (
     OutputError,
     WebhookNotifier,
 )
-from gateway.sinks import V1Sink
-from tests.mqtt_collector import Collector
+from runtime.influx_sinks import V1Sink
+from runtime.mqtt_link import TlsFiles
+from testkit.mqtt_collector import Collector
+from testkit.servers import InfluxDB1Server, MosquittoServer, ServerFactory, free_port
 from tests.pki import make_authority
-from tests.servers import InfluxDB1Server, MosquittoServer, ServerFactory, free_port
-from tillpulse.mqtt_link import TlsFiles
 from wire.messages import Alert, AlertStatus, Severity, decode_as
 from wire.points import to_line
 

@@ -1,4 +1,4 @@
-"""cloud.reader against a real influxd 1.6: types, chunking, time bounds, quoting, errors."""
+"""cloud.reading.influxql_reader against a real influxd 1.6: types, chunks, time bounds, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import msgspec
 import pytest
 
-from cloud.reader import (
+from cloud.reading.influxql_reader import (
     DatabaseNotFoundError,
     InfluxAuthError,
     InfluxQLError,
@@ -20,7 +20,7 @@ from cloud.reader import (
     ReaderSettings,
     _lines,
 )
-from tests.servers import InfluxDB1Server, ServerFactory, free_port
+from testkit.servers import InfluxDB1Server, ServerFactory, free_port
 from wire.influxql import quote_ident, quote_string
 from wire.lineproto import encode_point
 

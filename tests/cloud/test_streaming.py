@@ -1,4 +1,4 @@
-"""cloud.streaming.StreamingDetector: what a user of the scores relies on."""
+"""cloud.detectors.streaming.StreamingDetector: what a user of the scores relies on."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud.streaming import StreamingDetector
+from cloud.detectors.streaming import StreamingDetector
 
 STEP_S = 300.0
 START_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -22,22 +22,22 @@ from pathlib import Path
 
 import msgspec
 
-from cloud.detection import Detection, DetectionSettings
-from cloud.jobs import window_ends
-from cloud.outputs import AnomalyWriter
-from cloud.reader import InfluxQLReader, ReaderSettings
-from firmware_sim.labels import GroundTruthLabel
+from cloud.jobs.cycle import Detection, DetectionSettings
+from cloud.jobs.schedule import window_ends
+from cloud.outputs.fanout import AnomalyWriter
+from cloud.reading.influxql_reader import InfluxQLReader, ReaderSettings
 from firmware_sim.mqtt_fleet import MqttFleet
 from firmware_sim.report import RunStats
-from firmware_sim.runner import run
-from firmware_sim.scenario import Scenario
-from firmware_sim.simtime import NS_PER_HOUR
-from firmware_sim.simulation import SimSettings, build_simulation
-from gateway.sinks.v1 import V1Sink
+from firmware_sim.run_loop import run
+from firmware_sim.run_setup import SimSettings, build_simulation
+from firmware_sim.scenario_file import Scenario
+from runtime.influx_sinks.v1 import V1Sink
+from testkit.mqtt_collector import publish_all
+from testkit.servers import InfluxDB1Server, MosquittoServer, wait_until
 from tests.gateway.test_service import DB, running_gateway, write_config
-from tests.mqtt_collector import publish_all
-from tests.servers import InfluxDB1Server, MosquittoServer, wait_until
+from wire.labels import GroundTruthLabel
 from wire.messages import HostHealth, encode
+from wire.timestamps import NS_PER_HOUR
 from wire.topics import Stream, device_topic
 
 NS_PER_DAY = 24 * NS_PER_HOUR

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from dashboards.generate import PACKAGE_DIR
+from dashboards.grafana_json import GRID_WIDTH
 from dashboards.macros import used_variables
-from dashboards.model import GRID_WIDTH
 
 JSON = dict[str, Any]
 BOARDS = sorted((PACKAGE_DIR / "json").glob("*.json"))

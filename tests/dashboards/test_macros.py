@@ -15,7 +15,7 @@ from dashboards.macros import (
     interval_ms,
     used_variables,
 )
-from tests.servers import InfluxDB1Server
+from testkit.servers import InfluxDB1Server
 
 DAY = TimeRange(1_700_000_000_000, 1_700_086_400_000)  # 24 h, in ms
 

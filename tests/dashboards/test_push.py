@@ -12,7 +12,7 @@ import pytest
 from dashboards.cli import main
 from dashboards.errors import PushError
 from dashboards.push import require_version
-from tests.servers import InfluxDB1Server, free_port
+from testkit.servers import InfluxDB1Server, free_port
 
 TOKEN = "glsa_secret_token_value"
 ENV = {"GRAFANA_TOKEN": TOKEN, "INFLUX_URL": "http://influxdb:8086", "INFLUX_DB": "tillpulse"}

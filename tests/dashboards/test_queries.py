@@ -22,13 +22,13 @@ import gateway.service
 from dashboards.generate import PACKAGE_DIR
 from dashboards.macros import Selection, TimeRange, expand, interval_ms
 from dashboards.provisioning import MIN_INTERVAL
-from firmware_sim.scenario import InjectionType
+from testkit.servers import InfluxDB1Server, MosquittoServer
 from tests.dashboards.fleet_run import STATS_EVERY_S, TERMINALS, FleetRun, run_fleet
-from tests.servers import InfluxDB1Server, MosquittoServer
+from wire.incidents import InjectionType
+from wire.timestamps import NS_PER_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-NS_PER_S = 1_000_000_000
 NS_PER_MIN = 60 * NS_PER_S
 JSON = dict[str, Any]
 

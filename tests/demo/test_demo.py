@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.alert_types import NOT_IN_THE_DATA
-from firmware_sim.scenario import InjectionType
-from tests.servers import MosquittoServer, wait_until
+from testkit.servers import MosquittoServer, wait_until
 from tillpulse.demo.cli import main as demo_main
 from tillpulse.demo.pipeline import (
     Demo,
@@ -29,6 +27,7 @@ from tillpulse.demo.pipeline import (
     View,
     prepare_state_dir,
 )
+from wire.incidents import NOT_IN_THE_DATA, InjectionType
 from wire.messages import Alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

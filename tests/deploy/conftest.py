@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import load_gateway_config
-from tests.servers import ManagedServer, MosquittoServer, free_port, wait_until
+from testkit.servers import ManagedServer, MosquittoServer, free_port, wait_until
 from wire.topics import device_subscription, device_topic
 
 REPO = Path(__file__).resolve().parents[2]

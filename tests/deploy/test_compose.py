@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from cloud.alert_types import AlertType
 from cloud.config import CloudConfig
 from gateway.config import GatewayConfig
+from runtime.config import load_config
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -22,7 +22,7 @@ from tests.deploy.conftest import (
     read_yaml,
     run_compose,
 )
-from tillpulse.config import load_config
+from wire.incidents import AlertType
 
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?][^}]*)?\}")
 REQUIRED = sorted(

@@ -1,7 +1,7 @@
 """Client identities on the stack's broker (deploy/mosquitto on a real Mosquitto): no
 account can take another's MQTT session, the healthcheck's account reads $SYS and
 nothing else, and the simulated fleet's anonymous listener exists only with the
-compose profile "sim". Also the demo's broker (tillpulse.demo.servers with accounts).
+compose profile "sim". Also the demo's broker (testkit.servers with accounts).
 
 Mosquitto's default lets the newest connection with a client id win: it closes the
 old one and resumes its session, queue included. These tests fail on a config that
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from testkit.servers import ManagedServer, MosquittoServer, wait_until
 from tests.deploy.conftest import (
     DEVICE_LISTENER,
     DEVICES,
@@ -31,7 +32,6 @@ from tests.deploy.conftest import (
     gateway_client,
     reads_nothing,
 )
-from tests.servers import ManagedServer, MosquittoServer, wait_until
 from wire.topics import alert_topic, deadletter_topic, device_topic
 
 pytestmark = pytest.mark.integration

@@ -28,11 +28,11 @@ from edge.config import EdgeConfig, OutboxSection, load_edge_config
 from edge.outbox import DropReason
 from edge.serial_source import SourceStats
 from edge.status import AgentStatus, read_status
-from firmware_sim.engine import SimMessage
+from firmware_sim.event_engine import SimMessage
 from firmware_sim.serial_link import SerialDevice
+from testkit.mqtt_collector import Collector
+from testkit.servers import MosquittoServer, wait_until
 from tests.conftest import SmallDisk
-from tests.mqtt_collector import Collector
-from tests.servers import MosquittoServer, wait_until
 from tests.wire.test_messages import payment as payment_message
 from wire.messages import (
     HostHealth,

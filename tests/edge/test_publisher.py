@@ -9,11 +9,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from edge.config import MqttSection
+from edge.config import EdgeMqttSection
 from edge.outbox import Entry, Outbox, Priority, Row
 from edge.publisher import MqttPublisher
-from tests.mqtt_collector import Collector
-from tests.servers import MosquittoServer, wait_until
+from testkit.mqtt_collector import Collector
+from testkit.servers import MosquittoServer, wait_until
 from wire.topics import Stream, device_topic
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ class Running:
         assert not self.thread.is_alive()
 
 
-def mqtt_section(server: MosquittoServer, **overrides: object) -> MqttSection:
+def mqtt_section(server: MosquittoServer, **overrides: object) -> EdgeMqttSection:
     settings: dict[str, object] = {
         "host": server.host,
         "port": server.port,
@@ -47,7 +47,7 @@ def mqtt_section(server: MosquittoServer, **overrides: object) -> MqttSection:
         "inflight_window": 50,
     }
     settings.update(overrides)
-    return msgspec.convert(settings, MqttSection)
+    return msgspec.convert(settings, EdgeMqttSection)
 
 
 def fill(outbox: Outbox, start: int, count: int, device: str = DEVICE) -> None:

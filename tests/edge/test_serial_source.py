@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.servers import MosquittoServer, wait_until
 from tests.edge.test_agent import (
     AgentThread,
     Rig,
@@ -16,7 +17,6 @@ from tests.edge.test_agent import (
     wait_acked,
     wait_for_seqs,
 )
-from tests.servers import MosquittoServer, wait_until
 from wire.framing import encode_frame
 from wire.topics import Stream
 

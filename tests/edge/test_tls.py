@@ -10,12 +10,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from edge.config import MqttSection
+from edge.config import EdgeMqttSection
 from edge.outbox import Entry, Outbox, Priority
 from edge.publisher import MqttPublisher
-from tests.mqtt_collector import Collector
+from testkit.mqtt_collector import Collector
+from testkit.servers import MosquittoServer, ServerFactory, free_port, wait_until
 from tests.pki import Authority, Issued, make_authority
-from tests.servers import MosquittoServer, ServerFactory, free_port, wait_until
 from wire.topics import Stream, device_topic
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def tls_publisher(tmp_path: Path, broker: TlsBroker, client: Issued) -> MqttPubl
     topic = device_topic(SITE, DEVICE, Stream.PAYMENT)
     outbox.put_many([Entry(topic, b"hello", Priority.HIGH, DEVICE, 1)])
     return MqttPublisher(
-        msgspec.convert(settings, MqttSection), site=SITE, device=DEVICE, outbox=outbox
+        msgspec.convert(settings, EdgeMqttSection), site=SITE, device=DEVICE, outbox=outbox
     )
 
 

@@ -9,14 +9,14 @@ from typing import TypedDict, Unpack
 import msgspec
 import serial
 
-from firmware_sim.engine import Emission, LinkChange, SimEvent, SimMessage
-from firmware_sim.scenario import Scenario
-from firmware_sim.simtime import NS_PER_HOUR, parse_start
-from firmware_sim.simulation import SimSettings, Simulation, build_simulation
+from firmware_sim.event_engine import Emission, LinkChange, SimEvent, SimMessage
+from firmware_sim.run_setup import SimSettings, Simulation, build_simulation
+from firmware_sim.scenario_file import Scenario
 from wire.framing import FrameDecoder, encode_frame
 from wire.messages import LinkAck, PaymentTransaction, SensorReading, TerminalStatus, decode, encode
+from wire.timestamps import NS_PER_HOUR, parse_iso
 
-START_NS = parse_start("2026-11-23T00:00:00Z")  # a Monday
+START_NS = parse_iso("2026-11-23T00:00:00Z")  # a Monday
 
 
 class Shape(TypedDict, total=False):

@@ -11,11 +11,12 @@ import pytest
 
 from firmware_sim.cli import main
 from firmware_sim.errors import ScenarioError
-from firmware_sim.labels import read_labels
-from firmware_sim.scenario import InjectionType, load_scenario, shipped_scenarios
+from firmware_sim.scenario_file import load_scenario, shipped_scenarios
+from testkit.servers import wait_until
 from tests.firmware_sim.helpers import Agent
-from tests.servers import wait_until
 from tillpulse.cli import main as tillpulse_main
+from wire.incidents import InjectionType
+from wire.labels import read_labels
 from wire.messages import PaymentTransaction, decode
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware_sim.engine import Emission, SimEvent
-from firmware_sim.labels import GroundTruthLabel, read_labels, write_labels
-from firmware_sim.scenario import InjectionType
-from firmware_sim.simtime import iso
-from firmware_sim.simulation import Simulation
+from firmware_sim.event_engine import Emission, SimEvent
+from firmware_sim.run_setup import Simulation
 from tests.firmware_sim.helpers import link_changes, messages, scenario_from, simulate
+from wire.incidents import InjectionType
+from wire.labels import GroundTruthLabel, read_labels, write_labels
 from wire.messages import (
     PaymentTransaction,
     SensorReading,
@@ -22,6 +21,7 @@ from wire.messages import (
     decode,
     encode,
 )
+from wire.timestamps import iso
 from wire.topics import validate_id
 
 SCENARIO = """

@@ -9,10 +9,10 @@ from collections import defaultdict
 import msgspec
 import pytest
 
-from firmware_sim.engine import Emission, SimEvent
+from firmware_sim.event_engine import Emission, SimEvent
 from firmware_sim.merchants import PROFILES, MerchantType
-from firmware_sim.simtime import NS_PER_HOUR, hour_of_week
-from firmware_sim.simulation import Simulation
+from firmware_sim.run_setup import Simulation
+from firmware_sim.simtime import hour_of_week
 from tests.firmware_sim.helpers import START_NS, messages, simulate
 from wire import pci
 from wire.messages import (
@@ -24,6 +24,7 @@ from wire.messages import (
     decode,
     encode,
 )
+from wire.timestamps import NS_PER_HOUR
 from wire.topics import validate_id
 
 

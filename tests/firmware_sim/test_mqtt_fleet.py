@@ -11,15 +11,15 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_sim.cli import main
-from firmware_sim.engine import Emission
-from firmware_sim.labels import read_labels
+from firmware_sim.event_engine import Emission
 from firmware_sim.mqtt_fleet import MqttFleet
 from firmware_sim.report import RunStats
-from firmware_sim.runner import run
-from firmware_sim.scenario import InjectionType
+from firmware_sim.run_loop import run
+from testkit.servers import MosquittoServer, ServerFactory, free_port, wait_until
 from tests.firmware_sim.helpers import Shape, build, link_changes, scenario_from, simulate
-from tests.servers import MosquittoServer, ServerFactory, free_port, wait_until
 from wire.errors import MessageDecodeError
+from wire.incidents import InjectionType
+from wire.labels import read_labels
 from wire.messages import (
     DeviceState,
     PaymentTransaction,

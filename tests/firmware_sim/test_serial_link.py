@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from firmware_sim.engine import Emission, SimMessage
+from firmware_sim.event_engine import Emission, SimMessage
 from firmware_sim.report import RunStats
-from firmware_sim.runner import run
+from firmware_sim.run_loop import run
 from firmware_sim.serial_link import SerialDevice, SerialFleet
+from testkit.servers import wait_until
 from tests.firmware_sim.helpers import Agent, build, messages, scenario_from, simulate
-from tests.servers import wait_until
 from wire.framing import encode_frame
 from wire.messages import (
     LinkAck,

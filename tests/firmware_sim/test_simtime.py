@@ -8,15 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_sim.simtime import (
-    NS_PER_DAY,
-    NS_PER_S,
-    default_start,
-    hour_of_week,
-    iso,
-    parse_duration,
-    parse_start,
-)
+from firmware_sim.simtime import default_start, hour_of_week
+from runtime.durations import parse_duration
+from wire.timestamps import NS_PER_DAY, NS_PER_S, iso, parse_iso
 
 
 @pytest.mark.parametrize(
@@ -35,8 +29,8 @@ def test_bad_durations_say_what_is_accepted(text: str) -> None:
 
 
 @given(st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s * NS_PER_S))
-def test_iso_round_trips_through_parse_start(ts_ns: int) -> None:
-    assert parse_start(iso(ts_ns)) == ts_ns
+def test_iso_round_trips_through_parse_iso(ts_ns: int) -> None:
+    assert parse_iso(iso(ts_ns)) == ts_ns
 
 
 @given(st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2100, 1, 1)))
@@ -51,4 +45,4 @@ def test_default_start_is_midnight_yesterday() -> None:
     start = default_start(now)
     assert iso(start) == "2026-11-24T00:00:00.000Z"
     assert start % NS_PER_DAY == 0
-    assert parse_start("2026-11-24T00:00:00") == start  # naive means UTC
+    assert parse_iso("2026-11-24T00:00:00") == start  # naive means UTC

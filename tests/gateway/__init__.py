@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.servers import InfluxDB1Server
+from testkit.servers import InfluxDB1Server
 from tests.wire.test_messages import payment
 from wire.points import to_line
 

@@ -2,14 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import (
-    INFLUX_PASSWORD_ENV,
-    TOKEN_ENV,
-    GatewayConfig,
-    InfluxSection,
-    load_gateway_config,
-)
-from tillpulse.config import ConfigError, load_config
+from gateway.config import GatewayConfig, load_gateway_config
+from runtime.config import ConfigError, load_config
+from runtime.config_sections import INFLUX_PASSWORD_ENV, INFLUX_TOKEN_ENV, InfluxSection
 
 EXAMPLE = Path(__file__).parents[2] / "gateway" / "deploy" / "gateway.example.toml"
 MINIMAL = '[gateway]\nid = "gw1"\n[mqtt]\nhost = "b"\n[influxdb]\nurl = "http://i:8086"\n'
@@ -94,7 +89,7 @@ def test_secrets_come_from_files_or_the_environment(
     token_file.write_text("from-file\n")
     v2 = InfluxSection(url="u", org="o", bucket="b", token_file=str(token_file))
     assert v2.token() == "from-file"
-    monkeypatch.setenv(TOKEN_ENV, "from-env")
+    monkeypatch.setenv(INFLUX_TOKEN_ENV, "from-env")
     assert InfluxSection(url="u", org="o", bucket="b").token() == "from-env"
     v1 = InfluxSection(url="u", dialect="v1", database="tp", username="gw")
     monkeypatch.delenv(INFLUX_PASSWORD_ENV, raising=False)

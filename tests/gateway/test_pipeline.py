@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.aggregates import DEVICE_MEASUREMENT, NS_PER_S
+from gateway.aggregates import DEVICE_MEASUREMENT
 from gateway.config import GapsSection
 from gateway.pipeline import DEFAULT_GAPS, Outcome, Pipeline, RejectReason, Verdict
 from tests import strategies as s
@@ -13,6 +13,7 @@ from tests.wire.test_messages import TS, payment, payment_json
 from wire import messages as m
 from wire import pci
 from wire.points import to_line
+from wire.timestamps import NS_PER_S
 from wire.topics import device_topic
 
 NOW = TS

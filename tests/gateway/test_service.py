@@ -17,10 +17,10 @@ import pytest
 
 from gateway.config import load_gateway_config
 from gateway.service import Gateway
+from testkit.mqtt_collector import Collector, publish_all
+from testkit.servers import InfluxDB1Server, MosquittoServer, free_port, wait_until
 from tests.conftest import SmallDisk
 from tests.gateway import BASE_TS, Child, payment_counts
-from tests.mqtt_collector import Collector, publish_all
-from tests.servers import InfluxDB1Server, MosquittoServer, free_port, wait_until
 from tests.wire.test_messages import payment
 from wire.messages import encode
 from wire.topics import Stream, device_topic

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.errors import SinkConfigError, SinkRetriableError
-from gateway.sinks import LineSink, retry_after_seconds
-from gateway.sinks.base import Reply, error_text
+from runtime.influx_sinks import LineSink, retry_after_seconds
+from runtime.influx_sinks.base import Reply, error_text
+from runtime.influx_sinks.errors import SinkConfigError, SinkRetriableError
 
 
 class ScriptedSink(LineSink):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import SinkConfigError, SinkRetriableError
-from gateway.sinks import V1Sink
+from runtime.influx_sinks import V1Sink
+from runtime.influx_sinks.errors import SinkConfigError, SinkRetriableError
+from testkit.servers import InfluxDB1Server, ServerFactory, free_port
 from tests.gateway import payment_counts, payment_lines, type_conflicts
-from tests.servers import InfluxDB1Server, ServerFactory, free_port
 
 pytestmark = pytest.mark.integration
 

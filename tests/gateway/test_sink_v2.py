@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import SinkConfigError, SinkRetriableError
-from gateway.sinks import V2Sink
+from runtime.influx_sinks import V2Sink
+from runtime.influx_sinks.errors import SinkConfigError, SinkRetriableError
+from testkit.servers import VictoriaMetricsServer, free_port
 from tests.gateway import BASE_TS, payment_lines
-from tests.servers import VictoriaMetricsServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.errors import SpoolCorruptError, SpoolFullError, SpoolLockedError
 from gateway.spool import Batch, FsyncMode, FsyncPolicy, Spool
+from testkit.servers import wait_until
 from tests.conftest import SmallDisk
 from tests.gateway import Child
-from tests.servers import wait_until
 
 NO_FSYNC = FsyncPolicy(FsyncMode.INTERVAL, interval_s=3600.0)  # tests that do not lose power
 MAX_BYTES = 64 * 1024

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from testkit.servers import InfluxDB1Server
 from tests import strategies as s
-from tests.servers import InfluxDB1Server
 from wire import messages as m
 from wire.errors import LineProtocolError
 from wire.influxql import quote_ident, quote_string

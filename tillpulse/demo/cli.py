@@ -27,16 +27,17 @@ from typing import Final
 
 from rich.console import Console
 
-from firmware_sim.simtime import NS_PER_S, parse_duration
-from tillpulse.demo.pipeline import Demo, DemoError, DemoSettings, prepare_state_dir
-from tillpulse.demo.servers import (
+from runtime.durations import parse_duration
+from runtime.logs import KeyValueFormatter
+from testkit.servers import (
     BinaryNotFoundError,
     InfluxDB1Server,
     MosquittoServer,
     ServerError,
 )
+from tillpulse.demo.pipeline import Demo, DemoError, DemoSettings, prepare_state_dir
 from tillpulse.demo.view import LiveView, PlainView, render_summary
-from tillpulse.logs import KeyValueFormatter
+from wire.timestamps import NS_PER_S
 
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2

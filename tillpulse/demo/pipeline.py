@@ -1,23 +1,23 @@
 """The whole local pipeline for one demo run, started, watched and stopped in order.
 
-    Mosquitto, influxd   servers on free ports, data in <state>/ (tillpulse.demo.servers)
+    Mosquitto, influxd   servers on free ports, data in <state>/ (testkit.servers)
                          Mosquitto on 127.0.0.1 with accounts only, client id =
                          username, so nothing can take another's session: the
                          gateway's, the cloud jobs', the demo's own watcher's, and
                          one per simulated device (its device id; one shared
                          password), which its edge agent uses for a serial terminal
     gateway              ``python -m gateway run``: MQTT -> InfluxDB (v1 sink)
-    history              ``python -m tillpulse.demo.fleet --quiet``: the quiet day before,
+    history              ``python -m tillpulse.demo.fleet_process --quiet``: the quiet day before,
                          as fast as possible over MQTT; the model is trained on it
-                         (`cloud.jobs.train_model`)
-    fleet                ``python -m tillpulse.demo.fleet``: the demo day, accelerated
+                         (`cloud.jobs.schedule.train_model`)
+    fleet                ``python -m tillpulse.demo.fleet_process``: the demo day, accelerated
       ├─ N terminals on ptys ─▶ an edge agent each (``python -m edge run``) ─▶ MQTT
       └─ the rest ────────────▶ MQTT, each device its own client
-    cloud detection      in this process: `cloud.jobs.make_detection`, and
-                         `cloud.jobs.run_range` as simulated windows are delivered
+    cloud detection      in this process: `cloud.jobs.schedule.make_detection`, and
+                         `cloud.jobs.schedule.run_range` as simulated windows are delivered
 
 The simulated clock runs ``accel`` times faster than the wall clock, so
-detection cannot follow the wall clock (`cloud.jobs.run_live`). It follows
+detection cannot follow the wall clock (`cloud.jobs.schedule.run_live`). It follows
 what the pipeline has delivered instead: the fleet reports, a few times a
 second, the simulated time it has reached and how many events it has sent by
 then; a window is detected once InfluxDB holds at least as many events as the
@@ -27,7 +27,7 @@ gateway delays detection instead of making it miss data.
 
 When the fleet is done the demo waits until InfluxDB holds every event the
 fleet sent, detects the last windows, and scores the alerts against the
-fleet's ground truth (`cloud.evaluate`); `Demo.close` stops everything in
+fleet's ground truth (`cloud.evaluation.scoring`); `Demo.close` stops everything in
 reverse order.
 """
 
@@ -49,21 +49,15 @@ from typing import Final, Literal
 
 import msgspec
 
-from cloud.config import CloudConfig, CloudSection, MqttSection, QuerySection
-from cloud.detection import CycleReport
-from cloud.evaluate import Report, evaluate
-from cloud.jobs import make_detection, make_outputs, run_range, train_model
-from cloud.window import Shard
+from cloud.config import CloudConfig, CloudMqttSection, CloudSection, QuerySection
+from cloud.evaluation.scoring import Report, evaluate
+from cloud.jobs.cycle import CycleReport
+from cloud.jobs.schedule import make_detection, make_outputs, run_range, train_model
+from cloud.reading.window import Shard
 from edge.status import read_status
-from firmware_sim.fleet import DeviceKind, build_fleet
-from firmware_sim.labels import GroundTruthLabel, read_labels
-from firmware_sim.simtime import NS_PER_DAY, NS_PER_S
-from gateway.config import InfluxSection
-from tillpulse.demo import watch
-from tillpulse.demo.fleet import FleetMessage
-from tillpulse.demo.processes import Child
-from tillpulse.demo.scenario import day_length_ns, day_start_ns
-from tillpulse.demo.servers import (
+from firmware_sim.fleet_layout import DeviceKind, build_fleet
+from runtime.config_sections import InfluxSection
+from testkit.servers import (
     InfluxDB1Server,
     MosquittoServer,
     ServerError,
@@ -72,7 +66,13 @@ from tillpulse.demo.servers import (
     http_request,
     wait_until,
 )
+from tillpulse.demo import watch
+from tillpulse.demo.fleet_process import FleetMessage
+from tillpulse.demo.processes import Child
+from tillpulse.demo.trading_day import day_length_ns, day_start_ns
+from wire.labels import GroundTruthLabel, read_labels
 from wire.messages import Alert, encode
+from wire.timestamps import NS_PER_DAY, NS_PER_S
 
 DATABASE: Final = "tillpulse"
 WINDOW_S: Final = 300
@@ -413,7 +413,7 @@ class Demo:
         else:
             args += ["--start-ns", str(s.start_ns), "--serial", str(s.serial)]
             args += ["--accel", f"{s.accel:.6f}"]
-        child = self._child(name, "tillpulse.demo.fleet", args, pipes=True)
+        child = self._child(name, "tillpulse.demo.fleet_process", args, pipes=True)
         link = FleetLink(child)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
@@ -455,7 +455,7 @@ class Demo:
             cloud=CloudSection(state_dir=str(self.state / "cloud"), window_s=WINDOW_S),
             query=QuerySection(url=self.influx.url, database=DATABASE),
             influxdb=InfluxSection(dialect="v1", url=self.influx.url, database=DATABASE),
-            mqtt=MqttSection(
+            mqtt=CloudMqttSection(
                 host=self.mosquitto.host,
                 port=self.mosquitto.port,
                 client_id=CLOUD_ACCOUNT,

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import IO, Final
 
-from tillpulse.demo.servers import ServerError, parent_death_prefix
+from testkit.servers import ServerError, parent_death_prefix
 
 STOP_TIMEOUT_S: Final = 20.0
 

@@ -11,10 +11,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from firmware_sim.simtime import NS_PER_S, iso
 from tillpulse.demo.pipeline import DemoResult, Snapshot, View
 from tillpulse.demo.watch import STORED_AS
 from wire.messages import Alert, AlertStatus
+from wire.timestamps import NS_PER_S, iso
 
 PLAIN_EVERY_S: Final = 10.0
 

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.status import read_status
-from tillpulse.demo.servers import InfluxDB1Server, ServerError, http_request
+from testkit.servers import InfluxDB1Server, ServerError, http_request
 from wire.errors import MessageDecodeError
 from wire.messages import DeviceState, PaymentTransaction, SensorReading, TerminalStatus, decode_as
 from wire.points import Measurement

@@ -1,0 +1,358 @@
+"""Payment KPIs per terminal against its own baselines: volume, latency, decline codes.
+
+(The fourth KPI, the approval rate, is `cloud.detectors.payments`' approval drop.) A
+terminal takes a payment or two in a window, so one window alone says
+little: each detector accumulates evidence across windows in
+`Memory.evidence`, and the evidence, not the clock, decides. Each leaves
+out what another finding of the same window already explains (root cause).
+A CUSUM that signals is held at its threshold: while the change goes on the
+next window signals again (one alert, kept open); once it ends, it drains.
+
+Volume drop / surge: two Poisson CUSUMs on the terminal's online payments per
+window against the count its hour-of-week rates (`Baseline.rate_per_hour`)
+expect, for a fall to ``volume_drop_to`` and a rise to ``volume_surge_to``
+times the usual: each window adds the log-likelihood ratio
+``n ln(ratio) - expected (ratio - 1)``; crossing ``volume_threshold`` nats
+signals (Lorden: at least e^threshold windows between false alarms when the
+baseline is right). The baseline is an estimate from a few weeks: the expected
+count is taken at the cautious end of its 2-sigma range (the low end for a
+drop, the high end for a surge), and only hours of the week the terminal's own
+history saw ``volume_min_weeks`` times or more are judged (fewer: a closed
+Sunday cannot be told from a quiet one). Payments an attack adds (card
+testing) explain a surge; a terminal that is offline, on a site whose network
+is down, authorising offline or cleanly shut down explains a drop.
+
+Latency spike: a CUSUM over the terminal's online authorisations, in arrival
+order, of ln(latency) in robust sigmas of its own baseline minus
+``latency_reference``, each clipped at ``latency_clip`` so that the slow tail
+every acquirer has cannot raise it alone; ``latency_threshold`` sigmas signal.
+A terminal whose acquirer is down is left out: the acquirer outage
+(`cloud.detectors.fleet_wide`) is the root cause.
+
+Decline-code mix: the terminal's online declines by response code, decayed
+with a half-life of ``codes_half_life_s``, against its usual mix (its own,
+shrunk to its merchant category's): a G-test below ``codes_p``, and the code
+that rose the most at ``codes_rise`` times its usual share. Left out: an
+acquirer that is down (its 91/96 codes) and card testing (its probes'
+declines).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from scipy.stats import chi2
+
+from cloud.detectors.carried_state import CountRun, Memory, TerminalEvidence
+from cloud.detectors.findings import Finding
+from cloud.detectors.fraud_features import TerminalWindow
+from cloud.detectors.trained_model import TerminalBaseline, TrainedModel
+from cloud.jobs.training import hour_of_week, hours_of_week_seen
+from cloud.reading.window import DeviceStates
+from wire.incidents import AlertType
+from wire.messages import Severity
+from wire.timestamps import NS_PER_S
+
+NS_PER_HOUR: Final = 3600 * NS_PER_S
+UNSEEN_CODE_SHARE: Final = 0.01  # a decline code the baseline never saw
+FORGET_BELOW: Final = 0.01  # decayed decline counts under this are dropped from memory
+
+DROP_EXPLAINED_BY: Final = frozenset(
+    {AlertType.TERMINAL_OFFLINE, AlertType.OFFLINE_BACKLOG, AlertType.SITE_NETWORK}
+)
+SURGE_EXPLAINED_BY: Final = frozenset({AlertType.CARD_TESTING})
+CODES_EXPLAINED_BY: Final = frozenset({AlertType.CARD_TESTING})
+
+
+@dataclass(frozen=True, slots=True)
+class KpiSettings:
+    volume_threshold: float = 12.0  # nats
+    volume_drop_to: float = 0.25  # the fall tested for: to a quarter of the usual
+    volume_surge_to: float = 3.0  # the rise tested for: three times the usual
+    volume_min_weeks: int = 2  # sightings of an hour of the week before it is judged
+    volume_floor_per_hour: float = 1.0  # surge: expect at least this (a closed shop's refund)
+    latency_threshold: float = 10.0  # robust sigmas of ln(latency), accumulated
+    latency_reference: float = 1.5  # sigmas each payment must exceed to add evidence
+    latency_clip: float = 4.0  # sigmas: one slow answer adds at most clip - reference
+    codes_half_life_s: float = 3600.0
+    codes_min_declines: float = 8.0
+    codes_p: float = 1e-6
+    codes_rise: float = 3.0  # the rising code's share, as a multiple of its usual share
+
+
+@dataclass(frozen=True, slots=True)
+class Explained:
+    """Who this window's other findings and the broker already account for."""
+
+    devices: dict[str, set[str]]  # device -> alert types raised for it this window
+    sites: set[str]  # sites whose network is down
+    shut_down: set[str]  # devices the broker saw stop cleanly
+    acquirers: set[str]  # acquirers that are down
+
+    @classmethod
+    def of(
+        cls, findings: list[Finding], states: dict[str, DeviceStates], down_acquirers: set[str]
+    ) -> Explained:
+        devices: dict[str, set[str]] = {}
+        for finding in findings:
+            if finding.device is not None:
+                devices.setdefault(finding.device, set()).add(finding.type)
+        return cls(
+            devices=devices,
+            sites={f.site for f in findings if f.type == AlertType.SITE_NETWORK and f.site},
+            shut_down={device for device, state in states.items() if state.shut_down},
+            acquirers=down_acquirers,
+        )
+
+    def by(self, device: str, types: frozenset[AlertType]) -> bool:
+        return not types.isdisjoint(self.devices.get(device, ()))
+
+
+@dataclass(frozen=True, slots=True)
+class _Cycle:
+    """One window as the detectors see it."""
+
+    start_ns: int
+    end_ns: int
+    explained: Explained
+    settings: KpiSettings
+    trained_to_ns: int
+
+
+def kpi_findings(  # noqa: PLR0917 - the window, what is known, and the settings
+    windows: dict[str, TerminalWindow],
+    memory: Memory,
+    model: TrainedModel | None,
+    explained: Explained,
+    start_ns: int,
+    end_ns: int,
+    settings: KpiSettings,
+) -> list[Finding]:
+    """Volume, latency and decline-code findings for the terminals of this window."""
+    if model is None:
+        return []
+    cycle = _Cycle(start_ns, end_ns, explained, settings, model.baselines.trained_to_ns)
+    findings: list[Finding] = []
+    terminals = {d for d, state in memory.devices.items() if state.kind == "terminal"}
+    for device in sorted(terminals | windows.keys()):
+        window = windows.get(device)
+        site = window.site if window is not None else memory.devices[device].site
+        evidence = memory.evidence.setdefault(device, TerminalEvidence())
+        own = model.own_baseline(device)
+        if own is not None:
+            findings += _volume(device, site, window, evidence, own, cycle)
+        if window is None:
+            continue
+        if own is not None:
+            latency = _latency(device, window, evidence, own, cycle)
+            if latency is not None:
+                findings.append(latency)
+        mix = model.baseline_for(device, window.mcc).decline_codes
+        codes = _decline_mix(device, window, evidence, mix, cycle)
+        if codes is not None:
+            findings.append(codes)
+    return findings
+
+
+def poisson_llr(count: int, expected: float, ratio: float) -> float:
+    """Log-likelihood ratio of ``count`` under a Poisson mean of ``ratio x expected``
+    against one of ``expected``."""
+    return count * math.log(ratio) - expected * (ratio - 1.0)
+
+
+def _expected(
+    own: TerminalBaseline, cycle: _Cycle, floor_per_hour: float, sigmas: float
+) -> tuple[float, int]:
+    """Expected online payments in the window at ``sigmas`` standard errors from the
+    hour-of-week estimate (``floor_per_hour`` at least), and the fewest sightings of
+    the hours it spans in the terminal's history."""
+    seen = _seen(cycle.trained_to_ns, own.history_hours)
+    expected, fewest = 0.0, 1 << 30
+    t = cycle.start_ns
+    while t < cycle.end_ns:
+        hour_end = min(cycle.end_ns, t - t % NS_PER_HOUR + NS_PER_HOUR)
+        how = hour_of_week(t)
+        rate = max(own.rate_per_hour[how], floor_per_hour)
+        error = math.sqrt(rate / max(1, seen[how]))  # a Poisson mean over seen[how] hours
+        expected += max(0.0, rate + sigmas * error) * (hour_end - t) / NS_PER_HOUR
+        fewest = min(fewest, seen[how])
+        t = hour_end
+    return expected, fewest
+
+
+@functools.cache
+def _seen(trained_to_ns: int, history_hours: float) -> list[int]:
+    return hours_of_week_seen(trained_to_ns - round(history_hours * NS_PER_HOUR), trained_to_ns)
+
+
+def _volume(  # noqa: PLR0917
+    device: str,
+    site: str,
+    window: TerminalWindow | None,
+    evidence: TerminalEvidence,
+    own: TerminalBaseline,
+    cycle: _Cycle,
+) -> list[Finding]:
+    settings, explained = cycle.settings, cycle.explained
+    count = window.online if window is not None else 0
+    drop_explained = (
+        explained.by(device, DROP_EXPLAINED_BY)
+        or site in explained.sites
+        or device in explained.shut_down
+    )
+    sides = (
+        # the cautious end of the estimate: its low end for a drop, its high end for a surge
+        (AlertType.VOLUME_DROP, evidence.volume_drop, settings.volume_drop_to, 0.0, -2.0,
+         drop_explained),
+        (AlertType.VOLUME_SURGE, evidence.volume_surge, settings.volume_surge_to,
+         settings.volume_floor_per_hour, 2.0, explained.by(device, SURGE_EXPLAINED_BY)),
+    )  # fmt: skip
+    out: list[Finding] = []
+    for kind, run, ratio, floor, sigmas, blocked in sides:
+        expected, fewest = _expected(own, cycle, floor, sigmas)
+        if blocked or fewest < settings.volume_min_weeks:
+            run.level = 0.0
+            continue
+        if run.level == 0.0:  # a new run: what it has seen starts here
+            run.since_ns, run.payments, run.expected = cycle.start_ns, 0, 0.0
+        run.level = max(0.0, run.level + poisson_llr(count, expected, ratio))
+        run.payments += count
+        run.expected += expected
+        if run.level < settings.volume_threshold:
+            continue
+        out.append(_volume_finding(kind, device, site, count, run, own.history_hours / 24, cycle))
+        run.level = settings.volume_threshold  # held there (module docstring)
+    return out
+
+
+def _volume_finding(  # noqa: PLR0917
+    kind: AlertType,
+    device: str,
+    site: str,
+    count: int,
+    run: CountRun,
+    history_days: float,
+    cycle: _Cycle,
+) -> Finding:
+    threshold = cycle.settings.volume_threshold
+    minutes = (cycle.end_ns - run.since_ns) / NS_PER_S / 60
+    word, edge = ("few", "at least") if kind is AlertType.VOLUME_DROP else ("many", "at most")
+    return Finding(
+        type=kind,
+        detector=f"kpi.{kind.value}",
+        severity=Severity.WARNING,
+        score=min(1.0, run.level / (2 * threshold)),
+        ts=cycle.end_ns,
+        site=site,
+        device=device,
+        summary=(
+            f"{device}: too {word} payments: {run.payments} online in the last "
+            f"{minutes:.0f} min vs {edge} {run.expected:.0f} expected (its hour-of-week "
+            f"baseline over {history_days:.0f} days, at 2 sigmas; {count} in the last "
+            f"window), evidence {run.level:.1f} nats over the {threshold:.0f} threshold"
+        ),
+        evidence={
+            "payments": run.payments,
+            "expected": round(run.expected, 2),
+            "minutes": round(minutes),
+            "cusum": run.level,
+        },
+    )
+
+
+def _latency(
+    device: str,
+    window: TerminalWindow,
+    evidence: TerminalEvidence,
+    own: TerminalBaseline,
+    cycle: _Cycle,
+) -> Finding | None:
+    settings = cycle.settings
+    if own.latency_log_sigma <= 0.0 or window.acquirer in cycle.explained.acquirers:
+        evidence.latency_cusum = 0.0
+        return None
+    level = evidence.latency_cusum
+    clip = settings.latency_clip
+    for latency in window.latencies:  # in arrival order
+        z = (math.log(max(latency, 1.0)) - own.latency_log_median) / own.latency_log_sigma
+        level = max(0.0, level + min(clip, max(-clip, z)) - settings.latency_reference)
+    if level < settings.latency_threshold:
+        evidence.latency_cusum = level
+        return None
+    evidence.latency_cusum = settings.latency_threshold  # held there (module docstring)
+    ordered = sorted(window.latencies)
+    median = ordered[len(ordered) // 2]
+    usual = math.exp(own.latency_log_median)
+    return Finding(
+        type=AlertType.LATENCY_SPIKE,
+        detector="kpi.latency_spike",
+        severity=Severity.WARNING,
+        score=min(1.0, level / (2 * settings.latency_threshold)),
+        ts=cycle.end_ns,
+        site=window.site,
+        device=device,
+        acquirer=window.acquirer,
+        summary=(
+            f"{device}: authorisations slow: median {median:.0f} ms over its "
+            f"{len(ordered)} online payments in the last window, {median / usual:.1f} x its "
+            f"usual {usual:.0f} ms (robust spread x{math.exp(own.latency_log_sigma):.2f}); "
+            f"evidence {level:.1f} sigmas over the {settings.latency_threshold:.0f} threshold; "
+            f"acquirer {window.acquirer} is not down"
+        ),
+        evidence={"median_ms": median, "usual_ms": round(usual, 1), "cusum": level},
+    )
+
+
+def _decline_mix(
+    device: str,
+    window: TerminalWindow,
+    evidence: TerminalEvidence,
+    usual: dict[str, float],
+    cycle: _Cycle,
+) -> Finding | None:
+    settings, explained = cycle.settings, cycle.explained
+    decay = 0.5 ** ((cycle.end_ns - cycle.start_ns) / NS_PER_S / settings.codes_half_life_s)
+    recent = {c: n * decay for c, n in evidence.recent_declines.items() if n * decay > FORGET_BELOW}
+    blocked = window.acquirer in explained.acquirers or explained.by(device, CODES_EXPLAINED_BY)
+    if not blocked:
+        for code, n in window.codes.items():
+            recent[code] = recent.get(code, 0.0) + n
+    evidence.recent_declines = recent
+    total = sum(recent.values())
+    if blocked or not usual or total < settings.codes_min_declines:
+        return None
+    weights = {c: usual.get(c, UNSEEN_CODE_SHARE) for c in usual.keys() | recent.keys()}
+    norm = sum(weights.values())
+    share = {c: w / norm for c, w in weights.items()}
+    g = 2 * sum(n * math.log(n / (total * share[c])) for c, n in recent.items() if n > 0)
+    p_value = float(chi2.sf(g, len(share) - 1))
+    code = max(recent, key=lambda c: recent[c] - total * share[c])
+    now_share = recent[code] / total
+    if p_value >= settings.codes_p or now_share < settings.codes_rise * share[code]:
+        return None
+    return Finding(
+        type=AlertType.DECLINE_MIX,
+        detector="kpi.decline_mix",
+        severity=Severity.WARNING,
+        score=min(1.0, -math.log10(max(p_value, 1e-300)) / 20),
+        ts=cycle.end_ns,
+        site=window.site,
+        device=device,
+        acquirer=window.acquirer,
+        summary=(
+            f"{device}: declines with code {code} rose to {now_share:.0%} of its recent "
+            f"declines ({recent[code]:.0f} of {total:.0f}, counted with a "
+            f"{settings.codes_half_life_s / 60:.0f}-min half-life) vs {share[code]:.1%} usually "
+            f"(its own mix and its merchant category's); G-test p = {p_value:.1e}"
+        ),
+        evidence={
+            "code": code,
+            "count": round(recent[code], 1),
+            "declines": round(total, 1),
+            "usual_share": round(share[code], 4),
+            "p": p_value,
+        },
+    )

@@ -1,0 +1,267 @@
+"""Terminal health rules: offline, tamper, paper, battery, heat, backlog, clock.
+
+Each cycle folds the heartbeats it has not seen yet into `cloud.detectors.carried_state`, in
+sequence order, then judges every known device from its newest state.
+
+When did a heartbeat happen? Its ``ts`` is the device's clock, which may be
+wrong (that is one of the faults). The uptime counter is not: event time
+minus uptime is the boot time, constant while the clock is right. So a
+heartbeat's true time is ``boot_ref + uptime``, and a step in the implied
+boot time without a reboot (uptime going backwards) is a clock step. A
+heartbeat is taken into account once its true time has passed, which keeps
+a replay of stored history from looking ahead.
+
+Offline: the broker published the last will of the device's current session
+and no heartbeat came for ``will_quiet_s``; or no heartbeat came for
+``offline_after_s`` (a hung terminal keeps its connection). A clean
+shutdown is not an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.detectors.carried_state import DeviceMemory, Memory
+from cloud.detectors.findings import Finding
+from cloud.detectors.trained_model import TrainedModel
+from cloud.reading.influxql_reader import Table
+from cloud.reading.window import DeviceStates, WindowData
+from runtime.logs import kv
+from wire.incidents import AlertType
+from wire.messages import Severity
+from wire.timestamps import NS_PER_S
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    offline_after_s: float = 600.0
+    will_quiet_s: float = 150.0
+    low_battery_pct: float = 10.0
+    paper_out_heartbeats: int = 3  # consecutive heartbeats at 0 %: a clerk did not refill it
+    overheat_margin_c: float = 10.0  # above the terminal's usual 99th percentile
+    overheat_min_c: float = 45.0
+    clock_skew_s: float = 120.0
+    backlog_min: int = 5  # payments stored on the terminal while it is online
+    flap_reconnects: int = 2  # reconnects within 30 minutes
+    site_down_share: float = 0.5  # of a site's devices down at once: the site's network
+
+
+def fold_heartbeats(memory: Memory, data: WindowData) -> None:
+    """Take the heartbeats and samples that have happened by the window end into memory."""
+    _fold(memory, data.statuses, data.end_ns, "terminal")
+    _fold(memory, data.sensors, data.end_ns, "sensor")
+
+
+def _fold(memory: Memory, table: Table, end_ns: int, kind: str) -> None:
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    names = list(table.columns)
+    for values in zip(*table.columns.values(), strict=True):
+        row = dict(zip(names, values, strict=True))
+        rows[row["device"]].append(row)
+    for device, read in rows.items():
+        state = memory.devices.get(device)
+        if state is None:
+            state = memory.devices[device] = DeviceMemory(site=read[0]["site"], kind=kind)
+        beats = read
+        if _sequence_restarted(state, read):
+            # a wiped outbox or a replaced unit counts from 1 again: follow the new
+            # sequence from the last event taken, or its heartbeats would be ignored
+            log.info("sequence_restart", extra=kv(device=device, last_seq=state.seq))
+            beats = [b for b in read if int(b["time"]) > state.ts_ns]
+            state.seq = 0
+        for beat in sorted(beats, key=lambda b: int(b["seq"])):
+            if int(beat["seq"]) <= state.seq:
+                continue
+            if kind == "terminal":
+                if _true_time(state, beat) > end_ns:
+                    break  # it has not happened yet: next cycle
+                _take_status(state, beat)
+            elif int(beat["time"]) > end_ns:
+                break
+            state.seq, state.ts_ns, state.seen_ns = int(beat["seq"]), int(beat["time"]), end_ns
+
+
+def _sequence_restarted(state: DeviceMemory, beats: list[dict[str, Any]]) -> bool:
+    """Lower sequence numbers on events newer than the newest taken, which is gone.
+
+    Beats taken before are read again for as long as the lookback lasts, the newest
+    one among them; a clock stepped back can make one of them look newer than it.
+    """
+    if state.seq == 0 or any(int(b["seq"]) == state.seq for b in beats):
+        return False
+    return any(int(b["seq"]) < state.seq and int(b["time"]) > state.ts_ns for b in beats)
+
+
+def _true_time(state: DeviceMemory, beat: dict[str, Any]) -> int:
+    uptime = int(beat["uptime_s"])
+    if state.boot_ref_ns is None or uptime < state.uptime_s:
+        return int(beat["time"])
+    return state.boot_ref_ns + uptime * NS_PER_S
+
+
+def _take_status(state: DeviceMemory, beat: dict[str, Any], tolerance_s: float = 5.0) -> None:
+    uptime = int(beat["uptime_s"])
+    implied_boot = int(beat["time"]) - uptime * NS_PER_S
+    if state.boot_ref_ns is None or uptime < state.uptime_s:  # first sight, or a reboot
+        state.boot_ref_ns = implied_boot
+    state.skew_s = (implied_boot - state.boot_ref_ns) / NS_PER_S
+    if abs(state.skew_s) <= tolerance_s:
+        state.boot_ref_ns = implied_boot  # follow the clock's slow drift and NTP nudges
+    state.uptime_s = uptime
+    state.battery_pct = float(beat["battery_pct"])
+    state.charging = bool(beat["charging"])
+    paper_out = float(beat["paper_pct"]) <= 0.0
+    state.paper_zero_streak = state.paper_zero_streak + 1 if paper_out else 0
+    state.temperature_c = float(beat["temperature_c"])
+    state.tamper = bool(beat["tamper"])
+    state.offline_queue = int(beat["offline_queue"])
+
+
+def health_findings(
+    memory: Memory,
+    states: dict[str, DeviceStates],
+    model: TrainedModel | None,
+    end_ns: int,
+    settings: HealthSettings,
+) -> list[Finding]:
+    """Device findings, with a site's outage reported once for the site (root cause)."""
+    findings: list[Finding] = []
+    down_by_site: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    devices_by_site: dict[str, int] = defaultdict(int)
+    for device, state in memory.devices.items():
+        devices_by_site[state.site] += 1
+        broker = states.get(device)
+        why = _down(state, broker, end_ns, settings)
+        if why:
+            down_by_site[state.site].append((device, why))
+        elif state.kind == "terminal":
+            findings.extend(_conditions(device, state, model, end_ns, settings))
+    for site, down in down_by_site.items():
+        share = len(down) / devices_by_site[site]
+        if len(down) >= 2 and share >= settings.site_down_share:
+            findings.append(_site_network(site, down, devices_by_site[site], end_ns))
+        else:
+            findings.extend(
+                _offline(device, memory.devices[device], why, end_ns) for device, why in down
+            )
+    return findings
+
+
+def _down(
+    state: DeviceMemory, broker: DeviceStates | None, end_ns: int, settings: HealthSettings
+) -> str:
+    """Why the device is down ("" when it is not)."""
+    if state.seen_ns == 0:
+        return ""
+    quiet_s = (end_ns - state.seen_ns) / NS_PER_S
+    if broker is not None and broker.shut_down and quiet_s > settings.will_quiet_s:
+        return ""
+    if broker is not None and broker.will_fired and quiet_s >= settings.will_quiet_s:
+        return f"the broker published its last will and no heartbeat came for {quiet_s:.0f} s"
+    if quiet_s >= settings.offline_after_s:
+        return f"no heartbeat for {quiet_s:.0f} s"
+    if broker is not None and broker.reconnects >= settings.flap_reconnects:
+        return f"reconnected {broker.reconnects} times in 30 minutes"
+    return ""
+
+
+def _offline(device: str, state: DeviceMemory, why: str, end_ns: int) -> Finding:
+    return Finding(
+        type=AlertType.TERMINAL_OFFLINE,
+        detector="health.offline",
+        severity=Severity.WARNING,
+        score=1.0,
+        ts=end_ns,
+        site=state.site,
+        device=device,
+        summary=f"{device} is offline: {why}; the rest of site {state.site} is up",
+    )
+
+
+def _site_network(site: str, down: list[tuple[str, str]], total: int, end_ns: int) -> Finding:
+    names = ", ".join(sorted(device for device, _ in down)[:10])
+    return Finding(
+        type=AlertType.SITE_NETWORK,
+        detector="health.site_network",
+        severity=Severity.CRITICAL,
+        score=min(1.0, len(down) / total),
+        ts=end_ns,
+        site=site,
+        summary=(
+            f"site {site}: {len(down)} of its {total} devices are offline or reconnecting "
+            f"at once ({names}): the site's network, not the terminals"
+        ),
+        evidence={"down": len(down), "devices": total},
+    )
+
+
+def _conditions(
+    device: str,
+    state: DeviceMemory,
+    model: TrainedModel | None,
+    end_ns: int,
+    settings: HealthSettings,
+) -> list[Finding]:
+    out: list[Finding] = []
+
+    def finding(kind: AlertType, severity: Severity, score: float, summary: str) -> None:
+        out.append(
+            Finding(
+                type=kind,
+                detector=f"health.{kind.value}",
+                severity=severity,
+                score=score,
+                ts=end_ns,
+                site=state.site,
+                device=device,
+                summary=f"{device}: {summary}",
+            )
+        )
+
+    if state.tamper:
+        finding(AlertType.TAMPER, Severity.CRITICAL, 1.0, "the tamper switch is open")
+    if state.paper_zero_streak >= settings.paper_out_heartbeats:
+        finding(
+            AlertType.PAPER_OUT,
+            Severity.WARNING,
+            1.0,
+            f"out of paper for {state.paper_zero_streak} heartbeats",
+        )
+    if state.battery_pct < settings.low_battery_pct and not state.charging:
+        finding(
+            AlertType.LOW_BATTERY,
+            Severity.WARNING,
+            1.0 - state.battery_pct / 100,
+            f"battery {state.battery_pct:.0f} % and not charging",
+        )
+    usual = model.baseline_for(device).temperature_p99 if model is not None else 40.0
+    limit = max(settings.overheat_min_c, usual + settings.overheat_margin_c)
+    if state.temperature_c is not None and state.temperature_c > limit:
+        finding(
+            AlertType.OVERHEATING,
+            Severity.WARNING,
+            min(1.0, (state.temperature_c - limit) / 10 + 0.5),
+            f"{state.temperature_c:.1f} °C, above {limit:.1f} °C "
+            f"(its usual 99th percentile {usual:.1f} °C + {settings.overheat_margin_c:.0f})",
+        )
+    if state.offline_queue >= settings.backlog_min:
+        finding(
+            AlertType.OFFLINE_BACKLOG,
+            Severity.WARNING,
+            min(1.0, state.offline_queue / 50),
+            f"{state.offline_queue} payments authorised offline, not yet forwarded",
+        )
+    if abs(state.skew_s) >= settings.clock_skew_s:
+        finding(
+            AlertType.CLOCK_SKEW,
+            Severity.WARNING,
+            min(1.0, abs(state.skew_s) / 600),
+            f"its clock is off by {state.skew_s:+.0f} s (event time minus uptime moved "
+            "without a reboot); its events are stored at the wrong time",
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Scoring alerts against the simulator's ground-truth labels."""

@@ -1,0 +1,1 @@
+"""The cloud jobs: a detection cycle, alert bookkeeping, scheduling and training."""

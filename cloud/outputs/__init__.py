@@ -1,0 +1,1 @@
+"""Where alerts go: InfluxDB anomaly points, MQTT alert topics, a webhook."""

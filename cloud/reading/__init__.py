@@ -1,0 +1,1 @@
+"""Reading InfluxDB: InfluxQL over HTTP, and one detection window's data."""

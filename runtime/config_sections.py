@@ -1,0 +1,100 @@
+"""The config vocabulary every component shares: the ``[mqtt]`` and ``[influxdb]``
+sections and where their secrets come from.
+
+A component's config (edge, gateway, cloud, dashboards push) is a msgspec
+Struct built from `Section`s; the MQTT and InfluxDB keys mean the same in
+every file. A component that needs more MQTT keys subclasses `MqttSection`
+(the gateway's shared subscription, the agent's in-flight window).
+
+Secrets never live in the file: ``password_file`` / ``token_file`` name a file,
+or else the environment variable below holds the secret (`read_secret`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from runtime.config import read_secret
+from runtime.mqtt_link import LinkSettings, TlsFiles
+
+MQTT_PASSWORD_ENV = "TILLPULSE_MQTT_PASSWORD"
+INFLUX_TOKEN_ENV = "TILLPULSE_INFLUX_TOKEN"
+INFLUX_PASSWORD_ENV = "TILLPULSE_INFLUX_PASSWORD"
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """A config table: a misspelt key is an error naming it."""
+
+
+class MqttSection(Section, kw_only=True, frozen=True):
+    host: str
+    port: Port = 1883
+    username: str | None = None
+    password_file: str | None = None  # else env TILLPULSE_MQTT_PASSWORD when username is set
+    tls: TlsFiles | None = None
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 24 * 3600
+    reconnect_min_s: Seconds = 1.0
+    reconnect_max_s: Seconds = 60.0
+
+    def password(self) -> str | None:
+        """The broker password (file or env), or None when no username is configured."""
+        if self.username is None:
+            return None
+        return read_secret(self.password_file, MQTT_PASSWORD_ENV)
+
+    def link_settings(
+        self, client_id: str, *, receive_maximum: int | None = None, max_inflight: int = 20
+    ) -> LinkSettings:
+        """The `MqttLink` settings of this section, logged in as ``client_id``."""
+        return LinkSettings(
+            host=self.host,
+            port=self.port,
+            client_id=client_id,
+            keepalive_s=self.keepalive_s,
+            session_expiry_s=self.session_expiry_s,
+            username=self.username,
+            tls=self.tls,
+            receive_maximum=receive_maximum,
+            max_inflight=max_inflight,
+            reconnect_min_s=self.reconnect_min_s,
+            reconnect_max_s=self.reconnect_max_s,
+        )
+
+
+class InfluxSection(Section, kw_only=True, frozen=True):
+    """Where line protocol is written: the gateway's points, the cloud's anomalies."""
+
+    dialect: Literal["v2", "v1"] = "v2"
+    url: str
+    timeout_s: Seconds = 10.0
+    # v2: InfluxDB 2.x/3.x/Cloud, 1.8+ (and VictoriaMetrics' /api/v2/write)
+    org: str | None = None
+    bucket: str | None = None
+    token_file: str | None = None  # else env TILLPULSE_INFLUX_TOKEN
+    # v1: /write?db=&rp= on every InfluxDB 1.x
+    database: str | None = None
+    retention_policy: str | None = None
+    username: str | None = None
+    password_file: str | None = None  # else env TILLPULSE_INFLUX_PASSWORD when username is set
+
+    def __post_init__(self) -> None:
+        required = ("org", "bucket") if self.dialect == "v2" else ("database",)
+        for key in required:
+            if not getattr(self, key):
+                raise ValueError(f'influxdb.{key} is required when dialect = "{self.dialect}"')
+
+    def token(self) -> str:
+        """The v2 API token (file or env)."""
+        return read_secret(self.token_file, INFLUX_TOKEN_ENV)
+
+    def password(self) -> str | None:
+        """The v1 password (file or env), or None when no username is configured."""
+        if self.username is None:
+            return None
+        return read_secret(self.password_file, INFLUX_PASSWORD_ENV)
