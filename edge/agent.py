@@ -43,6 +43,7 @@ from wire.topics import Stream, device_topic
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S: Final = 2.0
+HEALTH_SEQUENCE_FILE: Final = "agent.seq"  # the health stream's seq counter, in the state dir
 HEALTH_RETRY_MIN_S: Final = 1.0
 
 
@@ -61,7 +62,9 @@ class Agent:
             self.deadletters = DeadLetters(self.state_dir / "deadletters")
         except OSError as exc:
             raise StateDirError(f"cannot open the dead letters in {self.state_dir}: {exc}") from exc
-        self.sequence = SequenceFile(self.state_dir / "agent.seq")
+        # The health stream's counter (its only sequenced stream of its own). The file keeps
+        # its first name: a new one would restart at 0 and overwrite stored points.
+        self.health_sequence = SequenceFile(self.state_dir / HEALTH_SEQUENCE_FILE)
         self.status_file = StatusFile(self.state_dir)
         self.health_samples_skipped = 0
         password = config.mqtt.password()
@@ -152,7 +155,7 @@ class Agent:
         """Why the agent cannot do all of its job right now, one reason per part; [] if healthy."""
         reasons = {
             "outbox": self.outbox.disk_error,
-            "sequence": self.sequence.error,
+            "sequence": self.health_sequence.error,
             "status file": self.status_file.error,
             "dead letters": self.deadletters.last_error,
         }
@@ -193,7 +196,7 @@ class Agent:
     def _store_health_sample(self, topic: str) -> bool:
         """One sample into the outbox; False if skipped (counted): it could not be numbered."""
         try:
-            seq = self.sequence.next()
+            seq = self.health_sequence.next()
         except SequenceError as exc:
             # Never a number that is not durably reserved: a reused one would overwrite
             # an InfluxDB point after a restart. A sample is not worth more than a count.

@@ -1,7 +1,12 @@
-"""The agent's own per-device sequence number (for HostHealth), kept across restarts.
+"""A durable sequence counter for one (device, stream), kept across restarts.
 
-Serial devices number their own events; the agent numbers what it produces
-itself. The counter is reserved in blocks: the file holds the first number
+Sequence numbers count per (device, stream) (docs/wire.md). Serial devices
+number their own streams; the agent numbers the one stream it produces
+itself, ``health`` (its HostHealth samples, under its ``[agent] device`` id),
+with one `SequenceFile`. Nothing else shares that counter, so when the agent
+and its terminal have the same id, neither breaks the other's sequences.
+
+The counter is reserved in blocks: the file holds the first number
 not yet handed out by any run, written (fsync, rename, fsync of the
 directory) before a block is used, so a crash or a power cut skips at most
 the rest of a block (a harmless gap) and never reuses a number (which would
@@ -26,6 +31,8 @@ BLOCK: Final = 100
 
 
 class SequenceFile:
+    """The counter of one stream, in the file at ``path`` (one file per stream)."""
+
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
         try:

@@ -3,9 +3,10 @@
 A `SerialSource` owns one port (one device). It reads whatever arrives,
 feeds `wire.framing.FrameDecoder`, decodes each frame as a `wire.messages`
 message and stores it in the outbox; only then does it answer the device with
-a framed `LinkAck(device, seq)`, so a payment the agent has not made durable
-is still held, and re-sent, by the terminal. Payments go in at high priority
-(never dropped); status and sensor samples at low priority.
+a framed `LinkAck(device, stream, seq)` (a device counts each stream on its
+own, so the stream is part of what is acknowledged), so a payment the agent
+has not made durable is still held, and re-sent, by the terminal. Payments go
+in at high priority (never dropped); status and sensor samples at low priority.
 
 Bad input never stops the port: corrupt frames are counted by the decoder; a
 frame that is not a valid message (wire.messages refuses oversized and deeply
@@ -46,7 +47,7 @@ from wire.messages import (
     decode,
     encode,
 )
-from wire.topics import device_topic
+from wire.topics import Stream, device_topic
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class SerialSource:
         if not entries:
             return b""
         try:
-            results = self._outbox.put_many(entries)
+            results = self._outbox.put_many([entry for entry, _ in entries])
         except OutboxFullError as exc:
             self.stats.backpressure += len(entries)
             log.warning(
@@ -160,7 +161,7 @@ class SerialSource:
             )
             return b""
         acks = []
-        for entry, result in zip(entries, results, strict=True):
+        for (entry, stream), result in zip(entries, results, strict=True):
             if result.outcome is PutOutcome.STORED:
                 self.stats.stored += 1
             elif result.outcome is PutOutcome.DUPLICATE:
@@ -168,11 +169,12 @@ class SerialSource:
             else:
                 self.stats.dropped += 1
             assert entry.seq is not None  # every serial message carries one
-            acks.append(encode_frame(encode(LinkAck(device=entry.device, seq=entry.seq))))
+            ack = LinkAck(device=entry.device, stream=stream, seq=entry.seq)
+            acks.append(encode_frame(encode(ack)))
         return b"".join(acks)
 
-    def _entry(self, payload: bytes) -> Entry | None:
-        """The outbox entry for one frame, or None (counted, and kept if allowed)."""
+    def _entry(self, payload: bytes) -> tuple[Entry, Stream] | None:
+        """The outbox entry for one frame and its stream, or None (counted, kept if allowed)."""
         try:
             return self._decoded_entry(payload)
         except Exception as exc:  # last resort: no frame may stop the port
@@ -182,7 +184,7 @@ class SerialSource:
             self._reject(payload, reason)
             return None
 
-    def _decoded_entry(self, payload: bytes) -> Entry | None:
+    def _decoded_entry(self, payload: bytes) -> tuple[Entry, Stream] | None:
         try:
             message = decode(payload)
         except PanDetectedError as exc:
@@ -200,7 +202,7 @@ class SerialSource:
             return None
         stream = STREAM_FOR_MESSAGE[type(message)]
         topic = device_topic(message.site, message.device, stream)
-        return Entry(topic, payload, priority_for(stream), message.device, message.seq)
+        return Entry(topic, payload, priority_for(stream), message.device, message.seq), stream
 
     def _reject(self, payload: bytes, reason: str) -> None:
         """Count a frame and keep it as a dead letter, unless its raw bytes hold a card number.

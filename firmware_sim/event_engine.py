@@ -53,7 +53,7 @@ class Emission(NamedTuple):
 
     at_ns: int
     message: SimMessage
-    duplicate: bool = False  # the same message (same seq) sent once more
+    duplicate: bool = False  # the same message (same stream and seq) sent once more
     corrupt: bool = False  # its frame / payload is damaged on the way
 
 

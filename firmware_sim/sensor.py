@@ -1,4 +1,7 @@
-"""The environmental sensor next to the terminals: temperature, humidity, door, mains."""
+"""The environmental sensor next to the terminals: temperature, humidity, door, mains.
+
+It sends one stream (sensor), numbered by its own counter (one per device and stream).
+"""
 
 from __future__ import annotations
 
@@ -18,14 +21,14 @@ DOOR_OPEN_WHILE_CLOSED: Final = 0.004
 class Sensor:
     def __init__(self, spec: DeviceSpec, plan: InjectionPlan, rng: random.Random) -> None:
         self.spec = spec
-        self.seq = 0
+        self.sensor_seq = 0  # the sensor stream's counter: the last seq handed out
         self._plan = plan
         self._rng = rng
 
     def reading(self, ts_ns: int) -> SensorReading:
         rng = self._rng
         device = self.spec.device_id
-        self.seq += 1
+        self.sensor_seq += 1
         heat = overheat_c(self._plan.active(device, InjectionType.OVERHEATING, ts_ns), ts_ns)
         door_odds = (
             DOOR_OPEN_WHILE_OPEN
@@ -36,7 +39,7 @@ class Sensor:
             site=self.spec.site.site_id,
             device=device,
             ts=ts_ns,
-            seq=self.seq,
+            seq=self.sensor_seq,
             temperature_c=round(ambient_c(ts_ns) + heat + rng.gauss(0.0, 0.3), 2),
             humidity_pct=round(min(100.0, max(0.0, humidity_pct(ts_ns) + rng.gauss(0, 1.5))), 1),
             door_open=rng.random() < door_odds,

@@ -3,11 +3,13 @@
 `SerialDevice` opens a pseudo-terminal pair in raw mode and plays the device
 on the master side; the edge agent opens ``device.port`` (the slave path)
 with pyserial. Link contract (wire.messages.LinkAck): the agent answers each
-device message with a framed ``LinkAck(device, seq)`` once it is durable; the
-device keeps each payment until acknowledged and sends it again after
-``retransmit_s`` (at most ``queue_limit`` unacknowledged: the terminal's
-offline queue); status and sensor samples are never re-sent, and are dropped
-(and counted) if the line is backed up.
+device message with a framed ``LinkAck(device, stream, seq)`` once it is
+durable; the device keeps each payment until a payment ack with its seq
+arrives (a device counts each stream on its own, so a status ack with the same
+seq releases nothing) and sends it again after ``retransmit_s`` (at most
+``queue_limit`` unacknowledged: the terminal's offline queue); status and
+sensor samples are never re-sent, and are dropped (and counted) if the line is
+backed up.
 
 Damage on demand: `corrupt_next` corrupts the next n frames, `inject_noise`
 puts bursts of noise on the line. Each is built to be rejected by the
@@ -38,6 +40,7 @@ from runtime.logs import kv
 from wire.errors import MessageDecodeError
 from wire.framing import FrameDecoder, encode_frame
 from wire.messages import LinkAck, PaymentTransaction, decode_as, encode
+from wire.topics import Stream
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class SerialDevice:
         self.port = os.ttyname(self._slave)
         self._rng = random.Random(f"{seed}:serial:{device}")
         self._decoder = FrameDecoder()
+        # unacknowledged payments by their seq (the payment stream's counter), oldest first
         self._unacked: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
         self._pending = bytearray()
         self._corrupt_budget = 0
@@ -155,7 +159,8 @@ class SerialDevice:
                 continue
             if reply.device == self.device:
                 self.acks += 1
-                self._unacked.pop(reply.seq, None)
+                if reply.stream is Stream.PAYMENT:  # samples are not kept: nothing to release
+                    self._unacked.pop(reply.seq, None)
             else:
                 self.bad_replies += 1
 

@@ -4,6 +4,10 @@ A terminal belongs to a site (merchant type, acquirer). Its state — battery,
 paper roll, tamper switch, temperature, the payments stored while offline —
 evolves with the payments it takes and the time between heartbeats, and
 with the injections that hit it.
+
+Like real firmware, it numbers each stream on its own (docs/wire.md: one
+``seq`` counter per device and stream): payments 1, 2, 3... and heartbeats
+1, 2, 3..., so neither stream shows a gap for the other's events.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class Terminal:
         start_ns: int,
     ) -> None:
         self.spec = spec
-        self.seq = 0
+        self.payment_seq = 0  # the payment stream's counter: the last seq handed out
+        self.status_seq = 0  # the status stream's counter
         self.offline_queue = 0  # payments authorised offline, not yet forwarded
         self._cards = cards
         self._plan = plan
@@ -64,7 +69,7 @@ class Terminal:
         """Take one payment at ``ts_ns``: the shopper's, or an attack's if ``injected``."""
         rng = self._rng
         site = self.spec.site
-        self.seq += 1
+        self.payment_seq += 1
         if injected is None:
             card = self._cards.draw(rng)
             amount = site.merchant.draw_amount(rng)
@@ -85,8 +90,8 @@ class Terminal:
             site=site.site_id,
             device=self.spec.device_id,
             ts=ts_ns,
-            seq=self.seq,
-            txn_id=f"{self.spec.device_id}-t{self.seq}",
+            seq=self.payment_seq,
+            txn_id=f"{self.spec.device_id}-t{self.payment_seq}",
             card_token=card,
             amount_minor=amount,
             currency=CURRENCY,
@@ -140,7 +145,7 @@ class Terminal:
         device = self.spec.device_id
         plan = self._plan
         self._advance(ts_ns)
-        self.seq += 1
+        self.status_seq += 1
         heat = overheat_c(plan.active(device, InjectionType.OVERHEATING, ts_ns), ts_ns)
         paper_out = plan.active(device, InjectionType.PAPER_OUT, ts_ns) is not None
         signal = round(self.spec.site.signal_dbm + rng.gauss(0.0, 3.0))
@@ -148,7 +153,7 @@ class Terminal:
             site=self.spec.site.site_id,
             device=device,
             ts=ts_ns,
-            seq=self.seq,
+            seq=self.status_seq,
             battery_pct=round(self._battery, 1),
             charging=self._charging(ts_ns),
             paper_pct=0.0 if paper_out else round(self._paper, 1),

@@ -92,8 +92,9 @@ class GapsSection(Section, kw_only=True, frozen=True):
     # Off when a shared subscription splits each device's messages round robin:
     # every gateway would then see the others' share of a device as gaps.
     enabled: bool = True
-    window: Positive = 4096  # missing seqs remembered below a device's highest
-    max_devices: Positive = 200_000
+    window: Positive = 4096  # missing seqs remembered below a stream's highest
+    # (site, device, stream) counters followed: a terminal has two (payment, status)
+    max_devices: Positive = 400_000
 
 
 class DeadLettersSection(Section, kw_only=True, frozen=True):

@@ -1,9 +1,12 @@
-"""Per-device sequence gap detection from ``seq``, in bounded memory.
+"""Sequence gap detection from ``seq``, per (site, device, stream), in bounded memory.
 
-A device numbers all its events with one counter (docs/wire.md), so a jump
-from the highest seq seen to a higher one means events are missing. For each
-device the detector keeps the highest seq and the seqs known to be missing
-within ``window`` below it:
+A device numbers each stream's events with a counter of its own (docs/wire.md),
+so within one (site, device, stream) a jump from the highest seq seen to a
+higher one means events are missing. Keying by the stream too keeps streams
+that share a device id apart: a terminal's payments and heartbeats, or an
+edge agent's HostHealth and the terminal that shares its id. Each such
+sequence (below, "a device's stream") keeps the highest seq and the seqs
+known to be missing within ``window`` below it:
 
 - ``seq == highest + 1``: the normal case.
 - ``seq > highest + 1``: ``seq - highest - 1`` events are counted ``missing``;
@@ -16,14 +19,17 @@ within ``window`` below it:
   redelivery the deduplicator had forgotten), counted ``repeated``.
 - a seq more than ``window`` below the highest is either a very late event or
   a restarted counter (reboot with a lost counter). It is counted ``stale``
-  and kept as a candidate; if the device's next event follows it (within
+  and kept as a candidate; if the stream's next event follows it (within
   ``window`` above it), the counter restarted: the stale count is taken back,
-  a ``reset`` is counted, the device's outstanding missing seqs expire and
+  a ``reset`` is counted, the stream's outstanding missing seqs expire and
   tracking restarts from the new seq. A reset is never counted as a gap.
 
-Memory: at most ``window`` remembered seqs per device, and at most
-``max_devices`` devices; when full, the device seen first is forgotten
-(FIFO, counted ``evicted_devices``) and starts afresh if it comes back.
+Memory: at most ``window`` remembered seqs per device's stream, and at most
+``max_devices`` (site, device, stream) keys (the config key keeps its name;
+a terminal uses two, payment and status); when full, the key seen first is
+forgotten (FIFO, counted ``evicted_devices``) and starts afresh if it comes
+back. ``devices`` in the stats counts keys too. ``top`` sums each device's
+streams: one entry per (site, device), worst first.
 
 Only meaningful when each device's traffic reaches this gateway: with a
 round-robin shared subscription every gateway sees a share of each device and
@@ -37,11 +43,13 @@ import heapq
 from collections import deque
 from dataclasses import dataclass
 
-DeviceKey = tuple[str, str]  # (site, device)
+StreamKey = tuple[str, str, str]  # (site, device, stream)
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceGaps:
+    """One device's figures, summed over its streams."""
+
     site: str
     device: str
     missing: int
@@ -51,7 +59,7 @@ class DeviceGaps:
 
 @dataclass(frozen=True, slots=True)
 class GapStats:
-    devices: int
+    devices: int  # (site, device, stream) keys tracked
     missing: int
     filled: int
     expired: int
@@ -60,18 +68,40 @@ class GapStats:
     stale: int
     resets: int
     evicted_devices: int
-    top: list[DeviceGaps]  # most missing first
+    top: list[DeviceGaps]  # most missing first, one per (site, device)
 
 
-class _Device:
-    __slots__ = ("candidate", "filled", "highest", "missing", "order", "resets", "waiting")
+class _Offender:
+    """One device's figures summed over its streams with gaps or resets (for ``top``)."""
+
+    __slots__ = ("filled", "missing", "resets", "streams")
+
+    def __init__(self) -> None:
+        self.missing = self.filled = self.resets = 0
+        self.streams = 0  # its tracked streams that count here
+
+
+class _Stream:
+    """What is known of one (site, device, stream) sequence."""
+
+    __slots__ = (
+        "candidate",
+        "filled",
+        "highest",
+        "missing",
+        "offender",
+        "order",
+        "resets",
+        "waiting",
+    )
 
     def __init__(self, seq: int) -> None:
         self.highest = seq
-        # Created at the device's first gap (most devices never have one).
+        # Created at the stream's first gap (most streams never have one).
         self.waiting: set[int] | None = None  # missing seqs that may still arrive
         self.order: deque[int] | None = None  # the same (and filled ones), ascending
         self.candidate: int | None = None  # a far-below seq: a restart, or a stale event
+        self.offender: _Offender | None = None  # its device's sums, from its first gap or reset
         self.missing = 0
         self.filled = 0
         self.resets = 0
@@ -79,19 +109,23 @@ class _Device:
 
 class GapDetector:
     def __init__(self, window: int, max_devices: int) -> None:
+        """``max_devices`` bounds the (site, device, stream) keys tracked (its config name)."""
         if window < 1 or max_devices < 1:
             raise ValueError("window and max_devices must be at least 1")
         self._window = window
-        self._max_devices = max_devices
-        self._devices: dict[DeviceKey, _Device] = {}
-        self._arrival: deque[DeviceKey] = deque()  # device keys, first seen first
-        self._offenders: dict[DeviceKey, _Device] = {}  # devices with gaps or resets
+        self._max_keys = max_devices
+        self._streams: dict[StreamKey, _Stream] = {}
+        self._arrival: deque[StreamKey] = deque()  # keys, first seen first
+        # Per (site, device) with a gap or a reset in a tracked stream: kept as events come,
+        # so `stats` ranks devices without a pass over every stream.
+        self._offenders: dict[tuple[str, str], _Offender] = {}
         self._missing = self._filled = self._expired = self._outstanding = 0
         self._repeated = self._stale = self._resets = self._evicted = 0
 
-    def observe(self, site: str, device: str, seq: int) -> None:
-        key = (site, device)
-        state = self._devices.get(key)
+    def observe(self, site: str, device: str, stream: str, seq: int) -> None:
+        """Take the event ``seq`` of ``device``'s ``stream`` (a `wire.topics.Stream` value)."""
+        key = (site, device, stream)
+        state = self._streams.get(key)
         if state is None:
             self._add(key, seq)
         elif seq == state.highest + 1:
@@ -104,6 +138,7 @@ class GapDetector:
         elif state.waiting and seq in state.waiting:
             state.waiting.discard(seq)
             state.filled += 1
+            self._offender(key, state).filled += 1
             self._filled += 1
             self._outstanding -= 1
         elif state.highest - seq <= self._window:
@@ -111,21 +146,46 @@ class GapDetector:
         else:
             self._far_below(key, state, seq)
 
-    def _add(self, key: DeviceKey, seq: int) -> None:
-        if len(self._arrival) >= self._max_devices:
+    def _add(self, key: StreamKey, seq: int) -> None:
+        if len(self._arrival) >= self._max_keys:
             old_key = self._arrival.popleft()
-            old = self._devices.pop(old_key)
-            self._offenders.pop(old_key, None)
+            old = self._streams.pop(old_key)
+            self._forget_offender(old_key, old)
             self._expire(old, old.highest + 1)
             self._evicted += 1
-        self._devices[key] = _Device(seq)
+        self._streams[key] = _Stream(seq)
         self._arrival.append(key)
 
-    def _jump(self, key: DeviceKey, state: _Device, seq: int) -> None:
+    def _offender(self, key: StreamKey, state: _Stream) -> _Offender:
+        """The sums of ``key``'s device, which ``state`` counts in from now on."""
+        offender = state.offender
+        if offender is None:
+            device = (key[0], key[1])
+            offender = self._offenders.get(device)
+            if offender is None:
+                offender = self._offenders[device] = _Offender()
+            offender.streams += 1  # the stream's own figures are still 0: all counted here
+            state.offender = offender
+        return offender
+
+    def _forget_offender(self, key: StreamKey, state: _Stream) -> None:
+        """Take an evicted stream's figures out of its device's sums."""
+        offender = state.offender
+        if offender is None:
+            return
+        offender.streams -= 1
+        if offender.streams == 0:
+            del self._offenders[(key[0], key[1])]
+        else:
+            offender.missing -= state.missing
+            offender.filled -= state.filled
+            offender.resets -= state.resets
+
+    def _jump(self, key: StreamKey, state: _Stream, seq: int) -> None:
         gap = seq - state.highest - 1
         state.missing += gap
+        self._offender(key, state).missing += gap
         self._missing += gap
-        self._offenders[key] = state
         remembered = range(max(state.highest + 1, seq - self._window), seq)
         self._expired += gap - len(remembered)
         self._outstanding += len(remembered)
@@ -137,13 +197,13 @@ class GapDetector:
         state.candidate = None
         self._expire(state, seq - self._window)
 
-    def _far_below(self, key: DeviceKey, state: _Device, seq: int) -> None:
+    def _far_below(self, key: StreamKey, state: _Stream, seq: int) -> None:
         candidate = state.candidate
         if candidate is not None and 0 < seq - candidate <= self._window:
             self._stale -= 1  # the candidate was the first event of a restarted counter
             self._resets += 1
             state.resets += 1
-            self._offenders[key] = state
+            self._offender(key, state).resets += 1
             self._expire(state, state.highest + 1)
             state.highest = seq
             state.candidate = None
@@ -151,8 +211,8 @@ class GapDetector:
             self._stale += 1
             state.candidate = seq
 
-    def _expire(self, state: _Device, floor: int) -> None:
-        """Give up on the device's missing seqs below ``floor``."""
+    def _expire(self, state: _Stream, floor: int) -> None:
+        """Give up on the stream's missing seqs below ``floor``."""
         order, waiting = state.order, state.waiting
         if order is None or waiting is None:
             return
@@ -166,7 +226,7 @@ class GapDetector:
     def stats(self, top: int = 10) -> GapStats:
         worst = heapq.nlargest(top, self._offenders.items(), key=lambda item: item[1].missing)
         return GapStats(
-            devices=len(self._devices),
+            devices=len(self._streams),
             missing=self._missing,
             filled=self._filled,
             expired=self._expired,
@@ -176,7 +236,7 @@ class GapDetector:
             resets=self._resets,
             evicted_devices=self._evicted,
             top=[
-                DeviceGaps(site, device, state.missing, state.filled, state.resets)
-                for (site, device), state in worst
+                DeviceGaps(site, device, sums.missing, sums.filled, sums.resets)
+                for (site, device), sums in worst
             ],
         )

@@ -5,7 +5,8 @@
 parses the topic, decodes and validates the payload against it (wire: type
 matches the stream, ids match the topic, no card number), builds its
 line-protocol line, and for sequenced events deduplicates (gateway.dedup),
-detects gaps (gateway.gaps) and feeds payments to the aggregates
+detects gaps (gateway.gaps), both per (site, device, stream) as each stream of
+a device counts its own ``seq``, and feeds payments to the aggregates
 (gateway.aggregates). The `Outcome` says what to do:
 
 - ``ACCEPTED``: spool ``outcome.line``.
@@ -147,11 +148,12 @@ class Pipeline:
             line = to_line(message)
         except LineProtocolError as exc:
             return self._reject(RejectReason.UNENCODABLE, exc, topic, payload)
-        if not isinstance(message, DeviceState) and self._is_duplicate(message, now_ns):
+        stream = STREAM_FOR_MESSAGE[type(message)]
+        if not isinstance(message, DeviceState) and self._is_duplicate(message, stream, now_ns):
             self._duplicates[type(message)] += 1
-            return Outcome(Verdict.DUPLICATE, line, STREAM_FOR_MESSAGE[type(message)])
+            return Outcome(Verdict.DUPLICATE, line, stream)
         self._accepted[type(message)] += 1
-        return Outcome(Verdict.ACCEPTED, line, STREAM_FOR_MESSAGE[type(message)])
+        return Outcome(Verdict.ACCEPTED, line, stream)
 
     def _decode(self, topic: str, payload: bytes) -> DeviceMessage | Outcome:
         """The valid message, or the rejection."""
@@ -173,13 +175,17 @@ class Pipeline:
         except TopicError as exc:
             return self._reject(RejectReason.ID_MISMATCH, exc, topic, payload)
 
-    def _is_duplicate(self, message: Sequenced, now_ns: int) -> bool:
-        """Dedup, then gaps and aggregates for a new sequenced event."""
+    def _is_duplicate(self, message: Sequenced, stream: Stream, now_ns: int) -> bool:
+        """Dedup, then gaps and aggregates for a new sequenced event.
+
+        Both key by (site, device, stream): each stream of a device has its own
+        ``seq`` counter (docs/wire.md).
+        """
         site, device, seq = message.site, message.device, message.seq
-        if self._dedup.is_duplicate(site, device, seq, message.ts):
+        if self._dedup.is_duplicate(site, device, stream, seq, message.ts):
             return True
         if self._gaps is not None:
-            self._gaps.observe(site, device, seq)
+            self._gaps.observe(site, device, stream, seq)
         if type(message) is PaymentTransaction:
             self._aggregator.add(message, now_ns)
         return False

@@ -13,8 +13,9 @@ nothing else.
 
 Units are in the field names (``_ms``, ``_pct``, ``_c``, ``_dbm``, ``_s``);
 ``ts`` is event time in nanoseconds since the Unix epoch, UTC; ``seq`` is the
-per-device sequence number (gap detection and point identity, see
-wire.points); amounts are integers in the currency's minor unit.
+device's sequence number for the message's stream, one counter per (device,
+stream) (gap detection, deduplication and point identity, see wire.points);
+amounts are integers in the currency's minor unit.
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ class _Message(WireStruct, kw_only=True, frozen=True):
 
 
 class _SequencedMessage(_Message, kw_only=True, frozen=True):
+    """A device message with a ``seq``: one counter per (device, stream), kept across reboots.
+
+    Each stream counts on its own, so a terminal's payment 5 and its status 5 are
+    distinct events, and an agent whose id is also its terminal's numbers its
+    HostHealth without touching the terminal's counters. An event's identity is
+    therefore (site, device, stream, seq).
+    """
+
     seq: Seq
 
 
@@ -163,15 +172,31 @@ class Alert(WireStruct, kw_only=True, frozen=True, tag="alert/1"):
     summary: Annotated[str, msgspec.Meta(max_length=2000)]
 
 
-class LinkAck(WireStruct, kw_only=True, frozen=True, tag="ack/1"):
-    """Serial link only, agent -> device: the message ``seq`` is durable in the outbox.
+SERIAL_STREAMS: Final = frozenset({Stream.PAYMENT, Stream.STATUS, Stream.SENSOR})
+"""The streams a device sends over its serial link, the only ones a `LinkAck` names."""
 
-    The device keeps each payment until it is acknowledged and sends it again
-    otherwise (see docs/wire.md, "Serial link"); samples are never re-sent.
+
+class LinkAck(WireStruct, kw_only=True, frozen=True, tag="ack/2"):
+    """Serial link only, agent -> device: the ``stream`` message ``seq`` is durable in the outbox.
+
+    Sequence numbers count per (device, stream), so the ack names the stream: a
+    status ack must never release the payment with the same ``seq``. The device
+    keeps each payment until it is acknowledged and sends it again otherwise
+    (see docs/wire.md, "Serial link"); samples are never re-sent. (``ack/1``
+    had no ``stream``; it is refused.)
     """
 
     device: Id
+    stream: Stream  # one of SERIAL_STREAMS
     seq: Seq
+
+    def __post_init__(self) -> None:
+        if self.stream not in SERIAL_STREAMS:  # msgspec reports this as a ValidationError
+            allowed = ", ".join(sorted(stream.value for stream in SERIAL_STREAMS))
+            raise ValueError(
+                f"a LinkAck acknowledges a serial stream ({allowed}), not {self.stream.value!r}"
+                " - at `$.stream`"
+            )
 
 
 DeviceMessage = PaymentTransaction | TerminalStatus | SensorReading | HostHealth | DeviceState

@@ -9,7 +9,7 @@ Point identity: InfluxDB keys a point by measurement, tag set and timestamp,
 and silently overwrites on a match. A device's events share one series, so
 the timestamp carries the identity: event time truncated to the millisecond,
 plus the device's sequence number modulo 1,000,000 in the sub-millisecond
-digits (`point_time_ns`). A redelivered event (same device, seq and ts) lands
+digits (`point_time_ns`). A redelivered event (same device, stream, seq and ts) lands
 on the same point; two distinct events of a device would need the same
 millisecond *and* sequence numbers 1,000,000 apart to collide: a million
 events within one millisecond of the device's clock, even a stopped one.
@@ -39,8 +39,8 @@ from wire.messages import (
     SensorReading,
     TerminalStatus,
 )
+from wire.timestamps import NS_PER_MS
 
-NS_PER_MS: Final = 1_000_000
 SEQ_SLOTS_PER_MS: Final = 1_000_000
 
 

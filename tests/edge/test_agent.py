@@ -30,11 +30,12 @@ from edge.serial_source import SourceStats
 from edge.status import AgentStatus, read_status
 from firmware_sim.event_engine import SimMessage
 from firmware_sim.serial_link import SerialDevice
+from testkit.factories import payment as payment_message
 from testkit.mqtt_collector import Collector
 from testkit.servers import MosquittoServer, wait_until
 from tests.conftest import SmallDisk
-from tests.wire.test_messages import payment as payment_message
 from wire.messages import (
+    STREAM_FOR_MESSAGE,
     HostHealth,
     PaymentTransaction,
     TerminalStatus,
@@ -94,7 +95,7 @@ class Terminal:
         self.device = device
         self.link = SerialDevice(device, retransmit_s=retransmit_s, queue_limit=100_000)
         self.port = self.link.port
-        self.sent: dict[int, SimMessage] = {}  # by seq
+        self.sent: dict[tuple[Stream, int], SimMessage] = {}  # by stream and seq
         self.closed = False
         self._lock = threading.Lock()
         self._reading = threading.Event()
@@ -119,7 +120,7 @@ class Terminal:
     def send(self, *messages: SimMessage) -> None:
         with self._lock:
             for message in messages:
-                self.sent.setdefault(message.seq, message)
+                self.sent.setdefault((STREAM_FOR_MESSAGE[type(message)], message.seq), message)
                 self.link.send(message)
 
     def payments(self, first: int, count: int) -> None:
@@ -353,7 +354,7 @@ def assert_only_redeliveries(sub: Collector, terminal: Terminal) -> int:
     returns how many arrived more than once."""
     payloads = arrived(sub, terminal.device, Stream.PAYMENT)
     for payload in payloads:
-        assert payload == encode(terminal.sent[msgspec.json.decode(payload)["seq"]])
+        assert payload == encode(terminal.sent[Stream.PAYMENT, msgspec.json.decode(payload)["seq"]])
     return len(payloads) - len(set(payloads))
 
 
@@ -365,14 +366,14 @@ def test_payments_and_status_flow_end_to_end_and_are_acknowledged(rig: Rig) -> N
     rig.configure(*(t.port for t in terminals))
     with rig.subscribe() as sub:
         rig.start_agent()
+        for terminal in terminals:  # each stream numbered by its own counter
+            for seq in range(1, 46):
+                terminal.send(payment(terminal.device, seq))
+                if seq % 3 == 0:
+                    terminal.send(status(terminal.device, seq // 3))
         for terminal in terminals:
-            for seq in range(1, 61):
-                terminal.send(
-                    status(terminal.device, seq) if seq % 4 == 0 else payment(terminal.device, seq)
-                )
-        for terminal in terminals:
-            wait_for_seqs(sub, terminal, Stream.PAYMENT, {s for s in range(1, 61) if s % 4})
-            wait_for_seqs(sub, terminal, Stream.STATUS, set(range(4, 61, 4)))
+            wait_for_seqs(sub, terminal, Stream.PAYMENT, set(range(1, 46)))
+            wait_for_seqs(sub, terminal, Stream.STATUS, set(range(1, 16)))
             wait_acked(terminal)
         health = device_topic(SITE, AGENT_ID, Stream.HEALTH)
         wait_until(lambda: any(t == health for t, _, _ in sub.snapshot()), 10, message="no health")
@@ -389,6 +390,33 @@ def test_payments_and_status_flow_end_to_end_and_are_acknowledged(rig: Rig) -> N
         )
         assert sorted(set(payloads)) == sorted(map(encode, terminal.sent.values()))
         assert terminal.link.acks >= 60 and terminal.link.bad_replies == 0
+
+
+def test_an_agent_sharing_its_terminals_id_keeps_every_stream_whole(rig: Rig) -> None:
+    """The agent's HostHealth and its terminal's payments and heartbeats under one
+    (site, device): each stream counts on its own and each arrives whole. The terminal's
+    first payments are damaged on the line while its heartbeats with the same seqs get
+    through: their acks name the status stream, so the payments are held and re-sent."""
+    terminal = Terminal(AGENT_ID, retransmit_s=0.3)  # the Pi's id is the terminal's too
+    rig.terminals.append(terminal)
+    running = AgentThread(rig.configure(terminal.port, health_interval_s=0.2))
+    try:
+        with rig.subscribe() as sub:
+            terminal.corrupt_next(3)
+            terminal.payments(1, 3)  # damaged: the agent never sees them
+            terminal.send(*(status(terminal.device, seq) for seq in range(1, 4)))
+            terminal.payments(4, 3)
+            wait_for_seqs(sub, terminal, Stream.STATUS, {1, 2, 3})
+            wait_for_seqs(sub, terminal, Stream.PAYMENT, set(range(1, 7)))
+            wait_acked(terminal)
+            wait_until(lambda: len(arrived(sub, AGENT_ID, Stream.HEALTH)) >= 3, 15)
+    finally:
+        running.close()
+    health = first_seqs(arrived(sub, AGENT_ID, Stream.HEALTH))
+    assert health == list(range(health[0], health[0] + len(health)))  # its own counter, no gaps
+    assert sorted(first_seqs(arrived(sub, AGENT_ID, Stream.PAYMENT))) == list(range(1, 7))
+    assert terminal.link.retransmits >= 3 and terminal.link.bad_replies == 0
+    assert_only_redeliveries(sub, terminal)
 
 
 def test_a_broker_outage_loses_nothing_and_keeps_each_devices_order(rig: Rig) -> None:
@@ -512,7 +540,7 @@ def test_an_unplugged_device_is_reopened_when_it_comes_back(rig: Rig, tmp_path: 
             plug.symlink_to(after.port)
             wait_until(lambda: source.open and source.opens == 2, 15, message=str(source))
             # the terminal re-sends what was never acknowledged, then sells on
-            after.send(*(before.sent[seq] for seq in range(11, 21)))
+            after.send(*(before.sent[Stream.PAYMENT, seq] for seq in range(11, 21)))
             after.payments(21, 10)
             wait_for_seqs(sub, after, Stream.PAYMENT, set(range(1, 31)))
             wait_acked(after)

@@ -13,7 +13,15 @@ from firmware_sim.event_engine import Emission, LinkChange, SimEvent, SimMessage
 from firmware_sim.run_setup import SimSettings, Simulation, build_simulation
 from firmware_sim.scenario_file import Scenario
 from wire.framing import FrameDecoder, encode_frame
-from wire.messages import LinkAck, PaymentTransaction, SensorReading, TerminalStatus, decode, encode
+from wire.messages import (
+    STREAM_FOR_MESSAGE,
+    LinkAck,
+    PaymentTransaction,
+    SensorReading,
+    TerminalStatus,
+    decode,
+    encode,
+)
 from wire.timestamps import NS_PER_HOUR, parse_iso
 
 START_NS = parse_iso("2026-11-23T00:00:00Z")  # a Monday
@@ -84,10 +92,19 @@ class Agent:
             self.received.append(message)
             if self.ack:
                 with contextlib.suppress(serial.SerialException):
-                    self.port.write(
-                        encode_frame(encode(LinkAck(device=message.device, seq=message.seq)))
-                    )
+                    self.port.write(ack_frame(message))
         return len(self.received)
 
     def close(self) -> None:
         self.port.close()
+
+
+def ack_frame(message: SimMessage) -> bytes:
+    """The framed LinkAck the agent sends once ``message`` is durable."""
+    stream = STREAM_FOR_MESSAGE[type(message)]
+    return encode_frame(encode(LinkAck(device=message.device, stream=stream, seq=message.seq)))
+
+
+def identity(message: SimMessage) -> tuple[str, str, int]:
+    """What tells a device's events apart: (device, stream, seq), one counter per stream."""
+    return message.device, STREAM_FOR_MESSAGE[type(message)].value, message.seq

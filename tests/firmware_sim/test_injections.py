@@ -10,7 +10,7 @@ import pytest
 
 from firmware_sim.event_engine import Emission, SimEvent
 from firmware_sim.run_setup import Simulation
-from tests.firmware_sim.helpers import link_changes, messages, scenario_from, simulate
+from tests.firmware_sim.helpers import identity, link_changes, messages, scenario_from, simulate
 from wire.incidents import InjectionType
 from wire.labels import GroundTruthLabel, read_labels, write_labels
 from wire.messages import (
@@ -254,7 +254,7 @@ def test_clock_skew_duplicates_and_corruption_hit_only_their_targets(
     assert duplicates and corrupted
     assert all(e.message.device in dup.devices and dup.covers(e.at_ns) for e in duplicates)
     assert all(e.message.device in bad.devices and bad.covers(e.at_ns) for e in corrupted)
-    seen = Counter((e.message.device, e.message.seq) for e in emissions)
+    seen = Counter(identity(e.message) for e in emissions)  # (device, stream, seq)
     assert sum(n - 1 for n in seen.values()) == len(duplicates)
 
 

@@ -14,13 +14,18 @@ from firmware_sim.report import RunStats
 from firmware_sim.run_loop import run
 from firmware_sim.serial_link import SerialDevice, SerialFleet
 from testkit.servers import wait_until
-from tests.firmware_sim.helpers import Agent, build, messages, scenario_from, simulate
-from wire.framing import encode_frame
-from wire.messages import (
-    LinkAck,
-    PaymentTransaction,
-    encode,
+from tests.firmware_sim.helpers import (
+    Agent,
+    ack_frame,
+    build,
+    identity,
+    messages,
+    scenario_from,
+    simulate,
 )
+from wire.framing import encode_frame
+from wire.messages import LinkAck, PaymentTransaction, TerminalStatus, encode
+from wire.topics import Stream
 
 
 def acked(device: SerialDevice, count: int) -> bool:
@@ -71,9 +76,55 @@ def test_an_unacked_payment_is_sent_again_and_a_sample_never(device: SerialDevic
     wait_until(resent_twice, timeout=5)
     assert agent.received.count(status) == 1
     assert device.retransmits == agent.received.count(payment) - 1
-    agent.port.write(encode_frame(encode(LinkAck(device=payment.device, seq=payment.seq))))
+    agent.port.write(ack_frame(payment))
     wait_until(lambda: acked(device, 1), timeout=5)
     assert device.unacked == 0
+    agent.close()
+
+
+def test_an_ack_of_another_stream_with_the_same_seq_releases_no_payment(
+    device: SerialDevice,
+) -> None:
+    """Each stream counts on its own: payment 1 and status 1 are two events, and the ack
+    of status 1 must leave payment 1 held (and re-sent) until payment 1 is acknowledged."""
+    agent = Agent(device.port, ack=False)
+    payment, status = payment_and_status()
+    assert isinstance(payment, PaymentTransaction) and isinstance(status, TerminalStatus)
+    assert payment.seq == status.seq == 1  # the first of each stream
+    device.send(payment)
+    device.send(status)
+    wait_until(lambda: agent.poll() == 2, timeout=5)
+    agent.port.write(ack_frame(status))
+    for stream in (Stream.SENSOR, Stream.STATUS):  # acks a device may get; none is a payment's
+        agent.port.write(encode_frame(encode(LinkAck(device=device.device, stream=stream, seq=1))))
+    wait_until(lambda: acked(device, 3), timeout=5)
+    assert device.unacked == 1  # the payment is still held
+
+    def resent() -> bool:
+        device.retransmit(time.monotonic())
+        agent.poll()
+        return agent.received.count(payment) >= 2
+
+    wait_until(resent, timeout=5)
+    agent.port.write(ack_frame(payment))
+    wait_until(lambda: acked(device, 4), timeout=5)
+    assert device.unacked == 0 and device.bad_replies == 0
+    agent.close()
+
+
+def test_an_ack_without_a_stream_is_a_bad_reply(device: SerialDevice) -> None:
+    agent = Agent(device.port, ack=False)
+    payment, _ = payment_and_status()
+    device.send(payment)
+    old_ack = b'{"schema":"ack/1","device":"%s","seq":%d}' % (device.device.encode(), payment.seq)
+    agent.port.write(encode_frame(old_ack))
+
+    def refused() -> bool:
+        device.on_readable()
+        return device.bad_replies == 1
+
+    wait_until(refused, timeout=5)
+    assert device.unacked == 1 and device.acks == 0
     agent.close()
 
 
@@ -136,11 +187,11 @@ def test_a_corrupt_frame_scenario_through_the_serial_fleet(tmp_path: Path) -> No
     assert corrupted == bad == stats.corrupted
     received = [m for a in agents.values() for m in a.received]
     emissions = [e for e in events if isinstance(e, Emission)]
-    intact = {(e.message.device, e.message.seq) for e in emissions if not e.corrupt}
-    payments = {(m.device, m.seq) for m in expected if isinstance(m, PaymentTransaction)}
+    intact = {identity(e.message) for e in emissions if not e.corrupt}
+    payments = {identity(m) for m in expected if isinstance(m, PaymentTransaction)}
     # a payment always arrives (re-sent until acked); a sample only if one copy was intact
     wanted = payments | intact
-    assert {(m.device, m.seq) for m in received} == wanted
+    assert {identity(m) for m in received} == wanted
     assert stats.corrupted > 10 and stats.duplicates > 5 and len(payments) > 50
     assert sum(d.retransmits for d in fleet.devices.values()) > 5  # corrupted payments re-sent
     for agent in agents.values():

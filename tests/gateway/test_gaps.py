@@ -7,7 +7,7 @@ from gateway.gaps import DeviceGaps, GapDetector, GapStats
 def feed(seqs: list[int], *, window: int = 100, device: str = "pos-1") -> GapStats:
     detector = GapDetector(window, max_devices=10)
     for seq in seqs:
-        detector.observe("store-1", device, seq)
+        detector.observe("store-1", device, "payment", seq)
     return detector.stats()
 
 
@@ -58,7 +58,7 @@ def test_devices_are_tracked_apart_and_the_worst_come_first() -> None:
     detector = GapDetector(100, max_devices=10)
     for device, seqs in {"a": [1, 5], "b": [1, 2], "c": [1, 3]}.items():
         for seq in seqs:
-            detector.observe("s", device, seq)
+            detector.observe("s", device, "payment", seq)
     stats = detector.stats(top=2)
     assert [d.device for d in stats.top] == ["a", "c"]
     assert stats.missing == 4
@@ -66,31 +66,114 @@ def test_devices_are_tracked_apart_and_the_worst_come_first() -> None:
 
 def test_devices_beyond_the_bound_evict_the_first_seen() -> None:
     detector = GapDetector(100, max_devices=2)
-    detector.observe("s", "a", 1)
-    detector.observe("s", "a", 5)  # 3 outstanding
-    detector.observe("s", "b", 1)
-    detector.observe("s", "c", 1)  # evicts a
+    detector.observe("s", "a", "payment", 1)
+    detector.observe("s", "a", "payment", 5)  # 3 outstanding
+    detector.observe("s", "b", "payment", 1)
+    detector.observe("s", "c", "payment", 1)  # evicts a
     stats = detector.stats()
     assert (stats.devices, stats.evicted_devices, stats.outstanding, stats.expired) == (2, 1, 0, 3)
     assert stats.top == []
-    detector.observe("s", "a", 100)  # comes back: starts afresh, no gap
+    detector.observe("s", "a", "payment", 100)  # comes back: starts afresh, no gap
     assert detector.stats().missing == 3
 
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(min_value=0, max_value=500)),
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.sampled_from(["payment", "status"]),
+            st.integers(min_value=0, max_value=500),
+        ),
         max_size=300,
     ),
     st.integers(min_value=1, max_value=50),
 )
 def test_counts_always_balance_and_memory_stays_in_the_window(
-    events: list[tuple[str, int]], window: int
+    events: list[tuple[str, str, int]], window: int
 ) -> None:
-    detector = GapDetector(window, max_devices=2)
-    for device, seq in events:
-        detector.observe("s", device, seq)
-        stats = detector.stats()
+    detector = GapDetector(window, max_devices=3)
+    for device, stream, seq in events:
+        detector.observe("s", device, stream, seq)
+        stats = detector.stats(top=10)
         assert stats.missing == stats.filled + stats.expired + stats.outstanding
         assert 0 <= stats.outstanding <= window * stats.devices
-        assert stats.devices <= 2
+        assert stats.devices <= 3
+        # the top list sums what the tracked streams hold: never more than ever counted
+        assert sum(d.missing for d in stats.top) <= stats.missing
+        assert sum(d.filled for d in stats.top) <= stats.filled
+        assert all(d.missing >= 0 and d.filled >= 0 and d.resets >= 0 for d in stats.top)
+
+
+# -- one counter per (device, stream) ---------------------------------------------------------
+
+
+def test_each_stream_of_a_device_has_its_own_counter() -> None:
+    """A terminal numbers payments and heartbeats apart: 1, 2, 3 on each is no gap."""
+    detector = GapDetector(100, max_devices=10)
+    for seq in range(1, 51):
+        detector.observe("store-1", "pos-1", "payment", seq)
+        if seq % 5 == 0:
+            detector.observe("store-1", "pos-1", "status", seq // 5)
+    stats = detector.stats()
+    assert (stats.missing, stats.repeated, stats.stale, stats.resets) == (0, 0, 0, 0)
+    assert stats.devices == 2  # (store-1, pos-1, payment) and (store-1, pos-1, status)
+
+
+def test_an_agent_sharing_its_terminals_id_shows_no_false_gaps() -> None:
+    """The defect: the agent's HostHealth counter and its terminal's counters under one
+    (site, device). Keyed by (site, device) alone, health 0, 1, 2... interleaved with
+    payments 1, 2, 3... looked like jumps, repeats and restarts."""
+    detector = GapDetector(100, max_devices=10)
+    payment = 1000  # a terminal that has sold for a while; the agent just started
+    for health in range(30):
+        for _ in range(3):
+            detector.observe("s0001", "s0001-pos1", "payment", payment)
+            payment += 1
+        detector.observe("s0001", "s0001-pos1", "health", health)
+    stats = detector.stats()
+    assert (stats.missing, stats.repeated, stats.stale, stats.resets) == (0, 0, 0, 0)
+    assert stats.top == []
+
+
+def test_a_gap_in_one_stream_is_counted_once_and_the_top_sums_a_devices_streams() -> None:
+    detector = GapDetector(100, max_devices=10)
+    for stream, seqs in {"payment": [1, 2, 5], "status": [1, 3], "sensor": [1, 2]}.items():
+        for seq in seqs:
+            detector.observe("s", "pos-1", stream, seq)
+    for seq in (1, 3):
+        detector.observe("s", "pos-2", "payment", seq)
+    detector.observe("s", "pos-1", "payment", 4)  # late: fills the payment gap, not status'
+    stats = detector.stats()
+    assert (stats.missing, stats.filled, stats.outstanding) == (4, 1, 3)
+    assert stats.top == [
+        DeviceGaps("s", "pos-1", missing=3, filled=1, resets=0),
+        DeviceGaps("s", "pos-2", missing=1, filled=0, resets=0),
+    ]
+
+
+def test_the_bound_counts_streams_and_an_evicted_stream_leaves_the_top() -> None:
+    detector = GapDetector(100, max_devices=2)
+    detector.observe("s", "a", "payment", 1)
+    detector.observe("s", "a", "payment", 4)  # 2 missing
+    detector.observe("s", "a", "status", 1)
+    detector.observe("s", "a", "status", 3)  # 1 missing
+    assert detector.stats().top == [DeviceGaps("s", "a", missing=3, filled=0, resets=0)]
+    detector.observe("s", "b", "payment", 1)  # a third key: evicts (s, a, payment)
+    stats = detector.stats()
+    assert (stats.devices, stats.evicted_devices) == (2, 1)
+    assert stats.top == [DeviceGaps("s", "a", missing=1, filled=0, resets=0)]
+    detector.observe("s", "c", "payment", 1)  # evicts (s, a, status): a is gone
+    assert detector.stats().top == []
+
+
+def test_a_restart_of_one_stream_is_a_reset_of_that_stream_only() -> None:
+    detector = GapDetector(100, max_devices=10)
+    for seq in range(50_000, 50_010):
+        detector.observe("s", "pos-1", "payment", seq)
+        detector.observe("s", "pos-1", "status", seq - 40_000)
+    for seq in (0, 1, 2):  # the payment counter was lost; the status one was not
+        detector.observe("s", "pos-1", "payment", seq)
+        detector.observe("s", "pos-1", "status", 10_010 + seq)
+    stats = detector.stats()
+    assert (stats.resets, stats.missing, stats.stale) == (1, 0, 0)
+    assert stats.top == [DeviceGaps("s", "pos-1", missing=0, filled=0, resets=1)]

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from gateway.aggregates import DEVICE_MEASUREMENT
 from gateway.config import GapsSection
 from gateway.pipeline import DEFAULT_GAPS, Outcome, Pipeline, RejectReason, Verdict
+from testkit.factories import TS, next_status, payment, payment_json
 from tests import strategies as s
-from tests.wire.test_messages import TS, payment, payment_json
 from wire import messages as m
 from wire import pci
 from wire.points import to_line
@@ -79,6 +79,68 @@ def test_gap_detection_can_be_off() -> None:
     p = pipeline(gaps=GapsSection(enabled=False))
     p.process(TOPIC, m.encode(payment(seq=1)), NOW)
     assert p.stats().gaps is None
+
+
+def health_sample(site: str, device: str, seq: int, ts: int) -> m.HostHealth:
+    return m.HostHealth(
+        site=site,
+        device=device,
+        ts=ts,
+        seq=seq,
+        cpu_temp_c=48.5,
+        load1=0.4,
+        mem_used_pct=31.0,
+        disk_used_pct=12.0,
+        clock_synced=True,
+        outbox_depth=0,
+        outbox_dropped=0,
+    )
+
+
+def test_an_agent_sharing_its_terminals_id_gets_no_false_gaps_and_loses_no_dedup_entry() -> None:
+    """The defect: an edge agent's HostHealth counter and its terminal's counters under
+    one (site, device). Each stream counts on its own (docs/wire.md), so the gateway must
+    key gaps and dedup by (site, device, stream): no gaps, and every redelivered payment
+    is still known (kept out of the aggregates), however the other streams number."""
+    site, device = "s0001", "s0001-pos1"  # the Pi and its terminal share the id
+    topics = {stream: device_topic(site, device, stream) for stream in ("payment", "status")}
+    health_topic = device_topic(site, device, "health")
+    p = pipeline()
+    sent: list[tuple[str, bytes]] = []
+    health = 100  # the agent has run for a while; its terminal was just replaced
+    for seq in range(1, 61):
+        ts = TS + seq * NS_PER_S
+        sale = payment(site=site, device=device, seq=seq, ts=ts, txn_id=f"t{seq}")
+        sent.append((topics["payment"], m.encode(sale)))
+        if seq % 5 == 0:  # a heartbeat numbered by the terminal's status counter
+            beat = msgspec.structs.replace(
+                next_status(), site=site, device=device, seq=seq // 5, ts=ts + 1
+            )
+            sent.append((topics["status"], m.encode(beat)))
+        if seq % 4 == 0:  # the agent's own sample, numbered by its health counter
+            sent.append((health_topic, m.encode(health_sample(site, device, health, ts + 2))))
+            health += 1
+    first = [p.process(topic, payload, NOW).verdict for topic, payload in sent]
+    again = [p.process(topic, payload, NOW).verdict for topic, payload in sent]  # QoS 1 resend
+
+    assert set(first) == {Verdict.ACCEPTED}
+    assert set(again) == {Verdict.DUPLICATE}  # no redelivery taken for a new event
+    stats = p.stats()
+    assert stats.aggregates.events == 60  # each payment counted once
+    assert (stats.dedup.duplicates, stats.dedup.reused) == (len(sent), 0)
+    gaps = stats.gaps
+    assert gaps is not None
+    assert (gaps.missing, gaps.repeated, gaps.stale, gaps.resets) == (0, 0, 0, 0)
+    assert gaps.devices == 3 and gaps.top == []
+
+
+def test_a_status_with_a_payments_seq_and_ts_is_not_a_duplicate() -> None:
+    p = pipeline()
+    sale = payment(seq=7)
+    beat = msgspec.structs.replace(next_status(), seq=7, ts=sale.ts)
+    assert p.process(TOPIC, m.encode(sale), NOW).verdict is Verdict.ACCEPTED
+    status_topic = device_topic("store-1", "pos-1", "status")
+    assert p.process(status_topic, m.encode(beat), NOW).verdict is Verdict.ACCEPTED
 
 
 def test_tick_returns_the_closed_windows_lines() -> None:

@@ -33,7 +33,7 @@ from cobs import cobs
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from wire.errors import FrameError, WireError
+from wire.errors import FrameError, MessageDecodeError, WireError
 from wire.framing import (
     MAX_ENCODED_LEN,
     MAX_FRAME_LEN,
@@ -42,6 +42,8 @@ from wire.framing import (
     FrameStats,
     encode_frame,
 )
+from wire.messages import LinkAck, decode_as, encode
+from wire.topics import Stream
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -552,3 +554,45 @@ def test_stats_is_a_snapshot_and_encodes() -> None:
     assert msgspec.json.decode(msgspec.json.encode(decoder.stats), type=FrameStats) == (
         decoder.stats
     )
+
+
+# -- the serial link's acknowledgement (wire.messages.LinkAck) -------------------------------
+
+
+@pytest.mark.parametrize("stream", ["payment", "status", "sensor"])
+def test_a_link_ack_names_the_stream_and_round_trips_framed(stream: str) -> None:
+    ack = LinkAck(device="s0001-pos1", stream=Stream(stream), seq=7)
+    [payload] = FrameDecoder().feed(encode_frame(encode(ack)))
+    assert msgspec.json.decode(payload) == {
+        "schema": "ack/2",
+        "device": "s0001-pos1",
+        "stream": stream,
+        "seq": 7,
+    }
+    assert decode_as(payload, LinkAck) == ack
+    # one counter per (device, stream): the same seq on another stream is another ack
+    other = Stream.STATUS if ack.stream is Stream.PAYMENT else Stream.PAYMENT
+    assert ack != LinkAck(device="s0001-pos1", stream=other, seq=7)
+
+
+@pytest.mark.parametrize(
+    ("doc", "named"),
+    [
+        ({"schema": "ack/1", "device": "d", "seq": 1}, "$.schema"),  # no stream: refused
+        ({"schema": "ack/2", "device": "d", "seq": 1}, "`stream`"),
+        ({"schema": "ack/2", "device": "d", "stream": "teleport", "seq": 1}, "$.stream"),
+        ({"schema": "ack/2", "device": "d", "stream": "health", "seq": 1}, "$.stream"),
+        ({"schema": "ack/2", "device": "d", "stream": "state", "seq": 1}, "$.stream"),
+        ({"schema": "ack/2", "device": "d", "stream": "payment", "seq": -1}, "$.seq"),
+        ({"schema": "ack/2", "device": "d", "stream": "payment", "seq": 1, "x": 1}, "x"),
+    ],
+)
+def test_a_link_ack_is_decoded_strictly(doc: dict[str, object], named: str) -> None:
+    with pytest.raises(MessageDecodeError) as info:
+        decode_as(msgspec.json.encode(doc), LinkAck)
+    assert named in str(info.value)
+
+
+def test_a_link_ack_for_a_stream_not_sent_over_serial_cannot_be_built() -> None:
+    with pytest.raises(ValueError, match="serial stream"):
+        LinkAck(device="d", stream=Stream.HEALTH, seq=1)
