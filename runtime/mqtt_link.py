@@ -37,6 +37,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from runtime.backoff import Backoff
+from runtime.config_sections import LinkSettings, TlsFiles
 from runtime.logs import kv
 
 log = logging.getLogger(__name__)
@@ -46,29 +47,9 @@ FLAPPING_WINDOW_S: Final = 60.0
 FLAPPING_CONNECTS: Final = 5  # more connects than this within the window: flapping
 
 
-class TlsFiles(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    ca_file: str
-    cert_file: str | None = None  # with key_file: mutual TLS
-    key_file: str | None = None
-
-
 def configure_tls(client: mqtt.Client, tls: TlsFiles) -> None:
     """TLS (server verified against ``ca_file``; a client certificate for mutual TLS)."""
     client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
-
-
-class LinkSettings(msgspec.Struct, kw_only=True, frozen=True):
-    host: str
-    port: int
-    client_id: str
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
-    username: str | None = None
-    tls: TlsFiles | None = None
-    receive_maximum: int | None = None  # MQTT v5 flow control for inbound QoS 1
-    max_inflight: int = 20  # paho's own cap on outbound QoS 1 in flight
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
 
 
 class LinkStatus(msgspec.Struct, kw_only=True):
@@ -94,6 +75,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng=rng)
         self._connect_started = False
+        self._closing = False  # our own DISCONNECT: not a lost link
         self._must_connect = True
         self._connack_deadline = 0.0
         self._recent_connects: deque[float] = deque(maxlen=FLAPPING_CONNECTS + 1)  # monotonic
@@ -170,11 +152,13 @@ class MqttLink:
             deadline = time.monotonic() + timeout_s
             while flush is not None and not flush() and time.monotonic() < deadline:
                 self.client.loop(timeout=TURN_S)
+            self._closing = True
             self.client.disconnect()
             self.client.loop(timeout=TURN_S)
 
     def _start_connect(self) -> bool:
         """Open the connection and send CONNECT; False if the broker can't be reached."""
+        self._closing = False
         try:
             if self._connect_started:
                 self.client.reconnect()
@@ -234,7 +218,11 @@ class MqttLink:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if not self._must_connect:
+        if self._closing:
+            self.status.connected = False
+            self._must_connect = True
+            log.info("broker_disconnected", extra=kv(client_id=self.settings.client_id))
+        elif not self._must_connect:
             self._connection_lost(f"disconnected: {reason}")
 
     def _connection_lost(self, detail: str) -> None:

@@ -18,10 +18,13 @@ from typing import Final
 
 from cloud.config import CloudConfig
 from cloud.detectors.trained_model import TrainedModel
+from cloud.jobs.alert_lifecycle import AlertManager
 from cloud.jobs.cycle import CycleReport, Detection, DetectionSettings
-from cloud.jobs.incidents import AlertManager
 from cloud.jobs.training import train
-from cloud.outputs.fanout import AlertOutputs, AlertPublisher, AnomalyWriter, WebhookNotifier
+from cloud.outputs.anomaly_points import AnomalyWriter
+from cloud.outputs.fanout import AlertOutputs
+from cloud.outputs.mqtt_alerts import AlertPublisher
+from cloud.outputs.webhook import WebhookNotifier
 from cloud.reading.influxql_reader import InfluxQLReader
 from cloud.reading.window import Shard
 from runtime.influx_sinks import make_sink
@@ -47,12 +50,8 @@ def make_outputs(config: CloudConfig) -> AlertOutputs:
     if config.mqtt is not None:
         section = config.mqtt
         mqtt = AlertPublisher(
-            host=section.host,
-            port=section.port,
-            client_id=section.client_id,
-            username=section.username,
+            section.link_settings(section.client_id),
             password=section.password(),
-            tls=section.tls,
             pending_path=config.state_dir / f"mqtt-pending.{_file_safe(section.client_id)}.json",
         )
     webhook = None

@@ -9,18 +9,17 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from cloud.outputs.fanout import (
-    AlertOutputs,
-    AlertPublisher,
-    AlertPublishError,
-    AnomalyWriter,
-    OutputError,
-    WebhookNotifier,
-)
+from cloud.config import CloudMqttSection
+from cloud.outputs.anomaly_points import AnomalyWriter
+from cloud.outputs.delivery import OutputError
+from cloud.outputs.fanout import AlertOutputs
+from cloud.outputs.mqtt_alerts import AlertPublisher, AlertPublishError
+from cloud.outputs.webhook import WebhookNotifier
+from runtime.config_sections import LinkSettings, TlsFiles
 from runtime.influx_sinks import V1Sink
-from runtime.mqtt_link import TlsFiles
 from testkit.mqtt_collector import Collector
 from testkit.servers import InfluxDB1Server, MosquittoServer, ServerFactory, free_port
 from tests.pki import make_authority
@@ -61,14 +60,18 @@ def unique_type() -> str:
     return f"test_{uuid.uuid4().hex[:10]}"
 
 
+def link_settings(
+    host: str, port: int, client_id: str | None = None, tls: TlsFiles | None = None
+) -> LinkSettings:
+    """As `make_outputs` builds them from the ``[mqtt]`` section."""
+    client_id = client_id or f"cloud-{uuid.uuid4().hex[:8]}"
+    section = CloudMqttSection(host=host, port=port, client_id=client_id, tls=tls)
+    return section.link_settings(section.client_id)
+
+
 def publisher(broker: MosquittoServer, timeout_s: float = 10.0) -> AlertPublisher:
-    host, port = broker.address
     return AlertPublisher(
-        host=host,
-        port=port,
-        client_id=f"cloud-{uuid.uuid4().hex[:8]}",
-        connect_timeout_s=timeout_s,
-        publish_timeout_s=timeout_s,
+        link_settings(*broker.address), connect_timeout_s=timeout_s, publish_timeout_s=timeout_s
     )
 
 
@@ -176,14 +179,14 @@ def test_alerts_a_run_could_not_publish_are_sent_by_the_next_run(
     alerts = [alert(n, kind) for n in range(2)]
     saved = tmp_path / "mqtt-pending.json"
     first_run = AlertPublisher(
-        host="127.0.0.1", port=free_port(), client_id="cloud-once", pending_path=saved
+        link_settings("127.0.0.1", free_port(), "cloud-once"), pending_path=saved
     )
     with pytest.raises(AlertPublishError, match="cannot connect"):
         first_run.publish(alerts)
     first_run.close()
     assert saved.exists()
     host, port = mosquitto_session.address
-    next_run = AlertPublisher(host=host, port=port, client_id="cloud-once", pending_path=saved)
+    next_run = AlertPublisher(link_settings(host, port, "cloud-once"), pending_path=saved)
     assert next_run.pending == alerts
     with Collector(host, port, f"tp/v1/alerts/+/{kind}") as collector:
         assert next_run.publish([]) == 2
@@ -194,9 +197,7 @@ def test_alerts_a_run_could_not_publish_are_sent_by_the_next_run(
 
 
 def test_the_pending_queue_is_bounded_oldest_dropped() -> None:
-    out = AlertPublisher(
-        host="127.0.0.1", port=free_port(), client_id="cloud-nowhere", max_pending=2
-    )
+    out = AlertPublisher(link_settings("127.0.0.1", free_port()), max_pending=2)
     alerts = [alert(n) for n in range(3)]
     with pytest.raises(AlertPublishError, match="cannot connect"):
         out.publish(alerts)
@@ -227,12 +228,65 @@ def test_alerts_go_over_mutual_tls(
     tls = TlsFiles(
         ca_file=str(ca.cert_file), cert_file=str(client.cert_file), key_file=str(client.key_file)
     )
-    out = AlertPublisher(host="127.0.0.1", port=tls_port, client_id="cloud-tls", tls=tls)
+    out = AlertPublisher(link_settings("127.0.0.1", tls_port, "cloud-tls", tls))
     with Collector(*broker.address, "tp/v1/alerts/#") as collector:
         assert out.publish([alert(0)]) == 1
         collector.wait_for_count(1, timeout=10)
     out.close()
     assert collector.snapshot()[0][0] == "tp/v1/alerts/s1/terminal_offline"
+
+
+def test_one_connection_is_kept_across_calls(mosquitto: MosquittoServer) -> None:
+    kind = unique_type()
+    out = AlertPublisher(link_settings(*mosquitto.address, "cloud-kept"))
+    with Collector(*mosquitto.address, f"tp/v1/alerts/+/{kind}") as collector:
+        assert out.publish([alert(0, kind)]) == 1
+        assert out.publish([alert(1, kind)]) == 1
+        collector.wait_for_count(2, timeout=10)
+    out.close()
+    log = mosquitto.log_tail(500, since_start=True)
+    assert log.count("as cloud-kept") == 1, log  # "New client connected from ... as <id>"
+
+
+def test_the_broker_account_comes_from_the_section(
+    tmp_path: Path, mosquitto_factory: ServerFactory[MosquittoServer]
+) -> None:
+    broker = mosquitto_factory(accounts={"cloud": "s3cret"})
+    (tmp_path / "right").write_text("s3cret\n")
+    (tmp_path / "wrong").write_text("guess\n")
+
+    def out(password_file: Path) -> AlertPublisher:
+        section = CloudMqttSection(
+            host=broker.host, port=broker.port, username="cloud", password_file=str(password_file)
+        )
+        return AlertPublisher(section.link_settings("cloud"), password=section.password())
+
+    refused = out(tmp_path / "wrong")
+    with pytest.raises(AlertPublishError, match="cannot connect: CONNACK"):
+        refused.publish([alert(0)])
+    refused.close()
+    accepted = out(tmp_path / "right")
+    assert accepted.publish(refused.pending) == 1  # acknowledged by the broker
+    accepted.close()
+
+
+def test_an_alert_over_the_brokers_packet_limit_is_refused_and_the_rest_sent(
+    mosquitto_factory: ServerFactory[MosquittoServer],
+) -> None:
+    broker = mosquitto_factory(extra_config="max_packet_size 2048")
+    kind = unique_type()
+    small = alert(0, kind)
+    large = msgspec.structs.replace(alert(1, kind), summary="x" * 4000)
+    out = AlertPublisher(link_settings(*broker.address, "cloud-limited"))
+    with Collector(*broker.address, f"tp/v1/alerts/+/{kind}") as collector:
+        assert out.publish([large, small]) == 1
+        collector.wait_for_count(1, timeout=10)
+        assert out.publish([alert(2, kind)]) == 1  # the connection was not lost over it
+        collector.wait_for_count(2, timeout=10)
+    out.close()
+    assert (out.pending, out.stats.refused, out.stats.failures) == ([], 1, 0)
+    log = broker.log_tail(500, since_start=True)
+    assert log.count("as cloud-limited") == 1, log  # "New client connected from ... as <id>"
 
 
 # -- webhook -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import msgspec
 
 from cloud.jobs.cycle import Detection, DetectionSettings
 from cloud.jobs.schedule import window_ends
-from cloud.outputs.fanout import AnomalyWriter
+from cloud.outputs.anomaly_points import AnomalyWriter
 from cloud.reading.influxql_reader import InfluxQLReader, ReaderSettings
 from firmware_sim.mqtt_fleet import MqttFleet
 from firmware_sim.report import RunStats

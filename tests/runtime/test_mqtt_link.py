@@ -9,7 +9,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from runtime.mqtt_link import FLAPPING_CONNECTS, LinkSettings, MqttLink
+from runtime.config_sections import LinkSettings
+from runtime.mqtt_link import FLAPPING_CONNECTS, MqttLink
 from testkit.servers import MosquittoServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -61,3 +62,17 @@ def test_a_link_that_keeps_reconnecting_reports_flapping(
         wait_until(lambda: link.status.connects == n, 10, message=f"reconnect {n}")  # noqa: B023
     reason = link.flapping()
     assert reason is not None and f"{FLAPPING_CONNECTS + 1} connects within 60s" in reason
+
+
+def test_closing_the_link_is_not_reported_as_a_lost_broker(
+    mosquitto: MosquittoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = MqttLink(LinkSettings(host=mosquitto.host, port=mosquitto.port, client_id="gw-close"))
+    stop = threading.Event()
+    wait_until(lambda: link.turn(stop), 10, message="link connected")
+    with caplog.at_level("INFO", logger="runtime.mqtt_link"):
+        link.close()
+    events = [record.getMessage() for record in caplog.records]
+    assert "broker_disconnected" in events
+    assert "broker_lost" not in events
+    assert link.status.connected is False
