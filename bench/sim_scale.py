@@ -15,6 +15,10 @@ as ``tillpulse sim fleet --mqtt`` does:
   events/s as counted by the broker (``$SYS/broker/publish/messages/received``)
   over the wall time of the run (connect and drain included).
 
+Each round also reports the CPU time per publish of the simulator (this process:
+event generation and the MQTT clients) and of the broker (from ``/proc``, Linux
+only), which move far less than the rates when other work shares the cores.
+
 Counted at the broker, never from what was sent: a round passes only if every
 publish was acknowledged and the broker's count matches. Mosquitto's
 ``publish/messages/received`` leaves retained PUBLISHes out (it tests the
@@ -44,6 +48,7 @@ more than 1 s late once connected (after the first 30 simulated seconds);
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import signal
 import tempfile
@@ -81,6 +86,16 @@ FD_HEADROOM: Final = 200  # listener, logs, persistence, the bench's own files
 WARMUP_S: Final = 30.0  # simulated seconds excluded from the "steady" lag (connecting)
 
 console = Console(stderr=True)
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (``/proc``; None elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, TypeError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name: state is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class BenchFailure(RuntimeError):
@@ -274,10 +289,14 @@ def one_round(
             stats = RunStats()
             fleet = MqttFleet(broker.host, broker.port, stats, window=window)
             probe = FleetProbe(fleet, settings.start_ns, accel)
+            broker_cpu_start = process_cpu_s(broker.pid)
+            cpu_start = time.process_time()
             with deadline(deadline_s, stats, probe, what):
                 probe.t0 = time.monotonic()
                 run(simulation, probe, accel=accel, stats=stats)
             done = time.monotonic()
+            sim_cpu_s = time.process_time() - cpu_start
+            broker_cpu_end = process_cpu_s(broker.pid)
             held_at_end = counters.max_connected
             # Mosquitto's $SYS count leaves retained PUBLISHes out (it tests the command
             # byte with the RETAIN bit set): the device states are checked on their own
@@ -301,7 +320,11 @@ def one_round(
         "events_per_s": stats.total_events / stats.wall_s,
         "broker_received_per_s": received / stats.wall_s,
         "max_connections_held": held_at_end,
+        "sim_cpu_us_per_publish": round(sim_cpu_s / max(stats.published, 1) * 1e6, 1),
     }
+    if broker_cpu_start is not None and broker_cpu_end is not None:
+        broker_cpu_s = broker_cpu_end - broker_cpu_start
+        result["broker_cpu_us_per_publish"] = round(broker_cpu_s / max(stats.published, 1) * 1e6, 1)
     if probe.lags:
         lags = sorted(probe.lags)
         result |= {
@@ -319,7 +342,8 @@ def one_round(
     console.log(
         f"{what}: {result['clients']:,} clients, {stats.published:,} published, "
         f"{stats.acknowledged:,} acked, broker received {received:,}, "
-        f"{stats.wall_s:.1f}s wall, {result['broker_received_per_s']:,.0f}/s"
+        f"{stats.wall_s:.1f}s wall, {result['broker_received_per_s']:,.0f}/s, "
+        f"sim CPU {result['sim_cpu_us_per_publish']} µs/publish"
         + (f", lag max {result['lag_max_s']:.2f}s" if "lag_max_s" in result else "")
         + (f", steady lag max {probe.steady_max:.3f}s" if probe.lags else "")
     )
@@ -341,6 +365,9 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if key in out:
             out[key] = round(out[key])
             out[f"{key}_runs"] = [round(r[key]) for r in rounds]
+    for key in ("sim_cpu_us_per_publish", "broker_cpu_us_per_publish"):
+        if key in out:
+            out[f"{key}_runs"] = [r[key] for r in rounds]
     for key in [k for k in out if k.startswith("lag_") or k == "handed_over_s"]:
         out[key] = round(out[key], 3)
     out["counts_match"] = all(r["counts_match"] for r in rounds)

@@ -12,10 +12,26 @@ thousands of QoS 1 messages stalls silently (DESIGN.md, traps). The whole
 fleet holds at most ``max_backlog`` queued messages; `handle` services the
 network until there is room again.
 
-The clients are a thin subclass of paho's (`_Client`): buffered reads, writes
-joined per turn, and PUBACKs decoded without per-message objects; with
-``SERVICE_EVERY`` events handed over between two rounds of network I/O that
-roughly halves the CPU per QoS 1 publish (bench/sim_scale.py).
+Only paho's public API is used: the clients are plain ``paho.mqtt.client.Client``
+objects, no subclass and no private attribute (tests/firmware_sim/test_mqtt_fleet.py
+checks it). What keeps the CPU per QoS 1 publish down (bench/sim_scale.py):
+
+* paho's own in-flight limit is off (``max_inflight_messages_set(0)``): with it,
+  every PUBACK makes paho walk all the client's stored messages looking for a
+  queued one to send. The window is this module's (``_pump`` publishes only
+  while a device has fewer than ``window`` unacknowledged), and paho's queue
+  limit (``max_queued_messages_set(window + 1)``: in ``on_publish`` paho still
+  holds the message just acknowledged) turns a broken window into an error
+  instead of a silent pile-up.
+* Writes are deferred (``on_socket_register_write``) and done in one pass per
+  turn for every client with packets queued, ``SERVICE_EVERY`` events being
+  handed over between two rounds of network I/O.
+
+The price of the public API, measured against the former subclass that
+overrode paho's socket reads and writes and its PUBACK decoding: paho reads
+every packet with three ``recv`` calls, sends every packet with its own
+``send``, and builds a ``ReasonCode`` and a ``Properties`` object per PUBACK
+(BENCHMARKS.md, simulator scale).
 
 A "last will" change cuts the device's TCP connection without DISCONNECT, so
 the broker itself publishes the last will; the next "connected" change
@@ -56,113 +72,11 @@ MISC_EVERY_S: Final = 1.0
 SESSION_EXPIRY_S: Final = 3600
 KEEPALIVE_S: Final = 60
 CONNACK_TIMEOUT_S: Final = 10.0
-SERVICE_EVERY: Final = 4096  # events handed over between two rounds of network I/O (see _Client)
-RECV_CHUNK: Final = 65_536
-SEND_CHUNK: Final = 65_536  # bytes of queued packets joined into one send
-_PUBLISH: Final = 0x30
-_DISCONNECT: Final = 0xE0
+SERVICE_EVERY: Final = 4096  # events handed over between two rounds of network I/O
 
 
 class MqttSimError(SimError):
     """The broker cannot be reached, or the fleet could not drain in time."""
-
-
-_NO_PROPERTIES: Final = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
-_PUBACK_REASONS: dict[int, ReasonCode] = {}  # reason byte -> a shared ReasonCode
-
-
-def _puback_reason(value: int) -> ReasonCode:
-    reason = _PUBACK_REASONS.get(value)
-    if reason is None:
-        reason = ReasonCode(PacketTypes.PUBACK, identifier=value)
-        _PUBACK_REASONS[value] = reason
-    return reason
-
-
-class _Client(mqtt.Client):
-    """paho's client with its per-message hot paths made cheaper (bench/sim_scale.py).
-
-    * Reads are buffered: paho reads every packet with three ``recv`` calls (type
-      byte, length byte, body); here one ``recv`` of up to 64 KiB serves them all.
-      Whoever drives the loop must call `loop_read` again while `buffered` is true:
-      data already read out of the socket does not make it readable again.
-    * Writes are joined: paho sends every queued packet with its own ``send``;
-      here the QoS 1 PUBLISHes (and other packets that need nothing done once
-      written) queued in one turn go out in one ``send``. DISCONNECT and QoS 0
-      packets, which paho acts on once written, still go through paho.
-    * A PUBACK without properties (MQTT v5: 2 bytes for success, 3 with a reason
-      code; Mosquitto answers 0x10 "no matching subscribers" when nobody listens)
-      is decoded without building a ReasonCode and a Properties object per
-      message; the callback gets shared ones. Anything else goes through paho.
-    """
-
-    _rbuf: bytes = b""
-    _rpos: int = 0
-
-    def buffered(self) -> bool:
-        return self._rpos < len(self._rbuf)
-
-    def drop_buffer(self) -> None:
-        self._rbuf = b""
-        self._rpos = 0
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rpos >= len(self._rbuf):
-            data = super()._sock_recv(RECV_CHUNK)
-            if len(data) <= bufsize:  # includes b"": the connection is gone
-                self._rbuf = b""
-                return data
-            self._rbuf = data
-            self._rpos = 0
-        start = self._rpos
-        self._rpos = end = min(start + bufsize, len(self._rbuf))
-        return self._rbuf[start:end]
-
-    def _packet_write(self) -> MQTTErrorCode:
-        queued = self._out_packet
-        if len(queued) > 1:
-            batch: list[Any] = []
-            size = 0
-            for packet in queued:
-                command = packet["command"] & 0xF0
-                if command == _DISCONNECT or (command == _PUBLISH and packet["qos"] == 0):
-                    break
-                batch.append(packet)
-                size += packet["to_process"]
-                if size >= SEND_CHUNK:
-                    break
-            if len(batch) > 1:
-                data = b"".join(p["packet"][p["pos"] :] for p in batch)
-                try:
-                    written = self._sock_send(data)
-                except (AttributeError, ValueError):
-                    return MQTTErrorCode.MQTT_ERR_SUCCESS  # as paho: no socket
-                except BlockingIOError:
-                    return MQTTErrorCode.MQTT_ERR_AGAIN
-                except OSError:
-                    return MQTTErrorCode.MQTT_ERR_CONN_LOST
-                with self._msgtime_mutex:
-                    self._last_msg_out = mqtt.time_func()
-                for packet in batch:
-                    if written < packet["to_process"]:  # the socket is full
-                        packet["pos"] += written
-                        packet["to_process"] -= written
-                        return MQTTErrorCode.MQTT_ERR_AGAIN
-                    written -= packet["to_process"]
-                    queued.popleft()
-        return super()._packet_write()
-
-    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        packet = self._in_packet["packet"]
-        size = len(packet)
-        if cmd != "PUBACK" or not 2 <= size <= 3 or self._protocol != mqtt.MQTTv5:
-            return super()._handle_pubackcomp(cmd)
-        mid = (packet[0] << 8) | packet[1]
-        reason = _puback_reason(packet[2] if size == 3 else 0)
-        with self._out_message_mutex:
-            if mid in self._out_messages:
-                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class _Device:
@@ -180,7 +94,7 @@ class _Device:
         "watching_write",
     )
 
-    def __init__(self, client: _Client, site: str, device: str) -> None:
+    def __init__(self, client: mqtt.Client, site: str, device: str) -> None:
         self.client = client
         self.site = site
         self.device = device
@@ -305,7 +219,7 @@ class MqttFleet:
             self._enqueue(device, device.state_topic, encode(change.state()), retain=True)
 
     def _new_client(self, change: LinkChange) -> _Device:
-        client = _Client(
+        client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=change.device,
             protocol=mqtt.MQTTv5,
@@ -314,7 +228,8 @@ class MqttFleet:
             client.username_pw_set(change.device, self._password)
         device = _Device(client, change.site, change.device)
         client.user_data_set(device)
-        client.max_inflight_messages_set(self.window)
+        client.max_inflight_messages_set(0)  # the window is ours (_pump): see the docstring
+        client.max_queued_messages_set(self.window + 1)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -366,7 +281,9 @@ class MqttFleet:
         if not isinstance(sock, socket.socket):
             return
         sock.shutdown(socket.SHUT_RDWR)
-        device.client.loop_read()  # paho sees the connection gone and closes its socket
+        # paho reads what the socket still holds, then sees the connection gone and closes it
+        while device.client.socket() is not None:
+            device.client.loop_read()
         device.connected = False
         log.info("device_cut_off", extra=kv(device=device.device))
 
@@ -379,7 +296,12 @@ class MqttFleet:
         while queue and device.inflight < self.window:
             topic, payload, retain = queue.popleft()
             # QoS 1: paho keeps the message until PUBACK, also across a reconnect
-            client.publish(topic, payload, qos=1, retain=retain)
+            info = client.publish(topic, payload, qos=1, retain=retain)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:  # the window is broken: a bug
+                raise MqttSimError(
+                    f"device {device.device}: paho refused a publish, its queue is full"
+                    f" ({device.inflight} in flight, window {self.window})"
+                )
             device.inflight += 1
             self._stats.published += 1
 
@@ -390,10 +312,8 @@ class MqttFleet:
         for key, mask in self._selector.select(timeout):
             device: _Device = key.data
             if mask & selectors.EVENT_READ:
-                client = device.client
-                client.loop_read()
-                while client.buffered() and client.socket() is not None:
-                    client.loop_read()
+                # up to one packet per message paho holds; more stay readable for next turn
+                device.client.loop_read()
             if mask & selectors.EVENT_WRITE:
                 self._dirty.add(device)
         self._flush()
@@ -406,7 +326,7 @@ class MqttFleet:
     def _flush(self) -> None:
         """Write what paho queued for each client; watch for writability only while a
         socket is full. paho queues instead of writing because ``on_socket_register_write``
-        is set: the writes of a burst of events then go out together."""
+        is set: the writes of a burst of events then go out in one pass."""
         dirty, self._dirty = self._dirty, set()
         for device in dirty:
             client = device.client
@@ -454,12 +374,10 @@ class MqttFleet:
         self._pump(device)
 
     def _on_socket_open(self, client: mqtt.Client, device: _Device, sock: Any) -> None:
-        device.client.drop_buffer()
         device.watching_write = False
         self._selector.register(sock, selectors.EVENT_READ, device)
 
     def _on_socket_close(self, client: mqtt.Client, device: _Device, sock: Any) -> None:
-        device.client.drop_buffer()
         self._selector.unregister(sock)
 
     def _on_register_write(self, client: mqtt.Client, device: _Device, sock: Any) -> None:

@@ -1,7 +1,13 @@
-"""Direct MQTT mode against a real Mosquitto: every event arrives, last wills fire."""
+"""Direct MQTT mode against a real Mosquitto: every event arrives, last wills fire; and
+the simulator uses paho-mqtt through its public API only."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
+import pkgutil
+import textwrap
 import threading
 from collections import Counter
 from pathlib import Path
@@ -10,9 +16,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+import firmware_sim
 from firmware_sim.cli import main
 from firmware_sim.event_engine import Emission
-from firmware_sim.mqtt_fleet import MqttFleet
+from firmware_sim.mqtt_fleet import MqttFleet, MqttSimError
 from firmware_sim.report import RunStats
 from firmware_sim.run_loop import run
 from testkit.servers import MosquittoServer, ServerFactory, free_port, wait_until
@@ -27,9 +34,7 @@ from wire.messages import (
     decode_as,
     decode_device_message,
 )
-from wire.topics import device_subscription, parse_device_topic
-
-pytestmark = pytest.mark.integration
+from wire.topics import DEVICE_PREFIX, device_subscription, parse_device_topic
 
 
 class Subscriber:
@@ -84,6 +89,7 @@ intensity = 0.2
 """
 
 
+@pytest.mark.integration
 def test_every_event_arrives_and_the_broker_fires_the_last_will(
     mosquitto: MosquittoServer, tmp_path: Path
 ) -> None:
@@ -138,6 +144,7 @@ def test_every_event_arrives_and_the_broker_fires_the_last_will(
     assert stats.duplicates > 0
 
 
+@pytest.mark.integration
 def test_retained_states_tell_how_each_device_left(mosquitto: MosquittoServer) -> None:
     simulation = build(terminals=4, sensors=1, hours=1)
     stats = RunStats()
@@ -152,6 +159,7 @@ def test_retained_states_tell_how_each_device_left(mosquitto: MosquittoServer) -
     assert all(s.reason is StateReason.SHUTDOWN and not s.online for s in states)
 
 
+@pytest.mark.integration
 def test_cli_runs_the_demo_against_mosquitto(mosquitto: MosquittoServer, tmp_path: Path) -> None:
     """`tillpulse sim fleet --mqtt` delivers what `--out` writes (the same run), and
     the labels."""
@@ -180,6 +188,7 @@ def test_cli_runs_the_demo_against_mosquitto(mosquitto: MosquittoServer, tmp_pat
     subscriber.close()
 
 
+@pytest.mark.integration
 def test_cli_fails_fast_without_a_broker(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["fleet", "--terminals", "2", "--duration", "1h", "--accel", "0",
             "--mqtt", f"127.0.0.1:{free_port()}", "--quiet"]  # fmt: skip
@@ -187,6 +196,7 @@ def test_cli_fails_fast_without_a_broker(capsys: pytest.CaptureFixture[str]) -> 
     assert "event=sim_failed" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_cli_fails_when_the_broker_refuses_publishes(
     mosquitto_factory: ServerFactory[MosquittoServer],
     tmp_path: Path,
@@ -201,6 +211,7 @@ def test_cli_fails_when_the_broker_refuses_publishes(
     assert "event=publishes_refused" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_a_device_cut_off_before_its_connack_still_leaves_a_will(
     mosquitto: MosquittoServer, tmp_path: Path
 ) -> None:
@@ -222,3 +233,113 @@ def test_a_device_cut_off_before_its_connack_still_leaves_a_will(
 
     wait_until(lambda: wills() == sorted(label.devices), timeout=10, message=lambda: str(wills()))
     subscriber.close()
+
+
+@pytest.mark.integration
+def test_each_device_logs_in_as_itself_with_the_password(
+    mosquitto_factory: ServerFactory[MosquittoServer], tmp_path: Path
+) -> None:
+    """A broker that takes only the devices' accounts, makes every client id its
+    username, and lets each one write only to its own topics: nothing refused. With
+    a wrong password nothing gets through, and the fleet says so."""
+    simulation = build(terminals=3, sensors=1, hours=1)
+    devices = [d.device_id for d in simulation.fleet.devices]
+    acl = tmp_path / "acl"
+    acl.write_text(f"pattern write {DEVICE_PREFIX}/+/%u/+\n")
+    broker = mosquitto_factory(
+        accounts=dict.fromkeys(devices, "s3cret-device-pw"), extra_config=f"acl_file {acl}\n"
+    )
+    stats = RunStats()
+    fleet = MqttFleet(broker.host, broker.port, stats, password="s3cret-device-pw")
+    run(simulation, fleet, stats=stats)
+    assert stats.published == stats.acknowledged > len(devices)
+    assert stats.refused == 0
+
+    stats = RunStats()
+    fleet = MqttFleet(broker.host, broker.port, stats, password="wrong", drain_timeout_s=2.0)
+    with pytest.raises(MqttSimError, match="unacknowledged"):
+        run(build(terminals=3, sensors=1, hours=1), fleet, stats=stats)
+    assert stats.acknowledged == 0
+
+
+# -- paho's public API only -------------------------------------------------------------
+
+PAHO_CLASSES = (mqtt.Client, mqtt.MQTTMessage, mqtt.MQTTMessageInfo)
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def paho_private_names() -> frozenset[str]:
+    """Every private name of paho's client objects: class attributes and methods, and
+    the attributes a fresh instance sets in ``__init__`` (``_out_packet``, ``_sock``...)."""
+    names = {n for cls in PAHO_CLASSES for n in dir(cls) if _is_private(n)}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe", protocol=mqtt.MQTTv5)
+    message = mqtt.MQTTMessage(1, b"t")
+    for instance in (client, message, message.info):
+        names |= {n for n in dir(instance) if _is_private(n)}
+    return frozenset(names)
+
+
+def private_paho_uses(source: str, private: frozenset[str], *, in_subclass: bool) -> list[str]:
+    """Where ``source`` touches one of paho's private names: ``x._name`` on anything but
+    ``self``/``cls`` (a client, a message...), ``getattr(x, "_name")`` and the like, and,
+    in a paho subclass, ``self._name`` too (an override or paho's own state)."""
+    found = []
+    for node in ast.walk(ast.parse(textwrap.dedent(source))):
+        if isinstance(node, ast.Attribute) and node.attr in private:
+            owner = node.value.id if isinstance(node.value, ast.Name) else None
+            if in_subclass or owner not in ("self", "cls"):
+                found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Constant) and node.value in private:
+            found.append(f"line {node.lineno}: {node.value!r}")
+    return found
+
+
+def firmware_sim_modules() -> list[str]:
+    return [
+        info.name
+        for info in pkgutil.walk_packages(firmware_sim.__path__, prefix="firmware_sim.")
+        if info.name != "firmware_sim.__main__"
+    ]
+
+
+def test_the_simulator_uses_only_pahos_public_api() -> None:
+    """The project's rule: never override or touch a library's private API. No class in
+    firmware_sim redefines a private paho name in a paho subclass, and no firmware_sim
+    source reads or writes a private attribute of a paho object."""
+    private = paho_private_names()
+    assert {"_sock_recv", "_packet_write", "_handle_pubackcomp", "_out_packet"} <= private
+    problems: list[str] = []
+    for name in firmware_sim_modules():
+        module = importlib.import_module(name)
+        source = inspect.getsource(module)
+        problems += [f"{name} {p}" for p in private_paho_uses(source, private, in_subclass=False)]
+        for cls in vars(module).values():
+            if not (inspect.isclass(cls) and cls.__module__ == name):
+                continue
+            if not any(base.__module__.startswith("paho.") for base in cls.__mro__[1:]):
+                continue
+            overridden = sorted(n for n in vars(cls) if n in private)
+            problems += [f"{name}.{cls.__qualname__} defines paho's {n}" for n in overridden]
+            inside = private_paho_uses(inspect.getsource(cls), private, in_subclass=True)
+            problems += [f"{name}.{cls.__qualname__} {p}" for p in inside]
+    assert not problems, "paho's private API used:\n" + "\n".join(problems)
+
+
+def test_the_private_api_check_catches_an_override() -> None:
+    """The check above is not vacuous: it flags what the simulator used to do."""
+    private = paho_private_names()
+    subclass = (
+        "class C(mqtt.Client):\n"
+        "    def _sock_recv(self, n):\n"
+        "        return super()._sock_recv(n)\n"
+        "    def flush(self):\n"
+        "        return len(self._out_packet)\n"
+    )
+    assert len(private_paho_uses(subclass, private, in_subclass=True)) == 2
+    outside = "def f(client):\n    client._out_messages.clear()\n    getattr(client, '_sock')\n"
+    assert len(private_paho_uses(outside, private, in_subclass=False)) == 2
+    own = "class F:\n    def __init__(self):\n        self._password = None\n"
+    assert private_paho_uses(own, private, in_subclass=False) == []
