@@ -1,19 +1,21 @@
-"""``tillpulse dashboards``: generate the dashboard and provisioning files, push to Grafana."""
+"""``tillpulse dashboards``: generate the dashboard and provisioning files, push to Grafana.
+
+``push`` and ``check-config`` read a TOML file (dashboards.config); a missing or
+invalid one, or an unreadable secret, is one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
 from dashboards import generate
+from dashboards.config import load_dashboards_config
 from dashboards.errors import DashboardsError
-from dashboards.provisioning import InfluxSettings
-from dashboards.push import Credential, PushSettings, push
+from dashboards.push import push
+from runtime.config import ConfigError
 from runtime.logs import configure_logging
 
 EXIT_STALE: Final = 1
@@ -31,23 +33,29 @@ def main(argv: list[str]) -> int:
     up = commands.add_parser(
         "push",
         help="upload folder, datasource, dashboards, alert rules and contact point to Grafana",
-        description="Credentials from the environment: GRAFANA_TOKEN, or GRAFANA_USER and "
-        "GRAFANA_PASSWORD. The datasource: INFLUX_URL, INFLUX_DB (required), INFLUX_USER, "
-        "INFLUX_PASSWORD. The webhook contact point: TILLPULSE_ALERT_WEBHOOK_URL (optional).",
+        description="Grafana, its credentials, the datasource and the webhook come from the "
+        "config file (keys: dashboards/deploy/dashboards.example.toml); secrets from the files "
+        "it names or TILLPULSE_GRAFANA_TOKEN / TILLPULSE_GRAFANA_PASSWORD and "
+        "TILLPULSE_INFLUX_PASSWORD.",
     )
-    up.add_argument("--url", required=True, help="Grafana's base URL, e.g. http://grafana:3000")
-    up.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
+    check = commands.add_parser("check-config", help="validate the push config file and exit")
+    for command in (up, check):
+        command.add_argument("--config", required=True, help="the push's TOML config file")
     up.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 
     if args.command == "generate":
         return _generate(args.out, check=args.check)
-    configure_logging(args.log_level)
+    prog = f"tillpulse dashboards {args.command}"
     try:
-        settings = push_settings(args.url, args.timeout, os.environ)
-        report = push(settings)
-    except DashboardsError as exc:
-        sys.stderr.write(f"tillpulse dashboards push: {exc}\n")
+        config = load_dashboards_config(args.config)
+        if args.command == "check-config":
+            sys.stdout.write(f"{args.config}: ok\n")
+            return 0
+        configure_logging(args.log_level)
+        report = push(config.push_settings())
+    except (ConfigError, DashboardsError) as exc:
+        sys.stderr.write(f"{prog}: {exc}\n")
         return EXIT_ERROR
     contact = "contact point updated" if report.contact_point else "contact point left alone"
     sys.stdout.write(
@@ -72,40 +80,3 @@ def _generate(root: Path, *, check: bool) -> int:
         return EXIT_ERROR
     sys.stdout.write(f"wrote {len(written)} files under {root}\n")
     return 0
-
-
-def push_settings(url: str, timeout_s: float, env: Mapping[str, str]) -> PushSettings:
-    """Validated push settings from the command line and the environment."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DashboardsError(f"--url must be http(s)://host[:port], not {url!r}")
-    if timeout_s <= 0:
-        raise DashboardsError("--timeout must be positive")
-    missing = [name for name in ("INFLUX_URL", "INFLUX_DB") if not env.get(name)]
-    if missing:
-        raise DashboardsError(f"set {' and '.join(missing)}: the datasource Grafana reads from")
-    influx = InfluxSettings(
-        url=env["INFLUX_URL"],
-        database=env["INFLUX_DB"],
-        user=env.get("INFLUX_USER", ""),
-        password=env.get("INFLUX_PASSWORD", ""),
-    )
-    return PushSettings(
-        url=url.rstrip("/"),
-        credential=_credential(env),
-        influx=influx,
-        webhook_url=env.get("TILLPULSE_ALERT_WEBHOOK_URL") or None,
-        timeout_s=timeout_s,
-    )
-
-
-def _credential(env: Mapping[str, str]) -> Credential:
-    token = env.get("GRAFANA_TOKEN")
-    if token:
-        return token
-    user, password = env.get("GRAFANA_USER"), env.get("GRAFANA_PASSWORD")
-    if user and password:
-        return (user, password)
-    raise DashboardsError(
-        "no Grafana credentials: set GRAFANA_TOKEN, or GRAFANA_USER and GRAFANA_PASSWORD"
-    )

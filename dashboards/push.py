@@ -161,7 +161,8 @@ def _refused(url: str, exc: GrafanaException) -> PushError:
     if exc.status_code in (401, 403):
         return PushError(
             f"Grafana at {url} refused the credentials (HTTP {exc.status_code}): check "
-            "GRAFANA_TOKEN (an Admin service account token) or GRAFANA_USER/GRAFANA_PASSWORD"
+            "the config's [grafana] credentials (an Admin service account token, or an Admin's "
+            "username and password)"
         )
     return PushError(f"Grafana at {url} refused the upload: {_first_line(exc)}")
 

@@ -1,0 +1,116 @@
+"""``tillpulse dashboards push``'s config file (TOML), validated before anything is sent.
+
+    [grafana]
+    url = "https://grafana.example.net"      # Grafana's base URL (a sub-path is kept)
+    token_file = "/etc/tillpulse/grafana-token"      # or env TILLPULSE_GRAFANA_TOKEN
+    # username = "admin"                     # basic auth instead of a token:
+    # password_file = "/etc/tillpulse/grafana-password"   # or env TILLPULSE_GRAFANA_PASSWORD
+
+    [datasource]                             # the InfluxDB Grafana queries (InfluxQL)
+    url = "http://influxdb:8086"             # as Grafana reaches it
+    database = "tillpulse"
+    username = "grafana"
+    password_file = "/etc/tillpulse/influx-password"  # or env TILLPULSE_INFLUX_PASSWORD
+
+    [webhook]                                # optional: the alert rules' contact point
+    url = "https://hooks.example.net/tillpulse"
+
+See dashboards/deploy/dashboards.example.toml for every key with its default.
+Any key can be overridden from the environment, e.g.
+``TILLPULSE_DASHBOARDS__GRAFANA__URL`` (see runtime.config). Secrets are read
+when the push starts (`DashboardsConfig.push_settings`), never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from dashboards.provisioning import InfluxSettings
+from dashboards.push import Credential, PushSettings
+from runtime.config import ConfigError, load_config, read_secret
+from runtime.config_sections import INFLUX_PASSWORD_ENV, Seconds, Section
+
+GRAFANA_TOKEN_ENV: Final = "TILLPULSE_GRAFANA_TOKEN"
+GRAFANA_PASSWORD_ENV: Final = "TILLPULSE_GRAFANA_PASSWORD"
+
+
+def _require_http(key: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{key} must be http(s)://host[:port][/path], not {url!r}")
+
+
+class GrafanaSection(Section, kw_only=True, frozen=True):
+    url: str
+    timeout_s: Seconds = 10.0  # per HTTP request
+    token_file: str | None = None  # else env TILLPULSE_GRAFANA_TOKEN (when no username)
+    username: str | None = None  # basic auth instead of a token
+    password_file: str | None = None  # else env TILLPULSE_GRAFANA_PASSWORD when username is set
+
+    def __post_init__(self) -> None:
+        _require_http("grafana.url", self.url)
+        if self.token_file and self.username is not None:
+            raise ValueError("grafana.token_file and grafana.username: set one, not both")
+
+    def credential(self) -> Credential:
+        """A token, or (username, password); from the named file or else the environment."""
+        if self.username is not None:
+            return (self.username, read_secret(self.password_file, GRAFANA_PASSWORD_ENV))
+        if not self.token_file and not os.environ.get(GRAFANA_TOKEN_ENV):
+            raise ConfigError(
+                f"no Grafana credentials: set grafana.token_file or {GRAFANA_TOKEN_ENV}, "
+                f"or grafana.username with grafana.password_file or {GRAFANA_PASSWORD_ENV}"
+            )
+        return read_secret(self.token_file, GRAFANA_TOKEN_ENV)
+
+
+class DatasourceSection(Section, kw_only=True, frozen=True):
+    """The InfluxDB Grafana's InfluxQL datasource reads (1.x, 2.x through DBRP, 3.x)."""
+
+    url: str  # as Grafana reaches it
+    database: str  # InfluxDB 2.x: the DBRP-mapped database of the bucket
+    username: str | None = None  # 1.x user, or 2.x v1-auth user (or any user, token as password)
+    password_file: str | None = None  # else env TILLPULSE_INFLUX_PASSWORD when username is set
+
+    def __post_init__(self) -> None:
+        _require_http("datasource.url", self.url)
+        if not self.database:
+            raise ValueError("datasource.database must not be empty")
+
+    def influx_settings(self) -> InfluxSettings:
+        if self.username is None:
+            return InfluxSettings(url=self.url, database=self.database, user="", password="")
+        password = read_secret(self.password_file, INFLUX_PASSWORD_ENV)
+        return InfluxSettings(
+            url=self.url, database=self.database, user=self.username, password=password
+        )
+
+
+class WebhookSection(Section, kw_only=True, frozen=True):
+    url: str  # where Grafana's contact point POSTs alerts
+
+    def __post_init__(self) -> None:
+        _require_http("webhook.url", self.url)
+
+
+class DashboardsConfig(Section, kw_only=True, frozen=True):
+    grafana: GrafanaSection
+    datasource: DatasourceSection
+    webhook: WebhookSection | None = None  # None: the contact point is left alone
+
+    def push_settings(self) -> PushSettings:
+        """What `push` needs, secrets read; ConfigError names a secret it cannot read."""
+        return PushSettings(
+            url=self.grafana.url.rstrip("/"),
+            credential=self.grafana.credential(),
+            influx=self.datasource.influx_settings(),
+            webhook_url=self.webhook.url if self.webhook else None,
+            timeout_s=self.grafana.timeout_s,
+        )
+
+
+def load_dashboards_config(path: str | Path) -> DashboardsConfig:
+    return load_config(path, DashboardsConfig, "dashboards")
