@@ -9,7 +9,7 @@ SERVERS := mosquitto influxdb victoria-metrics
 help:
 	@echo "make demo    a simulated fleet through the whole local pipeline (DURATION=4m TERMINALS=200)"
 	@echo "make test    install what is missing into $(VENV) and run the whole test suite"
-	@echo "make lint    ruff + mypy --strict on the typed packages"
+	@echo "make lint    ruff + mypy --strict + the import contracts (lint-imports)"
 	@echo "make bench   run the benchmarks in bench/ (prints JSON lines)"
 
 $(VENV)/.installed: pyproject.toml
@@ -42,6 +42,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict wire runtime testkit tillpulse edge gateway firmware_sim cloud dashboards
+	$(VENV)/bin/lint-imports   # the layers and independence contracts in pyproject.toml
 
 bench: venv
 	$(PY) -m bench.lineproto

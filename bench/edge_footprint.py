@@ -41,9 +41,9 @@ from bench.common import emit, median
 from edge.status import read_status
 from firmware_sim.event_engine import Emission
 from firmware_sim.serial_link import SerialFleet
+from testkit.factories import payment
 from testkit.mqtt_collector import Collector
 from testkit.servers import MosquittoServer, wait_until
-from tests.wire.test_messages import payment
 
 SITE = "s0001"
 AGENT_ID = "s0001-pi1"

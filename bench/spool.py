@@ -28,8 +28,8 @@ from gateway.forwarder import Forwarder, ForwarderSettings
 from gateway.spool import FsyncMode, FsyncPolicy, Spool
 from runtime.deadletters import DeadLetters
 from runtime.influx_sinks import V1Sink
+from testkit.factories import payment_lines
 from testkit.servers import InfluxDB1Server, wait_until
-from tests.gateway import payment_lines
 
 # (fsync mode, lines per append, lines per round): fewer lines where each costs an fsync
 APPEND_CASES = [

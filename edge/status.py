@@ -23,6 +23,7 @@ from edge.publisher import PublishStatus
 from edge.serial_source import SourceStats
 from runtime.logs import kv
 from runtime.mqtt_link import LinkStatus
+from runtime.statefile import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,8 @@ class StatusFile:
             self.error = None
 
     def _replace(self, data: bytes) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        try:
-            temporary.write_bytes(data)
-        except OSError:
-            temporary.unlink(missing_ok=True)  # give back what a partial write took
-            raise
-        temporary.replace(self.path)
+        # Rewritten every few seconds and worthless after a power cut: not durable.
+        write_atomically(self.path, data, durable=False)
 
     def _overwrite(self, data: bytes) -> None:
         try:

@@ -53,9 +53,10 @@ from gateway.pipeline import Outcome, Pipeline, PipelineStats, Verdict
 from gateway.rejections import RejectionMemory
 from gateway.spool import Spool
 from runtime import mqtt_safe
+from runtime.config_sections import LinkSettings
 from runtime.deadletters import DeadLetters
 from runtime.logs import kv, raised_at
-from runtime.mqtt_link import LinkSettings, MqttLink
+from runtime.mqtt_link import MqttLink
 from wire.topics import deadletter_topic, device_subscription
 
 log = logging.getLogger(__name__)

@@ -97,6 +97,7 @@ from typing import Final, NoReturn
 
 from gateway.errors import SpoolCorruptError, SpoolError, SpoolFullError, SpoolLockedError
 from runtime.logs import kv
+from runtime.statefile import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -520,10 +521,12 @@ class Spool:
         if cursor == self._persisted:
             return
         raw = _CURSOR.pack(cursor.segment, cursor.offset, cursor.line)
-        tmp = self.directory / f"{_CURSOR_FILE}.tmp"
         try:
-            tmp.write_bytes(raw + _LINE_LEN.pack(zlib.crc32(raw)))
-            tmp.replace(self.directory / _CURSOR_FILE)
+            # Not durable: a cursor a power cut took back (or left unreadable: replay
+            # all) re-sends lines InfluxDB already holds, which land on the same points.
+            write_atomically(
+                self.directory / _CURSOR_FILE, raw + _LINE_LEN.pack(zlib.crc32(raw)), durable=False
+            )
         except OSError as exc:
             self._cursor_write_errors += 1
             if self._cursor_write_errors == 1 or self._persisted is not None:
@@ -532,8 +535,6 @@ class Spool:
                     extra=kv(directory=str(self.directory), error=str(exc), action="retry_later"),
                 )
             self._persisted = None  # unknown: retried on the next commit (and logged once)
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)  # the half-written one holds space
             return
         self._persisted = cursor
 

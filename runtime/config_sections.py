@@ -17,7 +17,6 @@ from typing import Annotated, Literal
 import msgspec
 
 from runtime.config import read_secret
-from runtime.mqtt_link import LinkSettings, TlsFiles
 
 MQTT_PASSWORD_ENV = "TILLPULSE_MQTT_PASSWORD"
 INFLUX_TOKEN_ENV = "TILLPULSE_INFLUX_TOKEN"
@@ -25,6 +24,30 @@ INFLUX_PASSWORD_ENV = "TILLPULSE_INFLUX_PASSWORD"
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class TlsFiles(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[mqtt.tls]``: the broker verified against ``ca_file``."""
+
+    ca_file: str
+    cert_file: str | None = None  # with key_file: mutual TLS
+    key_file: str | None = None
+
+
+class LinkSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """What `runtime.mqtt_link.MqttLink` needs; built by `MqttSection.link_settings`."""
+
+    host: str
+    port: int
+    client_id: str
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    username: str | None = None
+    tls: TlsFiles | None = None
+    receive_maximum: int | None = None  # MQTT v5 flow control for inbound QoS 1
+    max_inflight: int = 20  # paho's own cap on outbound QoS 1 in flight
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
 
 
 class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -61,9 +61,13 @@ def write_state(path: Path, state: msgspec.Struct) -> None:
     write_atomically(path, msgspec.json.encode(state))
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash or power cut leaves the old file or
-    the new one: temporary file, fsync, rename, fsync of the directory (the rename).
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data``; readers see the old file or the new one, never a mix.
+
+    ``durable`` (the default): temporary file, fsync, rename, fsync of the directory,
+    so a power cut also leaves the old file or the new one. ``durable=False`` skips
+    both fsyncs, for a file rewritten every few seconds whose loss costs nothing (the
+    edge agent's status file: an SD card should not pay two flushes per write).
 
     Raises OSError; a temporary file a failed write left (on a full disk) is removed,
     so it gives back its space.
@@ -72,13 +76,16 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         with open(temporary, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         temporary.replace(path)
     except OSError:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(directory)

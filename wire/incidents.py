@@ -77,10 +77,20 @@ DETECTS: Final[dict[AlertType, InjectionType]] = {
     AlertType.CARD_TESTING: InjectionType.CARD_TESTING,
     AlertType.CARD_VELOCITY: InjectionType.VELOCITY_FRAUD,
     AlertType.AMOUNT_OUTLIER: InjectionType.AMOUNT_OUTLIER,
-    # volume_drop, volume_surge, latency_spike, decline_mix (cloud.detectors.kpis) detect none:
-    # the injections that move them (a terminal cut off, card testing, an acquirer
-    # outage) are other alerts' to detect, which explain them away (root cause);
-    # outside a label they are false alerts
 }
+
+# Alert types that detect no injection: a low battery is no fault the simulator
+# injects; the KPI alerts are moved by injections that are other alerts' to detect
+# (a terminal cut off, card testing, an acquirer outage), which explain them away
+# (root cause). Outside a label they are false alerts.
+DETECTS_NOTHING: Final = frozenset(
+    {
+        AlertType.LOW_BATTERY,
+        AlertType.VOLUME_DROP,
+        AlertType.VOLUME_SURGE,
+        AlertType.LATENCY_SPIKE,
+        AlertType.DECLINE_MIX,
+    }
+)
 
 NOT_IN_THE_DATA: Final = frozenset({InjectionType.DUPLICATE_SENDS, InjectionType.CORRUPT_FRAMES})

@@ -4,7 +4,7 @@ A detector looks at one window of data and returns a finding for every
 subject (terminal, site, acquirer, card) that is anomalous *in that window*.
 It does not remember what it said before: turning findings into alerts
 (deduplication, cooldown, the resolve message when a subject is no longer
-reported) is `cloud.jobs.incidents`'s job.
+reported) is `cloud.jobs.alert_lifecycle`'s job.
 
 The subject of a finding is its key: (type, site, device, acquirer). A
 terminal finding has site and device; a site finding has the site only; an

@@ -49,14 +49,17 @@ from scipy.stats import chi2
 from cloud.detectors.carried_state import CountRun, Memory, TerminalEvidence
 from cloud.detectors.findings import Finding
 from cloud.detectors.fraud_features import TerminalWindow
-from cloud.detectors.trained_model import TerminalBaseline, TrainedModel
-from cloud.jobs.training import hour_of_week, hours_of_week_seen
+from cloud.detectors.trained_model import (
+    TerminalBaseline,
+    TrainedModel,
+    hour_of_week,
+    hours_of_week_seen,
+)
 from cloud.reading.window import DeviceStates
 from wire.incidents import AlertType
 from wire.messages import Severity
-from wire.timestamps import NS_PER_S
+from wire.timestamps import NS_PER_HOUR, NS_PER_S
 
-NS_PER_HOUR: Final = 3600 * NS_PER_S
 UNSEEN_CODE_SHARE: Final = 0.01  # a decline code the baseline never saw
 FORGET_BELOW: Final = 0.01  # decayed decline counts under this are dropped from memory
 

@@ -27,6 +27,9 @@ import skops.io as sio
 from sklearn.cluster import KMeans
 from sklearn.ensemble import IsolationForest
 
+from runtime.statefile import write_atomically
+from wire.timestamps import NS_PER_DAY, NS_PER_HOUR
+
 MODEL_FORMAT: Final = 1
 HOURS_PER_WEEK: Final = 168
 MIN_HISTORY_HOURS: Final = 72.0  # less than this: the profile's baseline is used
@@ -122,10 +125,7 @@ class TrainedModel:
             "profiles": self.profiles,
             "fraud": self.fraud,
         }
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        sio.dump(document, tmp)
-        tmp.replace(target)
+        write_atomically(Path(path), sio.dumps(document))
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
@@ -165,3 +165,19 @@ def majority_profile(labels: dict[str, int], mccs: dict[str, str]) -> dict[str, 
     for device, profile in labels.items():
         votes.setdefault(mccs.get(device, ""), Counter())[profile] += 1
     return {mcc: counter.most_common(1)[0][0] for mcc, counter in votes.items()}
+
+
+def hour_of_week(ts_ns: int) -> int:
+    """0 = Monday 00:00-01:00 UTC."""
+    days, rest = divmod(ts_ns, NS_PER_DAY)
+    return (days + 3) % 7 * 24 + rest // NS_PER_HOUR  # 1970-01-01 was a Thursday
+
+
+def hours_of_week_seen(start_ns: int, end_ns: int) -> list[int]:
+    """How many times each hour of the week starts within ``[start, end)``: the history
+    behind each of its seasonal figures."""
+    seen = [0] * HOURS_PER_WEEK
+    first = start_ns + (-start_ns) % NS_PER_HOUR
+    for hour_ns in range(first, end_ns, NS_PER_HOUR):
+        seen[hour_of_week(hour_ns)] += 1
+    return seen

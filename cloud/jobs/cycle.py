@@ -31,7 +31,7 @@ from cloud.detectors.kpis import Explained, KpiSettings, kpi_findings
 from cloud.detectors.payments import PaymentSettings, payment_findings
 from cloud.detectors.terminal_health import HealthSettings, fold_heartbeats, health_findings
 from cloud.detectors.trained_model import TrainedModel
-from cloud.jobs.incidents import AlertManager
+from cloud.jobs.alert_lifecycle import AlertManager
 from cloud.reading.influxql_reader import InfluxQLReader
 from cloud.reading.window import Shard, WindowData, fetch_window
 from runtime.logs import kv

@@ -28,40 +28,24 @@ from cloud.detectors.trained_model import (
     Baselines,
     TerminalBaseline,
     TrainedModel,
+    hour_of_week,
+    hours_of_week_seen,
     majority_profile,
     metadata,
 )
 from cloud.reading.influxql_reader import InfluxQLReader, Series
 from cloud.reading.window import PAYMENT_COLUMNS, system_declines_by_acquirer
 from runtime.logs import kv
-from wire.timestamps import NS_PER_S
+from wire.timestamps import NS_PER_DAY, NS_PER_HOUR, NS_PER_S
 
 log = logging.getLogger(__name__)
 
-NS_PER_HOUR: Final = 3600 * NS_PER_S
-DAY_NS: Final = 24 * NS_PER_HOUR
 MAX_PROFILES: Final = 8
 IQR_TO_SIGMA: Final = 1.349  # a normal distribution's interquartile range in sigmas
 DEFAULT_TEMPERATURE: Final = (30.0, 40.0)
 MIN_FRAUD_WINDOWS: Final = 50  # fewer: too few to say what is unusual
 DECLINE_PRIOR: Final = (1.0, 20.0)  # Beta prior: a few declines in twenty, before data
 DECLINE_CODE_PRIOR: Final = 20.0  # a terminal's decline-code mix: its merchant category's, worth 20
-
-
-def hour_of_week(ts_ns: int) -> int:
-    """0 = Monday 00:00-01:00 UTC."""
-    moment = datetime.fromtimestamp(ts_ns / NS_PER_S, tz=UTC)
-    return moment.weekday() * 24 + moment.hour
-
-
-def hours_of_week_seen(start_ns: int, end_ns: int) -> list[int]:
-    """How many times each hour of the week starts within ``[start, end)``: the history
-    behind each of its seasonal figures."""
-    seen = [0] * HOURS_PER_WEEK
-    first = start_ns + (-start_ns) % NS_PER_HOUR
-    for hour_ns in range(first, end_ns, NS_PER_HOUR):
-        seen[hour_of_week(hour_ns)] += 1
-    return seen
 
 
 def train(
@@ -159,8 +143,8 @@ def _hourly_volume(reader: InfluxQLReader, start_ns: int, end_ns: int) -> dict[s
     """Payments per terminal and hour of the week, a day per query."""
     per_device: dict[str, _Hourly] = defaultdict(_Hourly)
     day_start = start_ns - start_ns % NS_PER_HOUR
-    for lo in range(day_start, end_ns, DAY_NS):
-        hi = min(lo + DAY_NS, end_ns)
+    for lo in range(day_start, end_ns, NS_PER_DAY):
+        hi = min(lo + NS_PER_DAY, end_ns)
         series = reader.query(
             'SELECT count(approved), sum(approved), last(mcc) FROM "payment" '
             f"WHERE time >= {lo} AND time < {hi} AND offline = 0 "

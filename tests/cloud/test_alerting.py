@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from cloud.detectors.findings import Finding
-from cloud.jobs.incidents import AlertManager, alert_id
+from cloud.jobs.alert_lifecycle import AlertManager, alert_id
 from wire.messages import Alert, AlertStatus, Severity, decode_as, encode
 
 S = 1_000_000_000
@@ -243,7 +243,7 @@ def test_an_alert_the_wire_refuses_is_skipped_and_counted(caplog: pytest.LogCapt
     pan = finding(0, summary="card 4111 1111 1111 1111 tried 40 times")
     bad_id = finding(0, device="bad/device")
     good = finding(0, device="t2")
-    with caplog.at_level(logging.ERROR, logger="cloud.jobs.incidents"):
+    with caplog.at_level(logging.ERROR, logger="cloud.jobs.alert_lifecycle"):
         alerts = manager.step(w(0), [pan, bad_id, good])
     assert [a.device for a in alerts] == ["t2"]
     assert manager.stats.invalid == 2
@@ -282,7 +282,7 @@ def test_a_corrupt_state_file_is_moved_aside_and_the_manager_starts_empty(
 ) -> None:
     path = tmp_path / "alerts.json"
     path.write_bytes(b'{"version": 1, "incidents": [{"key": ')
-    with caplog.at_level(logging.WARNING, logger="cloud.jobs.incidents"):
+    with caplog.at_level(logging.WARNING, logger="cloud.jobs.alert_lifecycle"):
         manager = AlertManager(state_path=path)
     assert manager.stats.state_corrupt == 1
     assert "alert_state_corrupt" in caplog.text

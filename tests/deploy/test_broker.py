@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.factories import payment
 from testkit.servers import VictoriaMetricsServer, free_port, wait_until
 from tests.deploy.conftest import (
     ACCOUNTS,
@@ -29,7 +30,6 @@ from tests.deploy.conftest import (
     run_entrypoint,
 )
 from tests.gateway.test_service import fetch, running_gateway
-from tests.wire.test_messages import payment
 from wire.messages import encode
 from wire.topics import alert_topic, device_subscription, device_topic, parse_device_topic
 

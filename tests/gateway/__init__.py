@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from testkit.servers import InfluxDB1Server
-from tests.wire.test_messages import payment
-from wire.points import to_line
-
-BASE_TS = 1_764_000_000_000_000_000  # 2025-11-24, one influxd shard group
-DEVICES = 200
-
-
-def payment_lines(count: int, *, start: int = 0, seed: int = 5) -> list[bytes]:
-    """``count`` distinct payments (txn_id ``t<i>``), one per ms, as line-protocol bytes."""
-    rng = random.Random(seed + start)
-    return [
-        to_line(
-            payment(
-                site=f"store-{i % DEVICES % 17:02d}",
-                device=f"pos-{i % DEVICES:03d}",
-                ts=BASE_TS + i * 1_000_000,
-                seq=i // DEVICES,
-                txn_id=f"t{i}",
-                amount_minor=rng.randrange(100, 50_000),
-                auth_latency_ms=rng.uniform(50, 900),
-            )
-        ).encode()
-        for i in range(start, start + count)
-    ]
 
 
 def type_conflicts(lines: list[bytes], every: int) -> tuple[list[bytes], set[bytes]]:

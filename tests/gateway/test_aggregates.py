@@ -12,7 +12,7 @@ from gateway.aggregates import (
     nearest_rank,
 )
 from gateway.config import AggregatesSection
-from tests.wire.test_messages import payment
+from testkit.factories import payment
 from wire.lineproto import FieldValue, encode_point
 from wire.messages import PaymentTransaction
 

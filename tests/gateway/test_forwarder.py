@@ -22,9 +22,10 @@ from gateway.forwarder import Forwarder, ForwarderSettings
 from gateway.spool import Spool
 from runtime.deadletters import DeadLetters
 from runtime.influx_sinks import V1Sink, WriteResult
+from testkit.factories import payment_lines
 from testkit.servers import InfluxDB1Server, wait_until
 from tests.conftest import SmallDisk
-from tests.gateway import Child, payment_counts, payment_lines, payment_points, type_conflicts
+from tests.gateway import Child, payment_counts, payment_points, type_conflicts
 
 FAST = ForwarderSettings(batch_lines=2_000, linger_s=0.02, backoff_max_s=0.5, config_retry_s=0.3)
 

@@ -16,13 +16,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.ingest import Ingest
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
+from runtime.config_sections import LinkSettings
 from runtime.deadletters import DeadLetters
-from runtime.mqtt_link import LinkSettings
+from testkit.factories import payment
 from testkit.mqtt_collector import publish_all
 from testkit.servers import InfluxDB1Server, MosquittoServer, ServerFactory, wait_until
 from tests.gateway.test_service import DB, landed, payments, running_gateway, write_config
 from tests.runtime.test_mqtt_safe import mosquitto_refuses
-from tests.wire.test_messages import payment
 from wire.messages import encode
 from wire.topics import Stream, device_topic
 

@@ -10,8 +10,8 @@ import pytest
 from gateway.gaps import DeviceGaps
 from gateway.metrics import CONTENT_TYPE, Degraded, GatewayMetrics, Health, MetricsServer
 from gateway.pipeline import Pipeline
+from testkit.factories import TS, payment
 from tests.gateway.test_aggregates import parse_line
-from tests.wire.test_messages import TS, payment
 from wire import messages as m
 from wire.topics import device_topic
 

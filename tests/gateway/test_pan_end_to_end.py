@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from gateway.config import load_gateway_config
 from runtime.logs import JsonFormatter, KeyValueFormatter
+from testkit.factories import next_status, payment
 from testkit.mqtt_collector import publish_all
 from testkit.servers import InfluxDB1Server, MosquittoServer, wait_until
 from tests.gateway.test_ingest import DeadLetterTopic
 from tests.gateway.test_service import DB, landed, payments, running_gateway, write_config
 from tests.wire.pan_spellings import json_escaped, pans, spelled
-from tests.wire.test_messages import next_status, payment
 from wire.messages import encode
 from wire.pci import contains_pan, payload_contains_pan
 from wire.topics import DEVICE_PREFIX

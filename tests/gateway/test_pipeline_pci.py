@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.pipeline import Pipeline, RejectReason, Verdict
+from testkit.factories import TS, payment_json
 from tests.wire.pan_spellings import json_escaped, pans, spelled
-from tests.wire.test_messages import TS, payment_json
 from wire import pci
 from wire.topics import device_topic
 

@@ -17,11 +17,11 @@ import pytest
 
 from gateway.config import load_gateway_config
 from gateway.service import Gateway
+from testkit.factories import BASE_TS, payment
 from testkit.mqtt_collector import Collector, publish_all
 from testkit.servers import InfluxDB1Server, MosquittoServer, free_port, wait_until
 from tests.conftest import SmallDisk
-from tests.gateway import BASE_TS, Child, payment_counts
-from tests.wire.test_messages import payment
+from tests.gateway import Child, payment_counts
 from wire.messages import encode
 from wire.topics import Stream, device_topic
 

@@ -9,8 +9,9 @@ import pytest
 
 from runtime.influx_sinks import V1Sink
 from runtime.influx_sinks.errors import SinkConfigError, SinkRetriableError
+from testkit.factories import payment_lines
 from testkit.servers import InfluxDB1Server, ServerFactory, free_port
-from tests.gateway import payment_counts, payment_lines, type_conflicts
+from tests.gateway import payment_counts, type_conflicts
 
 pytestmark = pytest.mark.integration
 

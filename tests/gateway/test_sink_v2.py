@@ -8,8 +8,8 @@ import pytest
 
 from runtime.influx_sinks import V2Sink
 from runtime.influx_sinks.errors import SinkConfigError, SinkRetriableError
+from testkit.factories import BASE_TS, payment_lines
 from testkit.servers import VictoriaMetricsServer, free_port
-from tests.gateway import BASE_TS, payment_lines
 
 pytestmark = pytest.mark.integration
 

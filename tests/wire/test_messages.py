@@ -3,42 +3,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from testkit.factories import TS, next_status, payment, payment_json
 from tests import strategies as s
 from tests.wire.pan_spellings import json_escaped, pans, spelled
 from wire import messages as m
 from wire import pci
 from wire.errors import MessageDecodeError, PanDetectedError, TopicError
-from wire.pci import card_token, payload_contains_pan
+from wire.pci import payload_contains_pan
 from wire.topics import DeviceTopic, Stream
-
-TS = 1_764_000_000_123_456_789
-
-
-def payment(**overrides: object) -> m.PaymentTransaction:
-    fields: dict[str, object] = dict(
-        site="store-1",
-        device="pos-1",
-        ts=TS,
-        seq=42,
-        txn_id="t-0001",
-        card_token=card_token("4111111111111111", b"k"),
-        amount_minor=1299,
-        currency="EUR",
-        method=m.PaymentMethod.CONTACTLESS,
-        acquirer="acq-a",
-        mcc="5411",
-        response_code="00",
-        approved=True,
-        auth_latency_ms=312.5,
-    )
-    fields.update(overrides)
-    return m.PaymentTransaction(**fields)  # type: ignore[arg-type]
-
-
-def payment_json(**overrides: object) -> dict[str, object]:
-    doc: dict[str, object] = msgspec.json.decode(m.encode(payment()))
-    doc.update(overrides)
-    return doc
 
 
 @given(s.any_messages)
@@ -221,24 +193,6 @@ def test_a_card_number_in_a_status_firmware_is_refused(pan: str) -> None:
     status["firmware"] = "5555 5555 5555 4444" if pan.startswith("0") else pan[:4] + " " + pan[4:]
     with pytest.raises(PanDetectedError, match="firmware"):
         m.decode(msgspec.json.encode(status))
-
-
-def next_status() -> m.TerminalStatus:
-    return m.TerminalStatus(
-        site="store-1",
-        device="pos-1",
-        ts=TS,
-        seq=1,
-        battery_pct=80.0,
-        charging=False,
-        paper_pct=50.0,
-        signal_dbm=-60,
-        temperature_c=30.0,
-        tamper=False,
-        firmware="pos-4.2.1",
-        offline_queue=0,
-        uptime_s=3600,
-    )
 
 
 def assert_no_digits_of(pan_text: str, error: str) -> None:

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from testkit.factories import TS, payment
 from tests import strategies as s
-from tests.wire.test_messages import TS, payment
 from wire import messages as m
 from wire.errors import LineProtocolError
 from wire.points import point_time_ns, to_line

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.status import read_status
+from runtime.config_sections import LinkSettings
+from runtime.mqtt_link import MqttLink
 from testkit.servers import InfluxDB1Server, ServerError, http_request
 from wire.errors import MessageDecodeError
 from wire.messages import DeviceState, PaymentTransaction, SensorReading, TerminalStatus, decode_as
@@ -36,14 +37,26 @@ class StateWatcher:
         self._since_ns = since_ns
         self._online: dict[str, bool] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         username, password = account  # the broker makes the username the client id
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self._client.username_pw_set(username, password)
-        topic = f"{DEVICE_PREFIX}/+/+/{Stream.STATE}"
-        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self._client.on_message = self._on_message
-        self._client.connect(host, port, keepalive=30)
-        self._client.loop_start()
+        self._link = MqttLink(
+            LinkSettings(
+                host=host, port=port, client_id=username, username=username, session_expiry_s=0
+            ),
+            password=password,
+            on_connected=self._subscribe,
+        )
+        self._link.client.on_message = self._on_message
+        self._thread = threading.Thread(target=self._run, name="demo-state-watch", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _subscribe(client: mqtt.Client, session_present: bool) -> None:
+        client.subscribe(f"{DEVICE_PREFIX}/+/+/{Stream.STATE}", qos=1)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._link.turn(self._stop)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -62,8 +75,9 @@ class StateWatcher:
         return sum(states), len(states) - sum(states)
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._stop.set()
+        self._thread.join()
+        self._link.close()
 
 
 def stored_counts(
