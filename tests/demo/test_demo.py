@@ -19,7 +19,7 @@ import pytest
 
 from testkit.servers import MosquittoServer, wait_until
 from tillpulse.demo.cli import main as demo_main
-from tillpulse.demo.pipeline import (
+from tillpulse.demo.local_stack import (
     Demo,
     DemoResult,
     DemoSettings,

@@ -211,7 +211,7 @@ def test_the_sim_profile_opens_the_simulated_fleet_listener(sim_broker: DeployBr
 def test_the_demos_broker_takes_accounts_only_each_client_id_its_username(
     tmp_path: Path, _started_servers: list[ManagedServer], clients: list[Client]
 ) -> None:
-    # as tillpulse.demo.pipeline starts it: the services' accounts and one per simulated
+    # as tillpulse.demo.local_stack starts it: the services' accounts and one per simulated
     # device, sharing the devices' password; no anonymous listener
     accounts = {"demo-gw": "gw-secret", "s0000-pos1": "devices", "s0000-pos2": "devices"}
     broker = MosquittoServer(tmp_path / "demo-broker", accounts=accounts)

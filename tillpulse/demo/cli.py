@@ -35,7 +35,7 @@ from testkit.servers import (
     MosquittoServer,
     ServerError,
 )
-from tillpulse.demo.pipeline import Demo, DemoError, DemoSettings, prepare_state_dir
+from tillpulse.demo.local_stack import Demo, DemoError, DemoSettings, prepare_state_dir
 from tillpulse.demo.view import LiveView, PlainView, render_summary
 from wire.timestamps import NS_PER_S
 

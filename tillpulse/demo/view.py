@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tillpulse.demo.pipeline import DemoResult, Snapshot, View
+from tillpulse.demo.local_stack import DemoResult, Snapshot, View
 from tillpulse.demo.watch import STORED_AS
 from wire.messages import Alert, AlertStatus
 from wire.timestamps import NS_PER_S, iso
