@@ -10,8 +10,9 @@ one turn are deleted in one transaction).
 
 The link's client id is the agent's device id; its retained last will says
 "offline" on the device's state topic, and a retained "online" follows every
-CONNACK. Publishes in flight when the link drops are re-sent by paho on
-reconnect (DUP set); after a crash they are leased again from the outbox.
+CONNACK; both carry the time of that connect (docs/wire.md, "Timing").
+Publishes in flight when the link drops are re-sent by paho on reconnect (DUP
+set); after a crash they are leased again from the outbox.
 Either way the gateway sees at most a redelivery of the same event.
 
 An outbox that fails (full disk: an ack cannot be stored) does not stop the
@@ -83,6 +84,7 @@ class MqttPublisher:
         self._device = device
         self._outbox = outbox
         self._now_ns = now_ns
+        self._connect_ns = now_ns()  # of the latest connect; set again before each
         self.status = PublishStatus()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._delivered: list[int] = []  # row ids whose PUBACK arrived, not yet acked
@@ -92,7 +94,7 @@ class MqttPublisher:
         self.link = MqttLink(
             config.link_settings(device, max_inflight=config.inflight_window),
             password=password,
-            will=(self._state_topic, self._state(False, StateReason.LAST_WILL)),
+            will=self._will_for_next_connect,
             on_connected=self._say_online,
         )
         self.link.client.on_publish = self._on_publish
@@ -166,10 +168,15 @@ class MqttPublisher:
             log.warning("acks_not_stored", extra=kv(rows=len(self._delivered), error=str(exc)))
         log.info("publisher_stopped", extra=kv(inflight=len(self._inflight)))
 
+    def _will_for_next_connect(self) -> tuple[str, bytes]:
+        """The last will and the "online" state of one connection carry the same time,
+        its connect time: the cloud takes a will as newer than the online it ends."""
+        self._connect_ns = self._now_ns()
+        return self._state_topic, self._state(False, StateReason.LAST_WILL, self._connect_ns)
+
     def _say_online(self, client: mqtt.Client, session_present: bool) -> None:
-        client.publish(
-            self._state_topic, self._state(True, StateReason.CONNECTED), qos=1, retain=True
-        )
+        online = self._state(True, StateReason.CONNECTED, self._connect_ns)
+        client.publish(self._state_topic, online, qos=1, retain=True)
 
     def _on_publish(
         self,
@@ -193,12 +200,12 @@ class MqttPublisher:
             return
         self._delivered.append(row_id)
 
-    def _state(self, online: bool, reason: StateReason) -> bytes:
+    def _state(self, online: bool, reason: StateReason, ts_ns: int | None = None) -> bytes:
         return encode(
             DeviceState(
                 site=self._site,
                 device=self._device,
-                ts=self._now_ns(),
+                ts=self._now_ns() if ts_ns is None else ts_ns,
                 online=online,
                 reason=reason,
             )

@@ -65,7 +65,7 @@ class MqttLink:
         settings: LinkSettings,
         *,
         password: str | None = None,
-        will: tuple[str, bytes] | None = None,  # topic, payload: retained, QoS 1
+        will: Callable[[], tuple[str, bytes]] | None = None,  # see _start_connect
         manual_ack: bool = False,
         on_connected: Callable[[mqtt.Client, bool], None] | None = None,
         rng: random.Random | None = None,
@@ -73,6 +73,7 @@ class MqttLink:
         self.settings = settings
         self.status = LinkStatus()
         self._on_connected = on_connected
+        self._will = will
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng=rng)
         self._connect_started = False
         self._closing = False  # our own DISCONNECT: not a lost link
@@ -87,8 +88,6 @@ class MqttLink:
             manual_ack=manual_ack,
         )
         self.client.max_inflight_messages_set(settings.max_inflight)
-        if will is not None:
-            self.client.will_set(will[0], will[1], qos=1, retain=True)
         if settings.username is not None:
             self.client.username_pw_set(settings.username, password)
         if settings.tls is not None:
@@ -159,6 +158,11 @@ class MqttLink:
     def _start_connect(self) -> bool:
         """Open the connection and send CONNECT; False if the broker can't be reached."""
         self._closing = False
+        if self._will is not None:
+            # Asked again before every connect, so the will can carry the time of
+            # the connection it belongs to (retained, QoS 1).
+            topic, payload = self._will()
+            self.client.will_set(topic, payload, qos=1, retain=True)
         try:
             if self._connect_started:
                 self.client.reconnect()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import EdgeMqttSection
 from edge.outbox import Entry, Outbox, Priority, Row
@@ -175,3 +178,36 @@ def test_an_unexpected_error_is_counted_and_publishing_goes_on(
             finally:
                 running.close()
     assert running.publisher.status.errors == 1 and running.publisher.status.acked == 500
+
+
+def test_a_last_will_is_never_older_than_the_online_state_it_ends(
+    mosquitto: MosquittoServer, outbox: Outbox
+) -> None:
+    """The cloud reads a will as the end of the connection whose "online" came before
+    it; a will stamped when the agent started would be older than every later online."""
+    clock = itertools.count(1_764_000_000 * 10**9, 10**9)  # one second per reading
+    publisher = MqttPublisher(
+        mqtt_section(mosquitto), site=SITE, device=DEVICE, outbox=outbox, now_ns=lambda: next(clock)
+    )
+    state_topic = device_topic(SITE, DEVICE, Stream.STATE)
+    with Collector(mosquitto.host, mosquitto.port, state_topic) as sub:
+        running = Running(publisher)
+        try:
+            sub.wait_for_count(1)  # online
+            intruder = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=DEVICE, protocol=mqtt.MQTTv5
+            )
+            intruder.connect(
+                mosquitto.host, mosquitto.port
+            )  # takes the session over: the will fires
+            intruder.loop_start()
+            sub.wait_for_count(2)
+            intruder.loop_stop()
+            intruder.disconnect()
+        finally:
+            running.close()
+    states = [msgspec.json.decode(payload) for _, payload, _ in sub.snapshot()]
+    online, will = states[0], states[1]
+    assert online["online"] is True
+    assert will["online"] is False and will["reason"] == "last-will"
+    assert will["ts"] >= online["ts"]
