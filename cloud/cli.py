@@ -76,8 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the config file and exit")
     check.add_argument("--config", required=True)
 
-    ev = commands.add_parser("evaluate", help="score alerts against firmware_sim ground truth")
-    ev.add_argument("--labels", required=True, type=Path, help="firmware_sim --labels FILE")
+    ev = commands.add_parser("evaluate", help="score alerts against labelled incidents")
+    ev.add_argument(
+        "--labels",
+        required=True,
+        type=Path,
+        help="labels JSONL (docs/wire.md): firmware_sim --labels FILE or your own",
+    )
     ev.add_argument("--alerts", required=True, type=Path, help="detect --alerts-out FILE")
     ev.add_argument("--terminals", required=True, type=int, help="fleet size, for the rates")
     ev.add_argument("--hours", required=True, type=float, help="hours the alerts cover")

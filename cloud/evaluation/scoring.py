@@ -1,6 +1,6 @@
 """Score the cloud jobs' alerts against firmware_sim's ground truth.
 
-`evaluate` is pure: alerts and labels in, a `Report` out (per injection type
+`evaluate` is pure: alerts and labels in, a `Report` out (per label type
 precision, recall, F1 and detection delay, plus what was missed and what was
 false); `render_table` / `print_report` and `report_json` show it.
 
@@ -13,12 +13,18 @@ Matching rules:
   and its subject is one of the label's targets: its device if it names one,
   else its site, else its acquirer. An alert naming none of them is fleet-wide
   and overlaps every label in time.
-* An alert *matches* a label when it overlaps it and its type detects the
-  label's injection type (`wire.incidents.DETECTS`).
-* Per injection type: ``alerts`` are the firing alerts whose type maps to it,
-  ``true_alerts`` those matching a label of it; a label is ``detected`` by at
-  least one matching alert. precision = true alerts / alerts, recall = detected
-  / labels, F1 their harmonic mean (0 when both are 0). A figure without a
+* A label's type is an injection type or an alert type (`wire.labels`). An
+  alert *matches* a label when it overlaps it and its type equals the label's
+  type or detects it (`wire.incidents.DETECTS` maps the alert type to the
+  label's injection type): `wire.labels.label_matches`.
+* Per label type (a row): ``alerts`` are the firing alerts counted in it: an
+  alert is counted under its own type when some label has that type, else
+  under the injection type `DETECTS` maps it to (so firmware_sim's labels,
+  all injection types, give the rows they always gave: a ``site_network``
+  alert counts under ``network_flapping``, unless the labels include
+  ``site_network`` ones). ``true_alerts`` are those matching a label; a label
+  is ``detected`` by at least one matching alert. precision = true alerts /
+  alerts, recall = detected / labels, F1 their harmonic mean (0 when both are 0). A figure without a
   denominator is None ("n/a"), never a conventional 0 or 1: no alerts ->
   precision n/a (and F1 0 if there were labels); no labels -> recall and F1 n/a.
 * Detection delay of a detected label: its first matching alert's ts minus the
@@ -49,15 +55,19 @@ from rich.console import Console
 from rich.table import Table
 
 from wire.errors import MessageDecodeError
-from wire.incidents import DETECTS, NOT_IN_THE_DATA, InjectionType
-from wire.labels import GroundTruthLabel
+from wire.incidents import DETECTS, NOT_IN_THE_DATA, AlertType, InjectionType
+from wire.labels import GroundTruthLabel, label_matches
 from wire.messages import Alert, AlertStatus, decode_as
 from wire.timestamps import NS_PER_S, iso
 
 NOT_SCORED_NOTE: Final = "not scored: absorbed by the gateway"
 
 _MAPS_TO: Final[dict[str, str]] = {str(alert): kind for alert, kind in DETECTS.items()}
-_ORDER: Final[dict[str, int]] = {kind.value: n for n, kind in enumerate(InjectionType)}
+# rows: injection types in their order, then alert types that are no injection type
+_ORDER: Final[dict[str, int]] = {
+    name: n
+    for n, name in enumerate(dict.fromkeys([*map(str, InjectionType), *map(str, AlertType)]))
+}
 
 
 class Delay(msgspec.Struct, kw_only=True, frozen=True):
@@ -70,7 +80,7 @@ class Delay(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class TypeRow(msgspec.Struct, kw_only=True, frozen=True):
-    type: str  # an injection type (firmware_sim.scenario_file.InjectionType value)
+    type: str  # a label type: an injection type or an alert type (wire.labels.LabelType)
     scored: bool
     labels: int
     detected: int
@@ -178,10 +188,11 @@ def evaluate(
     alerts_by_type: Counter[str] = Counter()
     true_by_type: Counter[str] = Counter()
     unexplained: list[FalseAlert] = []
+    label_kinds = {label.type.value for label in labels}
     for alert in firing:  # in ts order, so the first hit is the earliest
-        kind = _MAPS_TO.get(alert.type)
+        kind = alert.type if alert.type in label_kinds else _MAPS_TO.get(alert.type)
         overlapping = [n for n, scope in enumerate(scopes) if scope.overlaps(alert)]
-        matching = [n for n in overlapping if labels[n].type == kind]
+        matching = [n for n in overlapping if label_matches(alert.type, labels[n].type)]
         if kind is not None:
             alerts_by_type[kind] += 1
         if kind is not None and matching:
@@ -395,7 +406,7 @@ def _fmt_delays(delay: Delay | None) -> tuple[str, str]:
 
 
 def render_table(report: Report) -> Table:
-    """Per injection type figures and the overall line."""
+    """Per label type figures and the overall line."""
     table = Table(title="tillpulse cloud evaluate", show_header=True)
     for name in ("type", "labels", "detected", "alerts", "true", "precision", "recall", "F1"):
         table.add_column(name, justify="left" if name == "type" else "right")

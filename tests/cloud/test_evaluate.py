@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from rich.console import Console
 
+from cloud.cli import main as cloud_main
 from cloud.evaluation.scoring import (
     NOT_SCORED_NOTE,
     Report,
@@ -20,8 +21,16 @@ from cloud.evaluation.scoring import (
     report_json,
     targets_check,
 )
+from wire.incidents import AlertType
 from wire.incidents import InjectionType as I
-from wire.labels import GroundTruthLabel, make_label
+from wire.labels import (
+    GroundTruthLabel,
+    label_matches,
+    label_type,
+    make_label,
+    read_labels,
+    write_labels,
+)
 from wire.messages import Alert, AlertStatus, Severity, encode
 from wire.timestamps import NS_PER_S, parse_iso
 
@@ -310,3 +319,136 @@ def test_read_alerts_jsonl(tmp_path: Path) -> None:
     path.write_bytes(encode(alerts[0]) + b'\n{"schema":"alert/1"}\n')
     with pytest.raises(ValueError, match=rf"alert file {path}, line 2: "):
         read_alerts_jsonl(path)
+
+
+# A vendor's own labels: types are alert types (or injection types), in the wire schema.
+
+
+def vendor_line(
+    label_id: str, kind: str, start_s: float, end_s: float, **targets: list[str]
+) -> bytes:
+    return msgspec.json.encode(
+        {
+            "label_id": label_id,
+            "type": kind,
+            "sites": targets.get("sites", []),
+            "devices": targets.get("devices", []),
+            "acquirers": targets.get("acquirers", []),
+            "start_ns": ns(start_s),
+            "end_ns": ns(end_s),
+            "start": "",
+            "end": "",
+        }
+    )
+
+
+def test_a_vendor_label_file_with_alert_types_scores_true_positives(tmp_path: Path) -> None:
+    labels_path = tmp_path / "vendor.labels.jsonl"
+    labels_path.write_bytes(
+        b"\n".join(
+            [
+                vendor_line("v-1", "site_network", 0, 900, sites=["s0003"]),
+                vendor_line("v-2", "terminal_offline", 0, 900, devices=["s0001-pos1"]),
+                vendor_line("v-3", "low_battery", 0, 900, devices=["s0002-pos1"]),
+                vendor_line("v-4", "card_velocity", 0, 900, sites=["s0004"]),
+            ]
+        )
+        + b"\n"
+    )
+    labels = read_labels(labels_path)
+    assert [lb.type for lb in labels] == [
+        AlertType.SITE_NETWORK,
+        I.TERMINAL_OFFLINE,  # a name that is both reads as the injection type
+        AlertType.LOW_BATTERY,
+        AlertType.CARD_VELOCITY,
+    ]
+    alerts = [
+        alert("site_network", 60, site="s0003"),
+        alert("site_network", 60, site="s0009"),  # another site: false
+        alert("offline_backlog", 120, device="s0001-pos1"),  # detects terminal_offline
+        alert("low_battery", 300, device="s0002-pos1"),
+        alert("card_velocity", 400, site="s0004", device="s0004-pos2"),  # not that terminal
+    ]
+    alerts_path = tmp_path / "alerts.jsonl"
+    alerts_path.write_bytes(b"".join(encode(a) + b"\n" for a in alerts))
+    report = run(read_alerts_jsonl(alerts_path), labels)
+    network = row(report, "site_network")
+    assert (network.labels, network.detected, network.alerts, network.true_alerts) == (1, 1, 2, 1)
+    assert network.delay is not None and network.delay.median_s == 60.0
+    assert "network_flapping" not in {r.type for r in report.rows}  # counted as site_network
+    offline = row(report, "terminal_offline")
+    assert (offline.labels, offline.detected, offline.true_alerts, offline.f1) == (1, 1, 1, 1.0)
+    battery = row(report, "low_battery")  # an alert type that detects no injection
+    assert (battery.scored, battery.precision, battery.recall) == (True, 1.0, 1.0)
+    velocity = row(report, "card_velocity")
+    assert (velocity.alerts, velocity.true_alerts, velocity.recall) == (1, 0, 0.0)
+    assert [m.label_id for m in report.missed] == ["v-4"]
+    assert [r.type for r in report.rows] == [
+        "terminal_offline",
+        "low_battery",
+        "site_network",
+        "card_velocity",
+    ]
+    assert {a.site for a in report.false_alerts} == {"s0009", "s0004"}
+
+
+def test_the_cli_scores_a_vendor_label_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels_path = tmp_path / "vendor.labels.jsonl"
+    labels_path.write_bytes(vendor_line("v-1", "site_network", 0, 900, sites=["s0003"]) + b"\n")
+    alerts_path = tmp_path / "alerts.jsonl"
+    alerts_path.write_bytes(encode(alert("site_network", 60, site="s0003")) + b"\n")
+    report_path = tmp_path / "report.json"
+    args = ["evaluate", "--labels", str(labels_path), "--alerts", str(alerts_path)]
+    args += ["--terminals", "10", "--hours", "1", "--window", "60s", "--json", str(report_path)]
+    assert cloud_main(args) == 0
+    assert "tillpulse cloud evaluate" in capsys.readouterr().out  # the table; figures: JSON
+    report = msgspec.json.decode(report_path.read_bytes(), type=Report)
+    assert (row(report, "site_network").f1, report.overall.micro_precision) == (1.0, 1.0)
+
+
+def test_a_label_of_an_unknown_type_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels_path = tmp_path / "vendor.labels.jsonl"
+    good = vendor_line("v-1", "site_network", 0, 900, sites=["s0003"])
+    labels_path.write_bytes(good + b"\n\n" + vendor_line("v-2", "printer_jam", 0, 900) + b"\n")
+    alerts_path = tmp_path / "alerts.jsonl"
+    alerts_path.write_bytes(b"")
+    args = ["evaluate", "--labels", str(labels_path), "--alerts", str(alerts_path)]
+    assert cloud_main([*args, "--terminals", "10", "--hours", "1"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"tillpulse cloud evaluate: label file {labels_path}, line 3: ")
+    assert "unknown label type 'printer_jam'" in err
+    for accepted in ("network_flapping", "site_network", "terminal_offline", "low_battery"):
+        assert accepted in err
+    assert captured.out == ""
+
+
+def test_label_types_and_matching() -> None:
+    assert label_type("network_flapping") is I.NETWORK_FLAPPING
+    assert label_type("paper_out") is I.PAPER_OUT
+    assert label_type("volume_drop") is AlertType.VOLUME_DROP
+    with pytest.raises(ValueError, match="unknown label type 'x'"):
+        label_type("x")
+    assert label_matches("site_network", I.NETWORK_FLAPPING)  # DETECTS
+    assert label_matches("site_network", AlertType.SITE_NETWORK)  # the same type
+    assert label_matches("offline_backlog", I.TERMINAL_OFFLINE)
+    assert not label_matches("offline_backlog", AlertType.SITE_NETWORK)
+    assert not label_matches("low_battery", I.TERMINAL_OFFLINE)
+    assert not label_matches("not_a_type", AlertType.LOW_BATTERY)
+    for kind in AlertType:  # every alert type can be a label type, and is matched by itself
+        assert label_matches(kind.value, label_type(kind.value))
+
+
+def test_simulator_labels_round_trip_as_injection_types(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    write_labels(path, [CARD_TESTING, OUTAGE])
+    assert read_labels(path) == [CARD_TESTING, OUTAGE]
+    assert all(type(lb.type) is I for lb in read_labels(path))
+    path.write_bytes(b'{"label_id": "x"}\n')
+    with pytest.raises(ValueError, match=rf"label file {path}, line 1: Object missing"):
+        read_labels(path)
