@@ -1,15 +1,22 @@
 """Merchant types: when a site is open, how busy it is, what it sells and how people pay.
 
 A terminal's payment arrivals are a Poisson process whose rate is constant
-within each hour of the week: ``peak_per_hour * hourly[hour] * weekday[day]``
-while the site is open, zero while it is closed.
+within each hour: ``peak_per_hour * hourly[hour] * weekday[day]`` while the
+site is open, zero while it is closed, times a gamma factor of mean 1 and
+variance ``dispersion`` drawn for each terminal and clock hour (a busy hour, a
+slow one: real counts vary more than Poisson). An hour's count is then
+negative binomial, variance ``mu + dispersion * mu^2``. The factors come
+from a key made from the terminal's generator when first asked (a digest of
+its state, so no draw of its own is moved), so a run is determined by its seed.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import random
+import weakref
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,6 +49,9 @@ class MerchantProfile:
     terminals_per_site: tuple[int, int]  # inclusive range
     portable: bool  # carried to the table: runs on battery while the site is open
     weight: float  # share of sites of this type in a fleet
+    # variance of each hour's gamma factor (0: Poisson counts); at the peak an hour's count
+    # varies (1 + dispersion * peak) times as much as Poisson
+    dispersion: float = 0.0
 
     def rate_per_hour(self, ts_ns: int) -> float:
         """Expected payments per hour per terminal at ``ts_ns`` (0 while closed)."""
@@ -74,12 +84,44 @@ class MerchantProfile:
         while t < horizon_ns:
             hour_end = t - t % NS_PER_HOUR + NS_PER_HOUR
             rate = self.rate_per_hour(t)
+            if rate > 0.0 and self.dispersion > 0.0:
+                rate *= hour_factor(rng, t // NS_PER_HOUR, self.dispersion)
             if rate > 0.0:
                 gap_ns = round(rng.expovariate(rate) * 3600 * NS_PER_S)
                 if t + gap_ns < hour_end:
                     return t + gap_ns if t + gap_ns < horizon_ns else None
             t = hour_end
         return None
+
+
+class _Mixing:
+    """One terminal's gamma factors: a key, and the factor of the newest hour asked for."""
+
+    __slots__ = ("factor", "hour", "key")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.hour = -1
+        self.factor = 1.0
+
+
+# keyed by the terminal's own generator (firmware_sim.event_engine gives each its own)
+_MIXING: Final[weakref.WeakKeyDictionary[random.Random, _Mixing]] = weakref.WeakKeyDictionary()
+
+
+def hour_factor(rng: random.Random, hour: int, dispersion: float) -> float:
+    """The gamma factor (mean 1, variance ``dispersion``) of clock hour ``hour`` (hours
+    since the epoch) for the terminal whose generator is ``rng``: the same every time it
+    is asked for, whatever was drawn in between."""
+    mixing = _MIXING.get(rng)
+    if mixing is None:  # the key: a digest of the generator's state, which it does not move
+        digest = hashlib.blake2b(repr(rng.getstate()).encode(), digest_size=8).digest()
+        mixing = _MIXING[rng] = _Mixing(int.from_bytes(digest, "big"))
+    if mixing.hour != hour:
+        shape = 1.0 / dispersion
+        draw = random.Random((mixing.key << 32) + hour).gammavariate(shape, 1.0 / shape)
+        mixing.hour, mixing.factor = hour, draw
+    return mixing.factor
 
 
 _EVERY_DAY = (8, 21)
@@ -132,6 +174,7 @@ PROFILES: Final[dict[MerchantType, MerchantProfile]] = {
         terminals_per_site=(3, 8),
         portable=False,
         weight=0.3,
+        dispersion=0.03,
     ),
     MerchantType.CAFE: MerchantProfile(
         kind=MerchantType.CAFE,
@@ -167,6 +210,7 @@ PROFILES: Final[dict[MerchantType, MerchantProfile]] = {
         terminals_per_site=(1, 2),
         portable=False,
         weight=0.2,
+        dispersion=0.03,
     ),
     MerchantType.FUEL: MerchantProfile(
         kind=MerchantType.FUEL,
@@ -207,6 +251,7 @@ PROFILES: Final[dict[MerchantType, MerchantProfile]] = {
         terminals_per_site=(2, 4),
         portable=False,
         weight=0.2,
+        dispersion=0.03,
     ),
     MerchantType.RETAIL: MerchantProfile(
         kind=MerchantType.RETAIL,
@@ -237,6 +282,7 @@ PROFILES: Final[dict[MerchantType, MerchantProfile]] = {
         terminals_per_site=(1, 4),
         portable=False,
         weight=0.2,
+        dispersion=0.03,
     ),
     MerchantType.RESTAURANT: MerchantProfile(
         kind=MerchantType.RESTAURANT,
@@ -272,5 +318,6 @@ PROFILES: Final[dict[MerchantType, MerchantProfile]] = {
         terminals_per_site=(1, 3),
         portable=True,
         weight=0.1,
+        dispersion=0.03,
     ),
 }

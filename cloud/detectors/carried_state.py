@@ -38,12 +38,16 @@ class DeviceMemory(msgspec.Struct, kw_only=True):
 
 
 class CountRun(msgspec.Struct, array_like=True):
-    """A Poisson CUSUM on payment counts, and what it has seen since it last stood at 0."""
+    """A CUSUM on payment counts, and what it has seen since it last stood at 0."""
 
     level: float = 0.0  # nats
     payments: int = 0
     expected: float = 0.0
     since_ns: int = 0  # start of the first window of the run
+    # the clock hour so far (its windows share one gamma factor: cloud.detectors.kpis)
+    hour_ns: int = 0  # start of that hour, 0: none
+    hour_payments: int = 0
+    hour_expected: float = 0.0
 
 
 class TerminalEvidence(msgspec.Struct, kw_only=True):
@@ -61,6 +65,23 @@ class CardUse(msgspec.Struct, array_like=True):
     device: str
 
 
+class Liveness(msgspec.Struct, kw_only=True):
+    """A device's last known connection state (cloud.detectors.terminal_health).
+
+    Kept here, not re-read over a lookback: a clean shutdown on Saturday is still
+    known on Monday, and a last will stamped with a connect time days old still
+    belongs to the session it ended.
+    """
+
+    online_ns: int = 0  # newest "online" point: a power-on or a reconnect
+    shutdown_ns: int = 0  # newest clean shutdown
+    will_ns: int = 0  # newest last will (stamped when the agent composed it: at connect)
+    beat_ns: int = 0  # true time of the newest heartbeat (or sensor sample) taken
+    # a silence of offline_after_s or more that a heartbeat ended, reported once
+    gap_from_ns: int = 0
+    gap_to_ns: int = 0
+
+
 class Memory(msgspec.Struct, kw_only=True):
     format: int = FORMAT
     devices: dict[str, DeviceMemory] = msgspec.field(default_factory=dict)
@@ -68,6 +89,8 @@ class Memory(msgspec.Struct, kw_only=True):
     cards: dict[str, list[CardUse]] = msgspec.field(default_factory=dict)
     # per acquirer: sequential test for system-coded declines (nats, cloud.detectors.fleet_wide)
     acquirer_cusum: dict[str, float] = msgspec.field(default_factory=dict)
+    # per device: its connection and newest heartbeat, kept however long ago (terminal_health)
+    liveness: dict[str, Liveness] = msgspec.field(default_factory=dict)
 
 
 def load_memory(path: Path | None) -> Memory:

@@ -8,17 +8,26 @@ out what another finding of the same window already explains (root cause).
 A CUSUM that signals is held at its threshold: while the change goes on the
 next window signals again (one alert, kept open); once it ends, it drains.
 
-Volume drop / surge: two Poisson CUSUMs on the terminal's online payments per
-window against the count its hour-of-week rates (`Baseline.rate_per_hour`)
-expect, for a fall to ``volume_drop_to`` and a rise to ``volume_surge_to``
-times the usual: each window adds the log-likelihood ratio
-``n ln(ratio) - expected (ratio - 1)``; crossing ``volume_threshold`` nats
-signals (Lorden: at least e^threshold windows between false alarms when the
-baseline is right). The baseline is an estimate from a few weeks: the expected
-count is taken at the cautious end of its 2-sigma range (the low end for a
-drop, the high end for a surge), and only hours of the week the terminal's own
-history saw ``volume_min_weeks`` times or more are judged (fewer: a closed
-Sunday cannot be told from a quiet one). Payments an attack adds (card
+Volume drop / surge: two negative-binomial CUSUMs on the terminal's online
+payments per window against the count its hour-of-week rates
+(`Baseline.rate_per_hour`) expect, for a fall to ``volume_drop_to`` and a rise
+to ``volume_surge_to`` times the usual. Real hourly counts vary more than
+Poisson: an hour's count is Poisson at the rate times a gamma factor of mean 1
+and variance ``dispersion`` (learned per terminal and hour of the week,
+`TerminalBaseline.dispersion`), so the count of the hour so far is negative
+binomial, variance ``mu + dispersion mu^2``, and the windows of one hour share
+that factor. Each window adds the log-likelihood ratio of its count given the
+earlier windows of the same clock hour (`nb_llr` of the hour so far, minus
+that of the hour before this window); with ``dispersion`` 0 that is the
+Poisson ``n ln(ratio) - expected (ratio - 1)``. Crossing ``volume_threshold``
+nats signals (the sum of conditional log-likelihood ratios is a likelihood
+ratio: Lorden's bound, at least e^threshold windows between false alarms when
+the baseline is right). The baseline is an estimate from a few weeks: the
+expected count is taken at the cautious end of its 2-sigma range, sigma from
+the negative-binomial variance (the low end for a drop, the high end for a
+surge), and only hours of the week the terminal's own history saw
+``volume_min_weeks`` times or more are judged (fewer: a closed Sunday cannot
+be told from a quiet one). Payments an attack adds (card
 testing) explain a surge; a terminal that is offline, on a site whose network
 is down, authorising offline or cleanly shut down explains a drop.
 
@@ -166,6 +175,16 @@ def poisson_llr(count: int, expected: float, ratio: float) -> float:
     return count * math.log(ratio) - expected * (ratio - 1.0)
 
 
+def nb_llr(count: int, expected: float, ratio: float, dispersion: float) -> float:
+    """Log-likelihood ratio of ``count`` under a negative binomial of mean ``ratio x
+    expected`` against one of mean ``expected``, both of variance ``mu + dispersion mu^2``
+    (size k = 1 / dispersion); Poisson when ``dispersion`` is 0."""
+    if dispersion <= 0.0:
+        return poisson_llr(count, expected, ratio)
+    k = 1.0 / dispersion
+    return count * math.log(ratio) + (count + k) * math.log((k + expected) / (k + ratio * expected))
+
+
 def _expected(
     own: TerminalBaseline, cycle: _Cycle, floor_per_hour: float, sigmas: float
 ) -> tuple[float, int]:
@@ -179,11 +198,16 @@ def _expected(
         hour_end = min(cycle.end_ns, t - t % NS_PER_HOUR + NS_PER_HOUR)
         how = hour_of_week(t)
         rate = max(own.rate_per_hour[how], floor_per_hour)
-        error = math.sqrt(rate / max(1, seen[how]))  # a Poisson mean over seen[how] hours
+        variance = rate + _dispersion(own, how) * rate * rate  # of one hour's count
+        error = math.sqrt(variance / max(1, seen[how]))  # of a mean over seen[how] hours
         expected += max(0.0, rate + sigmas * error) * (hour_end - t) / NS_PER_HOUR
         fewest = min(fewest, seen[how])
         t = hour_end
     return expected, fewest
+
+
+def _dispersion(own: TerminalBaseline, how: int) -> float:
+    return own.dispersion[how] if own.dispersion else 0.0
 
 
 @functools.cache
@@ -218,17 +242,45 @@ def _volume(  # noqa: PLR0917
         expected, fewest = _expected(own, cycle, floor, sigmas)
         if blocked or fewest < settings.volume_min_weeks:
             run.level = 0.0
+            run.hour_ns, run.hour_payments, run.hour_expected = 0, 0, 0.0
             continue
         if run.level == 0.0:  # a new run: what it has seen starts here
             run.since_ns, run.payments, run.expected = cycle.start_ns, 0, 0.0
-        run.level = max(0.0, run.level + poisson_llr(count, expected, ratio))
+        run.level = max(0.0, run.level + _hour_llr(run, own, cycle, count, expected, ratio))
         run.payments += count
         run.expected += expected
         if run.level < settings.volume_threshold:
             continue
-        out.append(_volume_finding(kind, device, site, count, run, own.history_hours / 24, cycle))
+        how = hour_of_week(cycle.start_ns)
+        spread = 1.0 + _dispersion(own, how) * own.rate_per_hour[how]  # variance / mean
+        out.append(_volume_finding(kind, device, site, count, run, (own, spread), cycle))
         run.level = settings.volume_threshold  # held there (module docstring)
     return out
+
+
+def _hour_llr(  # noqa: PLR0917
+    run: CountRun, own: TerminalBaseline, cycle: _Cycle, count: int, expected: float, ratio: float
+) -> float:
+    """The window's log-likelihood ratio given the earlier windows of its clock hour.
+
+    The windows of an hour share its gamma factor: the hour so far is one negative
+    binomial draw, and the window adds what it changes in that draw's evidence.
+    """
+    hour_ns = cycle.start_ns - cycle.start_ns % NS_PER_HOUR
+    if run.hour_ns != hour_ns:  # a new hour: a new gamma factor
+        run.hour_ns, run.hour_payments, run.hour_expected = hour_ns, 0, 0.0
+    dispersion = _dispersion(own, hour_of_week(cycle.start_ns))
+    before = nb_llr(run.hour_payments, run.hour_expected, ratio, dispersion)
+    run.hour_payments += count
+    run.hour_expected += expected
+    llr = nb_llr(run.hour_payments, run.hour_expected, ratio, dispersion) - before
+    if ratio < 1.0:
+        # what a burst adds (an attack, a rush) is the surge side's business: a busy hour
+        # counts for the drop side as at most a surge's worth, so that the quiet window
+        # after it does not look like a drop from the burst's level
+        most = math.floor(cycle.settings.volume_surge_to * run.hour_expected)
+        run.hour_payments = min(run.hour_payments, most)
+    return llr
 
 
 def _volume_finding(  # noqa: PLR0917
@@ -237,9 +289,11 @@ def _volume_finding(  # noqa: PLR0917
     site: str,
     count: int,
     run: CountRun,
-    history_days: float,
+    baseline: tuple[TerminalBaseline, float],  # and its hourly variance / mean now
     cycle: _Cycle,
 ) -> Finding:
+    own, spread = baseline
+    history_days = own.history_hours / 24
     threshold = cycle.settings.volume_threshold
     minutes = (cycle.end_ns - run.since_ns) / NS_PER_S / 60
     word, edge = ("few", "at least") if kind is AlertType.VOLUME_DROP else ("many", "at most")
@@ -254,14 +308,16 @@ def _volume_finding(  # noqa: PLR0917
         summary=(
             f"{device}: too {word} payments: {run.payments} online in the last "
             f"{minutes:.0f} min vs {edge} {run.expected:.0f} expected (its hour-of-week "
-            f"baseline over {history_days:.0f} days, at 2 sigmas; {count} in the last "
-            f"window), evidence {run.level:.1f} nats over the {threshold:.0f} threshold"
+            f"baseline over {history_days:.0f} days, at 2 sigmas; its hourly counts vary "
+            f"{spread:.1f}x as much as Poisson; {count} in the last window), evidence "
+            f"{run.level:.1f} nats over the {threshold:.0f} threshold"
         ),
         evidence={
             "payments": run.payments,
             "expected": round(run.expected, 2),
             "minutes": round(minutes),
             "cusum": run.level,
+            "variance_ratio": round(spread, 2),
         },
     )
 

@@ -11,20 +11,39 @@ boot time without a reboot (uptime going backwards) is a clock step. A
 heartbeat is taken into account once its true time has passed, which keeps
 a replay of stored history from looking ahead.
 
-Offline: the broker published the last will of the device's current session
-and no heartbeat came for ``will_quiet_s``; or no heartbeat came for
-``offline_after_s`` (a hung terminal keeps its connection). A clean
-shutdown is not an outage.
+Liveness is state, not lookback: each device's newest connect, clean
+shutdown, last will and heartbeat are carried in the memory
+(`cloud.detectors.carried_state.Liveness`), however long ago they were.
+
+- A clean shutdown that ends the device's newest session never alerts,
+  however long the silence after it (a weekend, a holiday).
+- Silence is counted from the newest heartbeat's true time, or from a connect
+  plus ``power_on_grace_s`` if that is later: a terminal that says "online"
+  before its first heartbeat lands is not judged on the silence before it.
+- Offline, while it lasts: the last will of the current session was
+  published and the silence reached ``will_quiet_s``; or the silence reached
+  ``offline_after_s`` (a hung terminal keeps its connection). Detected in the
+  first window whose end is past the threshold.
+- Offline, afterwards: a heartbeat that ends a silence of ``offline_after_s``
+  or more (no clean shutdown in it) reports the outage in the window that
+  takes it, so an outage that the window ends happen not to straddle past the
+  threshold is still caught.
+
+The gateway stores a last will at the time the agent composed it, which is
+its connect (docs/wire.md); the broker published it after the session's last
+packet. So the will says *that* the session ended, and the newest heartbeat
+says *when* it last lived: the outage is timed from that heartbeat.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from cloud.detectors.carried_state import DeviceMemory, Memory
+from cloud.detectors.carried_state import DeviceMemory, Liveness, Memory
 from cloud.detectors.findings import Finding
 from cloud.detectors.trained_model import TrainedModel
 from cloud.reading.influxql_reader import Table
@@ -49,15 +68,32 @@ class HealthSettings:
     backlog_min: int = 5  # payments stored on the terminal while it is online
     flap_reconnects: int = 2  # reconnects within 30 minutes
     site_down_share: float = 0.5  # of a site's devices down at once: the site's network
+    power_on_grace_s: float = 120.0  # after a connect: one heartbeat interval + a margin
 
 
-def fold_heartbeats(memory: Memory, data: WindowData) -> None:
-    """Take the heartbeats and samples that have happened by the window end into memory."""
-    _fold(memory, data.statuses, data.end_ns, "terminal")
-    _fold(memory, data.sensors, data.end_ns, "sensor")
+def fold_heartbeats(
+    memory: Memory, data: WindowData, settings: HealthSettings | None = None
+) -> None:
+    """Take the broker's states, then the heartbeats and samples that have happened by
+    the window end, into memory."""
+    settings = settings or HealthSettings()
+    fold_states(memory, data.states)
+    _fold(memory, data.statuses, data.end_ns, "terminal", settings)
+    _fold(memory, data.sensors, data.end_ns, "sensor", settings)
 
 
-def _fold(memory: Memory, table: Table, end_ns: int, kind: str) -> None:
+def fold_states(memory: Memory, states: dict[str, DeviceStates]) -> None:
+    """Keep each device's newest connect, clean shutdown and last will."""
+    for device, broker in states.items():
+        live = _liveness(memory, device)
+        live.online_ns = max(live.online_ns, broker.online_ns)
+        if broker.offline_reason == "shutdown":
+            live.shutdown_ns = max(live.shutdown_ns, broker.offline_ns)
+        elif broker.offline_reason == "last-will":
+            live.will_ns = max(live.will_ns, broker.offline_ns)
+
+
+def _fold(memory: Memory, table: Table, end_ns: int, kind: str, settings: HealthSettings) -> None:
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     names = list(table.columns)
     for values in zip(*table.columns.values(), strict=True):
@@ -78,12 +114,41 @@ def _fold(memory: Memory, table: Table, end_ns: int, kind: str) -> None:
             if int(beat["seq"]) <= state.seq:
                 continue
             if kind == "terminal":
-                if _true_time(state, beat) > end_ns:
+                happened_ns = _true_time(state, beat)
+                if happened_ns > end_ns:
                     break  # it has not happened yet: next cycle
                 _take_status(state, beat)
-            elif int(beat["time"]) > end_ns:
-                break
+            else:
+                happened_ns = int(beat["time"])
+                if happened_ns > end_ns:
+                    break
             state.seq, state.ts_ns, state.seen_ns = int(beat["seq"]), int(beat["time"]), end_ns
+            _take_beat(_liveness(memory, device), happened_ns, settings)
+
+
+def _liveness(memory: Memory, device: str) -> Liveness:
+    """The device's carried liveness; from a memory saved before it was kept, seeded
+    with the newest heartbeat's event time."""
+    live = memory.liveness.get(device)
+    if live is None:
+        known = memory.devices.get(device)
+        live = memory.liveness[device] = Liveness(beat_ns=known.ts_ns if known else 0)
+    return live
+
+
+def _take_beat(live: Liveness, happened_ns: int, settings: HealthSettings) -> None:
+    """A sign of life at ``happened_ns``: a silence it ends, long enough, was an outage."""
+    last = live.beat_ns
+    live.beat_ns = max(last, happened_ns)
+    if last == 0 or happened_ns - last < settings.offline_after_s * NS_PER_S:
+        return
+    # a clean shutdown in the silence (a weekend): not an outage. The agent stops
+    # after the terminal's last heartbeat, the grace covers a clock a little off
+    if last - settings.power_on_grace_s * NS_PER_S <= live.shutdown_ns <= happened_ns:
+        return
+    if live.gap_to_ns == 0:  # the oldest unreported outage wins
+        live.gap_from_ns = last
+    live.gap_to_ns = happened_ns
 
 
 def _sequence_restarted(state: DeviceMemory, beats: list[dict[str, Any]]) -> bool:
@@ -129,14 +194,20 @@ def health_findings(
     end_ns: int,
     settings: HealthSettings,
 ) -> list[Finding]:
-    """Device findings, with a site's outage reported once for the site (root cause)."""
+    """Device findings, with a site's outage reported once for the site (root cause).
+
+    ``states`` are the window's broker states; those carried in ``memory.liveness``
+    (folded by `fold_heartbeats`) decide, with them as a fallback for a caller that
+    did not fold.
+    """
     findings: list[Finding] = []
     down_by_site: dict[str, list[tuple[str, str]]] = defaultdict(list)
     devices_by_site: dict[str, int] = defaultdict(int)
     for device, state in memory.devices.items():
         devices_by_site[state.site] += 1
-        broker = states.get(device)
-        why = _down(state, broker, end_ns, settings)
+        if device not in memory.liveness:  # not folded (a caller of its own): this window's
+            fold_states(memory, {device: states[device]} if device in states else {})
+        why = _down(state, _liveness(memory, device), states.get(device), end_ns, settings)
         if why:
             down_by_site[state.site].append((device, why))
         elif state.kind == "terminal":
@@ -153,21 +224,65 @@ def health_findings(
 
 
 def _down(
-    state: DeviceMemory, broker: DeviceStates | None, end_ns: int, settings: HealthSettings
+    state: DeviceMemory,
+    live: Liveness,
+    broker: DeviceStates | None,
+    end_ns: int,
+    settings: HealthSettings,
 ) -> str:
-    """Why the device is down ("" when it is not)."""
+    """Why the device is down ("" when it is not); reports a past outage once."""
     if state.seen_ns == 0:
         return ""
-    quiet_s = (end_ns - state.seen_ns) / NS_PER_S
-    if broker is not None and broker.shut_down and quiet_s > settings.will_quiet_s:
+    past = _past_outage(live)
+    if _shut_down(live, settings):
+        return past  # silence is expected, however long
+    why = _silent(live, end_ns, settings) or past
+    if not why and broker is not None and broker.reconnects >= settings.flap_reconnects:
+        why = f"reconnected {broker.reconnects} times in 30 minutes"
+    return why
+
+
+def _shut_down(live: Liveness, settings: HealthSettings) -> bool:
+    """A clean shutdown ended the newest session: no connect or will after it, and no
+    heartbeat either (one after it, within the grace for a clock a little off, shows a
+    device that runs, whatever the stale point says)."""
+    grace_ns = int(settings.power_on_grace_s * NS_PER_S)
+    return (
+        live.shutdown_ns > 0
+        and live.shutdown_ns >= max(live.online_ns, live.will_ns)
+        and live.beat_ns <= live.shutdown_ns + grace_ns
+    )
+
+
+def _past_outage(live: Liveness) -> str:
+    """The outage a heartbeat ended since the last window ("" if none); reported once."""
+    if not live.gap_to_ns:
         return ""
-    if broker is not None and broker.will_fired and quiet_s >= settings.will_quiet_s:
-        return f"the broker published its last will and no heartbeat came for {quiet_s:.0f} s"
+    silent_s = (live.gap_to_ns - live.gap_from_ns) / NS_PER_S
+    why = (
+        f"no heartbeat for {silent_s:.0f} s, from {_clock(live.gap_from_ns)} "
+        f"to {_clock(live.gap_to_ns)} UTC (back since)"
+    )
+    live.gap_from_ns = live.gap_to_ns = 0
+    return why
+
+
+def _silent(live: Liveness, end_ns: int, settings: HealthSettings) -> str:
+    """The silence of a device that did not shut down, when it is long enough to be down."""
+    since_ns = max(live.beat_ns, live.online_ns + int(settings.power_on_grace_s * NS_PER_S))
+    quiet_s = (end_ns - since_ns) / NS_PER_S
+    if live.will_ns and live.will_ns >= live.online_ns and quiet_s >= settings.will_quiet_s:
+        return (
+            "the broker published its last will and no heartbeat came for "
+            f"{quiet_s:.0f} s (since {_clock(since_ns)} UTC)"
+        )
     if quiet_s >= settings.offline_after_s:
-        return f"no heartbeat for {quiet_s:.0f} s"
-    if broker is not None and broker.reconnects >= settings.flap_reconnects:
-        return f"reconnected {broker.reconnects} times in 30 minutes"
+        return f"no heartbeat for {quiet_s:.0f} s (since {_clock(since_ns)} UTC)"
     return ""
+
+
+def _clock(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // NS_PER_S))
 
 
 def _offline(device: str, state: DeviceMemory, why: str, end_ns: int) -> Finding:

@@ -30,7 +30,7 @@ from sklearn.ensemble import IsolationForest
 from runtime.statefile import write_atomically
 from wire.timestamps import NS_PER_DAY, NS_PER_HOUR
 
-MODEL_FORMAT: Final = 1
+MODEL_FORMAT: Final = 2  # 2: TerminalBaseline.dispersion (overdispersed volume counts)
 HOURS_PER_WEEK: Final = 168
 MIN_HISTORY_HOURS: Final = 72.0  # less than this: the profile's baseline is used
 
@@ -59,6 +59,10 @@ class TerminalBaseline(Baseline, kw_only=True):
     # acquirer's); 0 in models trained before it was recorded: that detector is unarmed
     latency_log_median: float = 0.0  # ln(ms)
     latency_log_sigma: float = 0.0  # robust spread of ln(ms)
+    # by hour of the week: the variance of the gamma factor of an hour's payment count
+    # (cloud.detectors.kpis: variance mu + dispersion mu^2, negative binomial); its own
+    # history shrunk towards its merchant category's (cloud.jobs.training); empty: Poisson
+    dispersion: list[float] = msgspec.field(default_factory=list)
 
 
 class AcquirerBaseline(msgspec.Struct, kw_only=True):
@@ -136,8 +140,13 @@ class TrainedModel:
             if unexpected:
                 raise ValueError(f"it holds types this version does not load: {unexpected}")
             document = sio.load(path, trusted=untrusted)
-            if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
+            if not isinstance(document, dict) or "format" not in document:
                 raise ValueError(f"not a tillpulse model of format {MODEL_FORMAT}")
+            if document["format"] != MODEL_FORMAT:
+                raise ValueError(
+                    f"a model of format {document['format']}, this version reads format "
+                    f"{MODEL_FORMAT}; train a new one (tillpulse cloud train)"
+                )
             baselines = msgspec.json.decode(document["baselines"], type=Baselines)
         except (OSError, KeyError, msgspec.DecodeError, Exception) as exc:
             raise ValueError(f"model {path}: {exc}") from exc

@@ -117,7 +117,7 @@ class Detection:
     def detect(self, data: WindowData) -> list[Finding]:
         """Every detector over one window's data; updates the memory."""
         settings = self.settings
-        fold_heartbeats(self.memory, data)
+        fold_heartbeats(self.memory, data, settings.health)
         down = down_acquirers(data.acquirers, self.memory, self.model, settings.fleet)
         findings = health_findings(
             self.memory, data.states, self.model, data.end_ns, settings.health

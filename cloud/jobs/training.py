@@ -46,6 +46,12 @@ DEFAULT_TEMPERATURE: Final = (30.0, 40.0)
 MIN_FRAUD_WINDOWS: Final = 50  # fewer: too few to say what is unusual
 DECLINE_PRIOR: Final = (1.0, 20.0)  # Beta prior: a few declines in twenty, before data
 DECLINE_CODE_PRIOR: Final = 20.0  # a terminal's decline-code mix: its merchant category's, worth 20
+# volume dispersion (variance of an hour's gamma factor; cloud.detectors.kpis): prior weights
+# in degrees of freedom (one per hour of the week seen n times: n - 1)
+DISPERSION_TERMINAL_PRIOR: Final = 20.0  # a terminal's, all hours: its merchant category's
+DISPERSION_HOUR_PRIOR: Final = 8.0  # a terminal's hour of the week: the terminal's, all hours
+DISPERSION_MIN_MEAN: Final = 1.0  # hours of the week averaging fewer payments say too little
+MAX_DISPERSION: Final = 4.0
 
 
 def train(
@@ -83,6 +89,13 @@ def train(
         "offline = 0",
     )
     terminals = _terminal_baselines(hourly, amounts, temperatures, end_ns)
+    dispersions = volume_dispersion(
+        {d: _padded(h.counts, hours_of_week_seen(h.first_ns, end_ns)) for d, h in hourly.items()},
+        {d: t.mcc for d, t in terminals.items()},
+        {d: t.rate_per_hour for d, t in terminals.items()},
+    )
+    for device, dispersion in dispersions.items():
+        terminals[device].dispersion = dispersion
     _add_latencies(terminals, latencies)
     _add_decline_codes(terminals, reader, start_ns, end_ns)
     profiles_model, labels = _fit_profiles(terminals, seed)
@@ -174,14 +187,14 @@ def _per_device(
     return {s.tags["device"]: s.values[0][1:] for s in series if s.values}
 
 
-def _seasonal_rates(hourly: _Hourly, seen: list[int]) -> list[float]:
+def seasonal_rates(counts: dict[int, list[int]], seen: list[int]) -> list[float]:
     """Mean payments per hour for each hour of the week, hours with no payment as zeros.
 
     An hour of the week seen less than twice borrows from the same hour of the
     other days, so one odd day does not make the baseline; one not seen at all
     (less than a week of history) is the mean of the same hour of the days seen.
     """
-    totals = [sum(hourly.counts.get(h, [])) for h in range(HOURS_PER_WEEK)]
+    totals = [sum(counts.get(h, [])) for h in range(HOURS_PER_WEEK)]
     by_hod = []
     for hod in range(24):
         hours = sum(seen[d * 24 + hod] for d in range(7))
@@ -195,6 +208,114 @@ def _seasonal_rates(hourly: _Hourly, seen: list[int]) -> list[float]:
         else:
             rates.append(0.5 * totals[h] + 0.5 * by_hod[h % 24])
     return rates
+
+
+def _padded(counts: dict[int, list[int]], seen: list[int]) -> dict[int, list[int]]:
+    """Each hour of the week's counts, with a 0 for each hour seen without a row."""
+    return {
+        h: counts.get(h, []) + [0] * (seen[h] - len(counts.get(h, [])))
+        for h in range(HOURS_PER_WEEK)
+    }
+
+
+class _Moments:
+    """Sums over hours of the week seen twice or more, weighted by degrees of freedom."""
+
+    def __init__(self) -> None:
+        self.df = 0.0  # sum of n - 1
+        self.excess = 0.0  # sum of (n - 1)(s^2 - m): estimates dispersion mu^2
+        self.square = 0.0  # sum of (n - 1)(m^2 - s^2/n): estimates mu^2
+        self.variance = 0.0  # sum of (n - 1) s^2
+        self.mean = 0.0  # sum of (n - 1) m
+
+    def add(self, counts: list[int]) -> None:
+        n = len(counts)
+        m = sum(counts) / max(1, n)
+        if n < 2 or m < DISPERSION_MIN_MEAN:
+            return
+        s2 = sum((c - m) ** 2 for c in counts) / (n - 1)
+        self.df += n - 1
+        self.excess += (n - 1) * (s2 - m)
+        self.square += (n - 1) * (m * m - s2 / n)
+        self.variance += (n - 1) * s2
+        self.mean += (n - 1) * m
+
+    def dispersion(self) -> float | None:
+        """Moment estimate of the negative binomial's dispersion (None: no information)."""
+        if self.square <= 0.0:
+            return None
+        return min(MAX_DISPERSION, max(0.0, self.excess / self.square))
+
+    def ratio(self) -> float | None:
+        """Quasi-Poisson: the variance as a multiple of the mean (None: no information)."""
+        return max(1.0, self.variance / self.mean) if self.mean > 0.0 else None
+
+    def __iadd__(self, other: _Moments) -> _Moments:
+        self.df += other.df
+        self.excess += other.excess
+        self.square += other.square
+        self.variance += other.variance
+        self.mean += other.mean
+        return self
+
+
+def _shrunk(own: float | None, df: float, prior: float, weight: float) -> float:
+    return prior if own is None else (df * own + weight * prior) / (df + weight)
+
+
+def volume_dispersion(
+    counts: dict[str, dict[int, list[int]]],
+    mccs: dict[str, str],
+    rates: dict[str, list[float]],
+) -> dict[str, list[float]]:
+    """Each terminal's dispersion of hourly payment counts, by hour of the week.
+
+    ``counts``: per terminal, the payments of each hour of the week in its history (0s
+    included). The counts are taken as negative binomial, variance ``mu + d mu^2``; ``d``
+    is estimated by moments, (s^2 - m) / (m^2 - s^2/n), over the hours of the week seen
+    twice or more, then shrunk: a terminal's hour of the week towards the terminal's
+    figure over all hours (prior weight ``DISPERSION_HOUR_PRIOR`` degrees of freedom), and
+    that towards its merchant category's (``DISPERSION_TERMINAL_PRIOR``), the fleet's for
+    a category alone. Counts may instead vary in proportion to their mean (quasi-Poisson,
+    variance ``phi mu``): the figure of an hour is never below ``(phi - 1) / mu``, phi
+    shrunk the same way, so that a quiet hour is not held to the busy hours' dispersion.
+    """
+    own = {d: {h: _cell(c) for h, c in by_hour.items()} for d, by_hour in counts.items()}
+    totals: dict[str, _Moments] = {}
+    for device, cells in own.items():
+        total = _Moments()
+        for cell in cells.values():
+            total += cell
+        totals[device] = total
+    fleet, by_mcc = _Moments(), defaultdict[str, _Moments](_Moments)
+    for device, total in totals.items():
+        fleet += total
+        by_mcc[mccs.get(device, "")] += total
+    fleet_d, fleet_phi = fleet.dispersion() or 0.0, fleet.ratio() or 1.0
+    out: dict[str, list[float]] = {}
+    for device, cells in own.items():
+        category = by_mcc[mccs.get(device, "")]
+        cat_d = _shrunk(category.dispersion(), category.df, fleet_d, DISPERSION_TERMINAL_PRIOR)
+        cat_phi = _shrunk(category.ratio(), category.df, fleet_phi, DISPERSION_TERMINAL_PRIOR)
+        total = totals[device]
+        term_d = _shrunk(total.dispersion(), total.df, cat_d, DISPERSION_TERMINAL_PRIOR)
+        term_phi = _shrunk(total.ratio(), total.df, cat_phi, DISPERSION_TERMINAL_PRIOR)
+        rate = rates.get(device, [0.0] * HOURS_PER_WEEK)
+        figures = []
+        for h in range(HOURS_PER_WEEK):
+            cell = cells.get(h, _Moments())
+            d = _shrunk(cell.dispersion(), cell.df, term_d, DISPERSION_HOUR_PRIOR)
+            if rate[h] > 0.0:
+                d = max(d, (term_phi - 1.0) / max(rate[h], DISPERSION_MIN_MEAN))
+            figures.append(round(min(MAX_DISPERSION, d), 5))
+        out[device] = figures
+    return out
+
+
+def _cell(counts: list[int]) -> _Moments:
+    moments = _Moments()
+    moments.add(counts)
+    return moments
 
 
 def _terminal_baselines(
@@ -212,7 +333,7 @@ def _terminal_baselines(
         t50, t99 = temperatures.get(device, DEFAULT_TEMPERATURE)
         alpha, beta = DECLINE_PRIOR
         out[device] = TerminalBaseline(
-            rate_per_hour=_seasonal_rates(h, seen),
+            rate_per_hour=seasonal_rates(h.counts, seen),
             decline_rate=(h.declined + alpha) / (h.payments + alpha + beta),
             amount_log_median=math.log(max(1.0, median)),
             amount_log_sigma=max(0.1, math.log(max(1.0, p75) / max(1.0, p25)) / IQR_TO_SIGMA),

@@ -58,7 +58,6 @@ STATUS_COLUMNS = (
 SENSOR_COLUMNS = ("device", "site", "seq")
 HEARTBEAT_LOOKBACK_NS = 15 * 60 * 10**9  # heartbeats of a clock up to ~10 min slow still show
 RECONNECT_LOOKBACK_NS = 30 * 60 * 10**9
-STATE_LOOKBACK_NS = 24 * 3600 * 10**9
 FLEET_PAYMENT_COLUMNS = ("device", "site", "card_token", "approved")
 
 
@@ -231,12 +230,19 @@ def _acquirer_windows(
 
 
 def _device_states(reader: InfluxQLReader, end_ns: int, where: str) -> dict[str, DeviceStates]:
+    """Each device's newest "online" and newest "offline" point before ``end``, however old.
+
+    No lookback: a last will is stamped when the agent composed it, at connect, and
+    is written only when the broker publishes it, so a session days old ends with a
+    point days old (docs/wire.md). `cloud.detectors.terminal_health` carries what it
+    read in the detectors' memory across windows and restarts.
+    """
     extra = f" AND ({where})" if where else ""
     # the newest raw point of each series: with two selectors (last(a), last(b))
     # InfluxQL would stamp the row with the start of the range, not the point's time
     newest = reader.query(
         'SELECT "online", "reason" FROM "device_state" '
-        f"WHERE time >= {end_ns - STATE_LOOKBACK_NS} AND time < {end_ns}{extra} "
+        f"WHERE time < {end_ns}{extra} "
         "GROUP BY device, site, state ORDER BY time DESC LIMIT 1"
     )
     states: dict[str, DeviceStates] = {}

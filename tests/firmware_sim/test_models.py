@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import random
 import statistics
 from collections import defaultdict
 
@@ -24,7 +26,7 @@ from wire.messages import (
     decode,
     encode,
 )
-from wire.timestamps import NS_PER_HOUR
+from wire.timestamps import NS_PER_HOUR, parse_iso
 from wire.topics import validate_id
 
 
@@ -153,3 +155,42 @@ def test_a_run_opens_and_closes_every_connection() -> None:
     assert all(getattr(e, "reason", None) is StateReason.CONNECTED for e in first)
     assert all(getattr(e, "reason", None) is StateReason.SHUTDOWN for e in last)
     assert all(e.at_ns == START_NS + NS_PER_HOUR for e in last)
+
+
+def hourly_counts(dispersion: float, seed: int, hours: int = 3000) -> list[int]:
+    """Arrivals per hour of a terminal open around the clock at 30 payments an hour."""
+    base = PROFILES[MerchantType.CAFE]
+    always = dataclasses.replace(
+        base, hours=((0, 24),) * 7, hourly=(1.0,) * 24, weekday=(1.0,) * 7, peak_per_hour=30.0,
+        dispersion=dispersion,
+    )  # fmt: skip
+    rng = random.Random(f"{seed}:device:t")
+    start = parse_iso("2026-11-02T00:00:00Z")
+    counts = [0] * hours
+    t: int | None = start
+    while (t := always.next_arrival(rng, t, start + hours * NS_PER_HOUR)) is not None:
+        counts[(t - start) // NS_PER_HOUR] += 1
+    return counts
+
+
+def test_hourly_counts_vary_more_than_poisson_by_the_merchant_dispersion() -> None:
+    poisson = hourly_counts(0.0, seed=3)
+    mixed = hourly_counts(0.1, seed=3)  # variance 30 + 0.1 x 30^2 = 4 x Poisson
+    assert 0.85 < statistics.variance(poisson) / statistics.mean(poisson) < 1.15
+    assert 29 < statistics.mean(mixed) < 31
+    assert 3.4 < statistics.variance(mixed) / statistics.mean(mixed) < 4.6
+    assert hourly_counts(0.1, seed=3) == mixed  # determined by the seed
+    assert hourly_counts(0.1, seed=4) != mixed
+    for profile in PROFILES.values():  # the fleet's: busy hours vary 1.4-2.6 x Poisson
+        peak = profile.peak_per_hour * max(profile.weekday)
+        assert 1.4 <= 1 + profile.dispersion * peak <= 2.6, profile.kind
+
+
+def test_a_run_is_determined_by_its_seed() -> None:
+    def paid(seed: int) -> list[tuple[str, int, int]]:
+        _, events = simulate(terminals=6, sensors=0, hours=12, seed=seed)
+        return [(p.device, p.ts, p.amount_minor) for p in payments(events)]
+
+    first = paid(5)
+    assert first == paid(5)
+    assert first != paid(6)
