@@ -37,8 +37,8 @@ import msgspec
 from cloud.reading.influxql_reader import ReaderSettings
 from runtime.config import load_config, read_secret
 from runtime.config_sections import (
-    INFLUX_PASSWORD_ENV,
     INFLUX_TOKEN_ENV,
+    InfluxQuerySection,
     InfluxSection,
     MqttSection,
     Section,
@@ -54,17 +54,13 @@ class CloudSection(Section, kw_only=True, frozen=True):
     clear_windows: Annotated[int, msgspec.Meta(ge=1)] = 2
 
 
-class QuerySection(Section, kw_only=True, frozen=True):
-    url: str
-    database: str
+class QuerySection(InfluxQuerySection, kw_only=True, frozen=True):
     retention_policy: str | None = None
-    username: str | None = None
-    password_file: str | None = None
     token_file: str | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
     def reader_settings(self) -> ReaderSettings:
-        password = read_secret(self.password_file, INFLUX_PASSWORD_ENV) if self.username else None
+        password = self.password()
         # without a user (1.x), a token (2.x, 3.x) from token_file or else the environment
         wants_token = self.token_file or (not self.username and os.environ.get(INFLUX_TOKEN_ENV))
         token = read_secret(self.token_file, INFLUX_TOKEN_ENV) if wants_token else None

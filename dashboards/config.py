@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from dashboards.provisioning import InfluxSettings
 from dashboards.push import Credential, PushSettings
 from runtime.config import ConfigError, load_config, read_secret
-from runtime.config_sections import INFLUX_PASSWORD_ENV, Seconds, Section
+from runtime.config_sections import InfluxQuerySection, Seconds, Section
 
 GRAFANA_TOKEN_ENV: Final = "TILLPULSE_GRAFANA_TOKEN"
 GRAFANA_PASSWORD_ENV: Final = "TILLPULSE_GRAFANA_PASSWORD"
@@ -67,13 +67,10 @@ class GrafanaSection(Section, kw_only=True, frozen=True):
         return read_secret(self.token_file, GRAFANA_TOKEN_ENV)
 
 
-class DatasourceSection(Section, kw_only=True, frozen=True):
-    """The InfluxDB Grafana's InfluxQL datasource reads (1.x, 2.x through DBRP, 3.x)."""
-
-    url: str  # as Grafana reaches it
-    database: str  # InfluxDB 2.x: the DBRP-mapped database of the bucket
-    username: str | None = None  # 1.x user, or 2.x v1-auth user (or any user, token as password)
-    password_file: str | None = None  # else env TILLPULSE_INFLUX_PASSWORD when username is set
+class DatasourceSection(InfluxQuerySection, kw_only=True, frozen=True):
+    """The InfluxDB Grafana's InfluxQL datasource reads (1.x, 2.x through DBRP, 3.x), as
+    Grafana reaches it; ``username`` is a 1.x user, or a 2.x v1-auth user (or any user,
+    a token as its password)."""
 
     def __post_init__(self) -> None:
         _require_http("datasource.url", self.url)
@@ -81,11 +78,11 @@ class DatasourceSection(Section, kw_only=True, frozen=True):
             raise ValueError("datasource.database must not be empty")
 
     def influx_settings(self) -> InfluxSettings:
-        if self.username is None:
-            return InfluxSettings(url=self.url, database=self.database, user="", password="")
-        password = read_secret(self.password_file, INFLUX_PASSWORD_ENV)
         return InfluxSettings(
-            url=self.url, database=self.database, user=self.username, password=password
+            url=self.url,
+            database=self.database,
+            user=self.username or "",
+            password=self.password() or "",
         )
 
 

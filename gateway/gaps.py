@@ -28,8 +28,7 @@ Memory: at most ``window`` remembered seqs per device's stream, and at most
 ``max_devices`` (site, device, stream) keys (the config key keeps its name;
 a terminal uses two, payment and status); when full, the key seen first is
 forgotten (FIFO, counted ``evicted_devices``) and starts afresh if it comes
-back. ``devices`` in the stats counts keys too. ``top`` sums each device's
-streams: one entry per (site, device), worst first.
+back. ``devices`` in the stats counts keys too; ``top`` lists the worst keys.
 
 Only meaningful when each device's traffic reaches this gateway: with a
 round-robin shared subscription every gateway sees a share of each device and
@@ -48,10 +47,11 @@ StreamKey = tuple[str, str, str]  # (site, device, stream)
 
 @dataclass(frozen=True, slots=True)
 class DeviceGaps:
-    """One device's figures, summed over its streams."""
+    """One device stream's figures."""
 
     site: str
     device: str
+    stream: str
     missing: int
     filled: int
     resets: int
@@ -68,17 +68,7 @@ class GapStats:
     stale: int
     resets: int
     evicted_devices: int
-    top: list[DeviceGaps]  # most missing first, one per (site, device)
-
-
-class _Offender:
-    """One device's figures summed over its streams with gaps or resets (for ``top``)."""
-
-    __slots__ = ("filled", "missing", "resets", "streams")
-
-    def __init__(self) -> None:
-        self.missing = self.filled = self.resets = 0
-        self.streams = 0  # its tracked streams that count here
+    top: list[DeviceGaps]  # most missing first
 
 
 class _Stream:
@@ -89,7 +79,6 @@ class _Stream:
         "filled",
         "highest",
         "missing",
-        "offender",
         "order",
         "resets",
         "waiting",
@@ -101,7 +90,6 @@ class _Stream:
         self.waiting: set[int] | None = None  # missing seqs that may still arrive
         self.order: deque[int] | None = None  # the same (and filled ones), ascending
         self.candidate: int | None = None  # a far-below seq: a restart, or a stale event
-        self.offender: _Offender | None = None  # its device's sums, from its first gap or reset
         self.missing = 0
         self.filled = 0
         self.resets = 0
@@ -116,9 +104,7 @@ class GapDetector:
         self._max_keys = max_devices
         self._streams: dict[StreamKey, _Stream] = {}
         self._arrival: deque[StreamKey] = deque()  # keys, first seen first
-        # Per (site, device) with a gap or a reset in a tracked stream: kept as events come,
-        # so `stats` ranks devices without a pass over every stream.
-        self._offenders: dict[tuple[str, str], _Offender] = {}
+        self._offenders: dict[StreamKey, _Stream] = {}  # keys with gaps or resets
         self._missing = self._filled = self._expired = self._outstanding = 0
         self._repeated = self._stale = self._resets = self._evicted = 0
 
@@ -138,7 +124,6 @@ class GapDetector:
         elif state.waiting and seq in state.waiting:
             state.waiting.discard(seq)
             state.filled += 1
-            self._offender(key, state).filled += 1
             self._filled += 1
             self._outstanding -= 1
         elif state.highest - seq <= self._window:
@@ -150,41 +135,16 @@ class GapDetector:
         if len(self._arrival) >= self._max_keys:
             old_key = self._arrival.popleft()
             old = self._streams.pop(old_key)
-            self._forget_offender(old_key, old)
+            self._offenders.pop(old_key, None)
             self._expire(old, old.highest + 1)
             self._evicted += 1
         self._streams[key] = _Stream(seq)
         self._arrival.append(key)
 
-    def _offender(self, key: StreamKey, state: _Stream) -> _Offender:
-        """The sums of ``key``'s device, which ``state`` counts in from now on."""
-        offender = state.offender
-        if offender is None:
-            device = (key[0], key[1])
-            offender = self._offenders.get(device)
-            if offender is None:
-                offender = self._offenders[device] = _Offender()
-            offender.streams += 1  # the stream's own figures are still 0: all counted here
-            state.offender = offender
-        return offender
-
-    def _forget_offender(self, key: StreamKey, state: _Stream) -> None:
-        """Take an evicted stream's figures out of its device's sums."""
-        offender = state.offender
-        if offender is None:
-            return
-        offender.streams -= 1
-        if offender.streams == 0:
-            del self._offenders[(key[0], key[1])]
-        else:
-            offender.missing -= state.missing
-            offender.filled -= state.filled
-            offender.resets -= state.resets
-
     def _jump(self, key: StreamKey, state: _Stream, seq: int) -> None:
         gap = seq - state.highest - 1
         state.missing += gap
-        self._offender(key, state).missing += gap
+        self._offenders[key] = state
         self._missing += gap
         remembered = range(max(state.highest + 1, seq - self._window), seq)
         self._expired += gap - len(remembered)
@@ -203,7 +163,7 @@ class GapDetector:
             self._stale -= 1  # the candidate was the first event of a restarted counter
             self._resets += 1
             state.resets += 1
-            self._offender(key, state).resets += 1
+            self._offenders[key] = state
             self._expire(state, state.highest + 1)
             state.highest = seq
             state.candidate = None
@@ -236,7 +196,7 @@ class GapDetector:
             resets=self._resets,
             evicted_devices=self._evicted,
             top=[
-                DeviceGaps(site, device, sums.missing, sums.filled, sums.resets)
-                for (site, device), sums in worst
+                DeviceGaps(site, device, stream, state.missing, state.filled, state.resets)
+                for (site, device, stream), state in worst
             ],
         )

@@ -139,8 +139,11 @@ class GatewayMetrics:
                 Family(
                     "gaps_device_missing",
                     "gauge",
-                    "Missing sequence numbers of the devices with the most.",
-                    [({"site": d.site, "device": d.device}, d.missing) for d in stats.gaps.top],
+                    "Missing sequence numbers of the device streams with the most.",
+                    [
+                        ({"site": d.site, "device": d.device, "stream": d.stream}, d.missing)
+                        for d in stats.gaps.top
+                    ],
                     in_stats_point=False,
                 )
             )

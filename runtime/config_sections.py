@@ -121,3 +121,19 @@ class InfluxSection(Section, kw_only=True, frozen=True):
         if self.username is None:
             return None
         return read_secret(self.password_file, INFLUX_PASSWORD_ENV)
+
+
+class InfluxQuerySection(Section, kw_only=True, frozen=True):
+    """Where InfluxQL is read (``GET /query``): the cloud's ``[query]``, Grafana's
+    ``[datasource]``."""
+
+    url: str
+    database: str  # InfluxDB 2.x: the DBRP-mapped database of the bucket
+    username: str | None = None
+    password_file: str | None = None  # else env TILLPULSE_INFLUX_PASSWORD when username is set
+
+    def password(self) -> str | None:
+        """The read password (file or env), or None when no username is configured."""
+        if self.username is None:
+            return None
+        return read_secret(self.password_file, INFLUX_PASSWORD_ENV)

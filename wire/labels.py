@@ -57,9 +57,10 @@ def label_matches(alert_type: str, kind: LabelType) -> bool:
     return detected is not None and detected.value == kind.value
 
 
-class GroundTruthLabel(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class _Label(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Every field of a label but its ``type``."""
+
     label_id: str  # "<scenario>-<index>" for firmware_sim's labels; any string otherwise
-    type: LabelType  # an InjectionType, or an AlertType when the name is no injection type
     sites: list[str]
     devices: list[str]
     acquirers: list[str] = msgspec.field(default_factory=list)
@@ -70,27 +71,19 @@ class GroundTruthLabel(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown
     end: str
     params: dict[str, Param] = msgspec.field(default_factory=dict)
 
+
+class GroundTruthLabel(_Label, kw_only=True, frozen=True):
+    type: LabelType  # an InjectionType, or an AlertType when the name is no injection type
+
     def covers(self, ts_ns: int) -> bool:
         return self.start_ns <= ts_ns < self.end_ns
 
 
-class _LabelLine(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """A label as read: ``type`` a plain string, resolved by `label_type`.
+class _LabelLine(_Label, kw_only=True, frozen=True):
+    """A label as read: ``type`` a plain string, resolved by `label_type`
+    (msgspec cannot decode a union of two string enums)."""
 
-    (msgspec cannot decode a union of two string enums.)
-    """
-
-    label_id: str
     type: str
-    sites: list[str]
-    devices: list[str]
-    acquirers: list[str] = msgspec.field(default_factory=list)
-    card_tokens: list[str] = msgspec.field(default_factory=list)
-    start_ns: int
-    end_ns: int
-    start: str
-    end: str
-    params: dict[str, Param] = msgspec.field(default_factory=dict)
 
 
 def make_label(

@@ -38,7 +38,6 @@ says *when* it last lived: the outage is timed from that heartbeat.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +50,7 @@ from cloud.reading.window import DeviceStates, WindowData
 from runtime.logs import kv
 from wire.incidents import AlertType
 from wire.messages import Severity
-from wire.timestamps import NS_PER_S
+from wire.timestamps import NS_PER_S, iso
 
 log = logging.getLogger(__name__)
 
@@ -196,17 +195,14 @@ def health_findings(
 ) -> list[Finding]:
     """Device findings, with a site's outage reported once for the site (root cause).
 
-    ``states`` are the window's broker states; those carried in ``memory.liveness``
-    (folded by `fold_heartbeats`) decide, with them as a fallback for a caller that
-    did not fold.
+    Liveness is judged on ``memory.liveness``, which `fold_heartbeats` fills first;
+    ``states`` (the window's broker states) add only the reconnect count.
     """
     findings: list[Finding] = []
     down_by_site: dict[str, list[tuple[str, str]]] = defaultdict(list)
     devices_by_site: dict[str, int] = defaultdict(int)
     for device, state in memory.devices.items():
         devices_by_site[state.site] += 1
-        if device not in memory.liveness:  # not folded (a caller of its own): this window's
-            fold_states(memory, {device: states[device]} if device in states else {})
         why = _down(state, _liveness(memory, device), states.get(device), end_ns, settings)
         if why:
             down_by_site[state.site].append((device, why))
@@ -260,8 +256,8 @@ def _past_outage(live: Liveness) -> str:
         return ""
     silent_s = (live.gap_to_ns - live.gap_from_ns) / NS_PER_S
     why = (
-        f"no heartbeat for {silent_s:.0f} s, from {_clock(live.gap_from_ns)} "
-        f"to {_clock(live.gap_to_ns)} UTC (back since)"
+        f"no heartbeat for {silent_s:.0f} s, from {iso(live.gap_from_ns)} "
+        f"to {iso(live.gap_to_ns)} (back since)"
     )
     live.gap_from_ns = live.gap_to_ns = 0
     return why
@@ -274,15 +270,11 @@ def _silent(live: Liveness, end_ns: int, settings: HealthSettings) -> str:
     if live.will_ns and live.will_ns >= live.online_ns and quiet_s >= settings.will_quiet_s:
         return (
             "the broker published its last will and no heartbeat came for "
-            f"{quiet_s:.0f} s (since {_clock(since_ns)} UTC)"
+            f"{quiet_s:.0f} s (since {iso(since_ns)})"
         )
     if quiet_s >= settings.offline_after_s:
-        return f"no heartbeat for {quiet_s:.0f} s (since {_clock(since_ns)} UTC)"
+        return f"no heartbeat for {quiet_s:.0f} s (since {iso(since_ns)})"
     return ""
-
-
-def _clock(ns: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // NS_PER_S))
 
 
 def _offline(device: str, state: DeviceMemory, why: str, end_ns: int) -> Finding:

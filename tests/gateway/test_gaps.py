@@ -19,7 +19,7 @@ def test_consecutive_seqs_have_no_gaps() -> None:
 def test_missing_seqs_are_counted_and_filled_when_they_arrive_late() -> None:
     stats = feed([1, 2, 6, 7, 4, 3])
     assert (stats.missing, stats.filled, stats.outstanding, stats.expired) == (3, 2, 1, 0)
-    assert stats.top == [DeviceGaps("store-1", "pos-1", missing=3, filled=2, resets=0)]
+    assert stats.top == [DeviceGaps("store-1", "pos-1", "payment", missing=3, filled=2, resets=0)]
 
 
 def test_missing_seqs_expire_once_the_window_passed_them() -> None:
@@ -98,7 +98,7 @@ def test_counts_always_balance_and_memory_stays_in_the_window(
         assert stats.missing == stats.filled + stats.expired + stats.outstanding
         assert 0 <= stats.outstanding <= window * stats.devices
         assert stats.devices <= 3
-        # the top list sums what the tracked streams hold: never more than ever counted
+        # the top list holds what the tracked streams hold: never more than ever counted
         assert sum(d.missing for d in stats.top) <= stats.missing
         assert sum(d.filled for d in stats.top) <= stats.filled
         assert all(d.missing >= 0 and d.filled >= 0 and d.resets >= 0 for d in stats.top)
@@ -135,7 +135,7 @@ def test_an_agent_sharing_its_terminals_id_shows_no_false_gaps() -> None:
     assert stats.top == []
 
 
-def test_a_gap_in_one_stream_is_counted_once_and_the_top_sums_a_devices_streams() -> None:
+def test_a_gap_in_one_stream_is_counted_once_and_the_top_names_the_stream() -> None:
     detector = GapDetector(100, max_devices=10)
     for stream, seqs in {"payment": [1, 2, 5], "status": [1, 3], "sensor": [1, 2]}.items():
         for seq in seqs:
@@ -146,8 +146,9 @@ def test_a_gap_in_one_stream_is_counted_once_and_the_top_sums_a_devices_streams(
     stats = detector.stats()
     assert (stats.missing, stats.filled, stats.outstanding) == (4, 1, 3)
     assert stats.top == [
-        DeviceGaps("s", "pos-1", missing=3, filled=1, resets=0),
-        DeviceGaps("s", "pos-2", missing=1, filled=0, resets=0),
+        DeviceGaps("s", "pos-1", "payment", missing=2, filled=1, resets=0),
+        DeviceGaps("s", "pos-1", "status", missing=1, filled=0, resets=0),
+        DeviceGaps("s", "pos-2", "payment", missing=1, filled=0, resets=0),
     ]
 
 
@@ -157,11 +158,14 @@ def test_the_bound_counts_streams_and_an_evicted_stream_leaves_the_top() -> None
     detector.observe("s", "a", "payment", 4)  # 2 missing
     detector.observe("s", "a", "status", 1)
     detector.observe("s", "a", "status", 3)  # 1 missing
-    assert detector.stats().top == [DeviceGaps("s", "a", missing=3, filled=0, resets=0)]
+    assert detector.stats().top == [
+        DeviceGaps("s", "a", "payment", missing=2, filled=0, resets=0),
+        DeviceGaps("s", "a", "status", missing=1, filled=0, resets=0),
+    ]
     detector.observe("s", "b", "payment", 1)  # a third key: evicts (s, a, payment)
     stats = detector.stats()
     assert (stats.devices, stats.evicted_devices) == (2, 1)
-    assert stats.top == [DeviceGaps("s", "a", missing=1, filled=0, resets=0)]
+    assert stats.top == [DeviceGaps("s", "a", "status", missing=1, filled=0, resets=0)]
     detector.observe("s", "c", "payment", 1)  # evicts (s, a, status): a is gone
     assert detector.stats().top == []
 
@@ -176,4 +180,4 @@ def test_a_restart_of_one_stream_is_a_reset_of_that_stream_only() -> None:
         detector.observe("s", "pos-1", "status", 10_010 + seq)
     stats = detector.stats()
     assert (stats.resets, stats.missing, stats.stale) == (1, 0, 0)
-    assert stats.top == [DeviceGaps("s", "pos-1", missing=0, filled=0, resets=1)]
+    assert stats.top == [DeviceGaps("s", "pos-1", "payment", missing=0, filled=0, resets=1)]

@@ -103,7 +103,14 @@ def test_exposition_carries_every_figure_with_types() -> None:
     assert value(samples, "tillpulse_gateway_gaps_missing_total") == 2
     assert value(samples, "tillpulse_gateway_gaps_outstanding") == 2
     assert (
-        value(samples, "tillpulse_gateway_gaps_device_missing", site="store-1", device="pos-1") == 2
+        value(
+            samples,
+            "tillpulse_gateway_gaps_device_missing",
+            site="store-1",
+            device="pos-1",
+            stream="payment",
+        )
+        == 2
     )
     assert value(samples, "tillpulse_gateway_aggregates_late_events_total") == 0
     assert value(samples, "tillpulse_gateway_aggregates_open_windows") == 1
@@ -126,11 +133,18 @@ def test_label_values_and_help_are_escaped() -> None:
     stats = busy_pipeline().stats()
     assert stats.gaps is not None
     hostile = 'a"b\\c\nd},x="1'
-    gaps = dataclasses.replace(stats.gaps, top=[DeviceGaps(hostile, "pos-1", 9, 0, 0)])
+    gaps = dataclasses.replace(stats.gaps, top=[DeviceGaps(hostile, "pos-1", "payment", 9, 0, 0)])
     gm.update_pipeline(dataclasses.replace(stats, gaps=gaps))
     _, samples = parse_exposition(gm.render())
     assert (
-        value(samples, "tillpulse_gateway_gaps_device_missing", site=hostile, device="pos-1") == 9
+        value(
+            samples,
+            "tillpulse_gateway_gaps_device_missing",
+            site=hostile,
+            device="pos-1",
+            stream="payment",
+        )
+        == 9
     )
 
 
