@@ -37,6 +37,8 @@ class InjectionType(enum.StrEnum):
     CLOCK_SKEW = "clock_skew"
     DUPLICATE_SENDS = "duplicate_sends"
     CORRUPT_FRAMES = "corrupt_frames"
+    # a sensor reading going wrong (stuck, drifting, jumping): the streaming detector's
+    SENSOR_FAULT = "sensor_fault"
 
 
 class AlertType(enum.StrEnum):
@@ -61,6 +63,9 @@ class AlertType(enum.StrEnum):
     CARD_TESTING = "card_testing"
     CARD_VELOCITY = "card_velocity"
     AMOUNT_OUTLIER = "amount_outlier"
+    # the streaming detector on one numeric series (a sensor field, a gateway metric,
+    # an acquirer's latency): cloud.detectors.series_watch
+    SERIES_ANOMALY = "series_anomaly"
 
 
 # alert type -> the injection type it detects
@@ -77,6 +82,7 @@ DETECTS: Final[dict[AlertType, InjectionType]] = {
     AlertType.CARD_TESTING: InjectionType.CARD_TESTING,
     AlertType.CARD_VELOCITY: InjectionType.VELOCITY_FRAUD,
     AlertType.AMOUNT_OUTLIER: InjectionType.AMOUNT_OUTLIER,
+    AlertType.SERIES_ANOMALY: InjectionType.SENSOR_FAULT,
 }
 
 # Alert types that detect no injection: a low battery is no fault the simulator

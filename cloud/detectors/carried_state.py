@@ -57,6 +57,7 @@ class TerminalEvidence(msgspec.Struct, kw_only=True):
     volume_surge: CountRun = msgspec.field(default_factory=CountRun)
     latency_cusum: float = 0.0  # CUSUM of robust latency residuals (sigmas)
     recent_declines: dict[str, float] = msgspec.field(default_factory=dict)  # code: decayed count
+    declines_at_ns: int = 0  # the time recent_declines were decayed to (0: never)
 
 
 class CardUse(msgspec.Struct, array_like=True):

@@ -39,11 +39,11 @@ A terminal whose acquirer is down is left out: the acquirer outage
 (`cloud.detectors.fleet_wide`) is the root cause.
 
 Decline-code mix: the terminal's online declines by response code, decayed
-with a half-life of ``codes_half_life_s``, against its usual mix (its own,
-shrunk to its merchant category's): a G-test below ``codes_p``, and the code
-that rose the most at ``codes_rise`` times its usual share. Left out: an
-acquirer that is down (its 91/96 codes) and card testing (its probes'
-declines).
+with a half-life of ``codes_half_life_s`` by the clock (a closed night fades
+them too), against its usual mix (its own, shrunk to its merchant category's):
+a G-test below ``codes_p``, and the code that rose the most at ``codes_rise``
+times its usual share. Left out: an acquirer that is down (its 91/96 codes)
+and card testing (its probes' declines).
 """
 
 from __future__ import annotations
@@ -157,6 +157,7 @@ def kpi_findings(  # noqa: PLR0917 - the window, what is known, and the settings
         if own is not None:
             findings += _volume(device, site, window, evidence, own, cycle)
         if window is None:
+            _decay_declines(evidence, end_ns, settings)  # a closed shop's evidence fades too
             continue
         if own is not None:
             latency = _latency(device, window, evidence, own, cycle)
@@ -365,6 +366,18 @@ def _latency(
     )
 
 
+def _decay_declines(
+    evidence: TerminalEvidence, now_ns: int, settings: KpiSettings
+) -> dict[str, float]:
+    """The terminal's recent declines decayed to ``now_ns``: by the time since they were
+    last decayed, so evidence fades over a closed night as over a busy hour."""
+    since_ns = evidence.declines_at_ns or now_ns
+    decay = 0.5 ** (max(0, now_ns - since_ns) / NS_PER_S / settings.codes_half_life_s)
+    recent = {c: n * decay for c, n in evidence.recent_declines.items() if n * decay > FORGET_BELOW}
+    evidence.recent_declines, evidence.declines_at_ns = recent, now_ns
+    return recent
+
+
 def _decline_mix(
     device: str,
     window: TerminalWindow,
@@ -373,8 +386,7 @@ def _decline_mix(
     cycle: _Cycle,
 ) -> Finding | None:
     settings, explained = cycle.settings, cycle.explained
-    decay = 0.5 ** ((cycle.end_ns - cycle.start_ns) / NS_PER_S / settings.codes_half_life_s)
-    recent = {c: n * decay for c, n in evidence.recent_declines.items() if n * decay > FORGET_BELOW}
+    recent = _decay_declines(evidence, cycle.end_ns, settings)
     blocked = window.acquirer in explained.acquirers or explained.by(device, CODES_EXPLAINED_BY)
     if not blocked:
         for code, n in window.codes.items():
