@@ -7,7 +7,10 @@ false); `render_table` / `print_report` and `report_json` show it.
 Matching rules:
 
 * Only ``firing`` alerts count. Several firing messages with one ``alert_id``
-  (a severity escalation) are one alert: the earliest.
+  (a severity escalation) are one alert: the earliest at warning or above.
+  An alert that never rose above ``info`` (a surge on a sale day the operator
+  calendar announced) is a note, not an alert: counted in ``notes``, never
+  false, never a detection.
 * An alert *overlaps* a label when its ``ts`` lies in ``[start, end + grace)``
   (grace defaults to 2 windows: a detection after the end is late, not false)
   and its subject is one of the label's targets: its device if it names one,
@@ -57,7 +60,7 @@ from rich.table import Table
 from wire.errors import MessageDecodeError
 from wire.incidents import DETECTS, NOT_IN_THE_DATA, AlertType, InjectionType
 from wire.labels import GroundTruthLabel, label_matches
-from wire.messages import Alert, AlertStatus, decode_as
+from wire.messages import Alert, AlertStatus, Severity, decode_as
 from wire.timestamps import NS_PER_S, iso
 
 NOT_SCORED_NOTE: Final = "not scored: absorbed by the gateway"
@@ -102,7 +105,8 @@ class Overall(msgspec.Struct, kw_only=True, frozen=True):
     micro_precision: float | None
     micro_recall: float | None
     delay: Delay | None  # over all detections of scored types
-    firing_alerts: int  # distinct firing alerts of any type
+    firing_alerts: int  # distinct firing alerts of any type, at warning or above
+    notes: int  # distinct firing alerts that stayed at info severity
     false_alerts: int  # overlapping no label at all
     unexplained_by_type: int  # matching no label of their own type
     terminal_hours: float
@@ -183,7 +187,7 @@ def evaluate(
         )
         for label in labels
     ]
-    firing = _distinct_firing(alerts)
+    firing, notes = _distinct_firing(alerts)
     first_hit: dict[int, int] = {}  # index into labels -> ts of its first matching alert
     alerts_by_type: Counter[str] = Counter()
     true_by_type: Counter[str] = Counter()
@@ -240,6 +244,7 @@ def evaluate(
         micro_recall=_ratio(sum(r.detected for r in scored), sum(r.labels for r in scored)),
         delay=_delay(all_delays, window_s),
         firing_alerts=len(firing),
+        notes=notes,
         false_alerts=false_count,
         unexplained_by_type=len(unexplained),
         terminal_hours=terminal_hours,
@@ -256,15 +261,21 @@ def evaluate(
     )
 
 
-def _distinct_firing(alerts: Sequence[Alert]) -> list[Alert]:
-    """Firing alerts in ts order, each alert_id once (its earliest firing message)."""
+def _distinct_firing(alerts: Sequence[Alert]) -> tuple[list[Alert], int]:
+    """Firing alerts in ts order, each alert_id once (its earliest firing message at
+    warning or above), and how many alert_ids never rose above info (notes)."""
     seen: set[str] = set()
+    informed: set[str] = set()
     distinct: list[Alert] = []
     for alert in sorted(alerts, key=lambda a: a.ts):
-        if alert.status is AlertStatus.FIRING and alert.alert_id not in seen:
-            seen.add(alert.alert_id)
-            distinct.append(alert)
-    return distinct
+        if alert.status is not AlertStatus.FIRING or alert.alert_id in seen:
+            continue
+        if alert.severity is Severity.INFO:
+            informed.add(alert.alert_id)
+            continue
+        seen.add(alert.alert_id)
+        distinct.append(alert)
+    return distinct, len(informed - seen)
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -444,7 +455,7 @@ def render_table(report: Report) -> Table:
     table.caption = (
         f"false alerts: {o.false_alerts} ({o.false_per_1000h:.2f} per 1,000 terminal-hours "
         f"over {o.terminal_hours:,.0f} h); unexplained by type: {o.unexplained_by_type}; "
-        f"window {report.window_s:g} s, grace {report.grace_s:g} s"
+        f"notes (info only): {o.notes}; window {report.window_s:g} s, grace {report.grace_s:g} s"
     )
     return table
 

@@ -194,6 +194,22 @@ def test_an_escalation_counts_once_and_resolved_alerts_are_ignored() -> None:
     assert report.false_alerts == []
 
 
+def test_an_alert_that_stays_at_info_is_a_note_and_one_that_escalates_counts_from_then() -> None:
+    """A surge on an announced sale day is reported at info: neither false nor a detection."""
+    alerts = [
+        alert("volume_surge", 100, alert_id="sale", severity=Severity.INFO, device="s0009-pos1"),
+        alert("volume_surge", 400, alert_id="sale", severity=Severity.INFO, device="s0009-pos1"),
+        alert("card_testing", 620, alert_id="x", severity=Severity.INFO, device="s0001-pos1"),
+        alert("card_testing", 720, alert_id="x", severity=Severity.CRITICAL, device="s0001-pos1"),
+    ]
+    report = run(alerts, [CARD_TESTING])
+    assert report.overall.notes == 1
+    assert report.overall.false_alerts == 0
+    assert report.overall.firing_alerts == 1
+    card = row(report, "card_testing")
+    assert card.delay is not None and card.delay.median_s == 120.0  # from the escalation
+
+
 def test_site_level_and_acquirer_level_matching() -> None:
     flapping = label("t-4", I.NETWORK_FLAPPING, 0, 900, sites=("s0003",), devices=("s0003-pos1",))
     alerts = [
