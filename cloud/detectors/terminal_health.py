@@ -65,7 +65,7 @@ class HealthSettings:
     overheat_min_c: float = 45.0
     clock_skew_s: float = 120.0
     backlog_min: int = 5  # payments stored on the terminal while it is online
-    flap_reconnects: int = 2  # reconnects within 30 minutes
+    flap_reconnects: int = 3  # reconnects within 30 minutes (two: a Wi-Fi roaming twice)
     site_down_share: float = 0.5  # of a site's devices down at once: the site's network
     power_on_grace_s: float = 120.0  # after a connect: one heartbeat interval + a margin
 

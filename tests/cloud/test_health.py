@@ -288,3 +288,45 @@ def test_liveness_state_survives_a_restart(store: Store) -> None:
     # without the saved state the restarted detection would not know t9 had gone quiet
     fresh = store.run(store.detection(keep_state=False), restart_s, monday_s + HOUR_S)
     assert liveness_findings(fresh) == []
+
+
+def flaps(device: str, at_s: list[int], down_s: int) -> list[str]:
+    """The terminal's link drops at each of ``at_s`` (its last will) and is back
+    ``down_s`` later (connected again)."""
+    return [
+        line
+        for t in at_s
+        for line in (
+            state_point(device, "s1", t, StateReason.LAST_WILL),
+            state_point(device, "s1", t + down_s, StateReason.CONNECTED),
+        )
+    ]
+
+
+def test_harmless_wifi_flaps_raise_nothing(store: Store) -> None:
+    """Each of three terminals loses its Wi-Fi for a few seconds, twice within a quarter
+    of an hour, at different times of the day: its heartbeats never miss a beat."""
+    lines = []
+    for n, first_s in enumerate((2 * HOUR_S + 100, 4 * HOUR_S + 1000, 6 * HOUR_S + 30)):
+        device = f"t{n}"
+        lines += [state_point(device, "s1", 0, StateReason.CONNECTED)]
+        lines += status_points(device, "s1", 10 + n, 9 * HOUR_S, boot_s=0)
+        lines += flaps(device, [first_s, first_s + 700], down_s=8)
+    store.write(lines)
+    assert liveness_findings(store.run(store.detection(), HOUR_S, 8 * HOUR_S)) == []
+
+
+def test_a_flapping_site_network_is_raised_within_three_windows(store: Store) -> None:
+    """Every terminal of the site drops for two minutes every five, for an hour."""
+    start_s = 2 * HOUR_S + 60
+    lines = []
+    for n in range(3):
+        device = f"t{n}"
+        lines += [state_point(device, "s1", 0, StateReason.CONNECTED)]
+        lines += status_points(device, "s1", 10 + n, 5 * HOUR_S, boot_s=0)
+        lines += flaps(device, list(range(start_s, start_s + HOUR_S, 300)), down_s=120)
+    store.write(lines)
+    findings = store.run(store.detection(), HOUR_S, start_s + 15 * 60 - 60)
+    found = liveness_findings(findings)
+    assert found, "the flapping site was missed for three windows"
+    assert all(line.startswith("site_network s1/None:") for line in found), found
