@@ -179,8 +179,8 @@ def check_events(events: Path) -> None:
     with events.open("rb") as lines:
         for i, line in zip(range(PROBE_EVERY + 1), lines, strict=False):
             topic, _, payload = line.rstrip(b"\n").partition(b"\t")
-            filled = fill_markers(payload, 7, time.time_ns(), i)
-            outcome = pipeline.process(topic.decode(), filled, 0)
+            now = time.time_ns()  # tp_pub sends the publish time: now, to the gateway
+            outcome = pipeline.process(topic.decode(), fill_markers(payload, 7, now, i), now)
             if outcome.verdict is not Verdict.ACCEPTED:
                 raise BenchError(f"bench event not accepted: {outcome} {payload!r}")
 

@@ -42,8 +42,10 @@ A device clock running ahead: an event more than ``future_tolerance_s``
 clock) is counted (``future_events``) and left out: it feeds neither the
 aggregates nor the event clock, so one device that says 2262 cannot move the
 watermark and make everyone else's payments late. Its raw ``payment`` point
-is stored as always. Simulations and backfills replay the past (event times
-behind the wall clock, advancing faster), which this bound never touches.
+is stored as always, if the pipeline took it: one further ahead than
+``[timestamps] max_future_skew`` (by default an hour) is rejected before.
+Simulations and backfills replay the past (event times behind the wall clock,
+advancing faster), which this bound never touches.
 
 Several gateways on one shared subscription each see part of every device's
 traffic, so every point carries a ``gateway`` tag: counts and sums add up

@@ -23,6 +23,10 @@
     bucket = "tillpulse"
     token_file = "/etc/tillpulse/influx-token"       # or env TILLPULSE_INFLUX_TOKEN
 
+    [timestamps]
+    max_event_age = "30d"            # older event times are rejected (dead letters)
+    max_future_skew = "1h"           # and so are times further ahead of the gateway's clock
+
     [spool]  [forwarder]  [aggregates]  [dedup]  [gaps]  [deadletters]  [http]
 
 See gateway/deploy/gateway.example.toml for every key with its default. Any key
@@ -40,6 +44,7 @@ import msgspec
 
 from runtime.config import load_config
 from runtime.config_sections import InfluxSection, MqttSection, Section
+from runtime.durations import parse_duration
 from wire.messages import Id
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -54,6 +59,35 @@ class GatewaySection(Section, kw_only=True, frozen=True):
 class GatewayMqttSection(MqttSection, kw_only=True, frozen=True):
     shared_group: Id | None = None  # MQTT v5 shared subscription; None: a plain subscription
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+
+
+class TimestampsSection(Section, kw_only=True, frozen=True):
+    """The event times the gateway accepts: ``[now - max_event_age, now + max_future_skew]``
+    on its own clock; others are rejected (docs/wire.md, "Plausible time")."""
+
+    # An edge outbox replays what it held through an outage: days old is normal.
+    max_event_age: str = "30d"
+    # An hour: a clock minutes ahead still reaches the cloud, which raises it as clock_skew
+    # (a device that looked silent would be a wrong diagnosis); its payments beyond
+    # aggregates.future_tolerance_s (300 s) are stored but kept out of the aggregates.
+    max_future_skew: str = "1h"
+
+    def __post_init__(self) -> None:
+        for key in ("max_event_age", "max_future_skew"):
+            try:
+                ns = parse_duration(getattr(self, key))
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+            if ns <= 0:
+                raise ValueError(f"{key}: must be longer than 0")
+
+    @property
+    def max_event_age_ns(self) -> int:
+        return parse_duration(self.max_event_age)
+
+    @property
+    def max_future_skew_ns(self) -> int:
+        return parse_duration(self.max_future_skew)
 
 
 class SpoolSection(Section, kw_only=True, frozen=True):
@@ -119,6 +153,7 @@ class GatewayConfig(Section, kw_only=True, frozen=True):
     gateway: GatewaySection
     mqtt: GatewayMqttSection
     influxdb: InfluxSection
+    timestamps: TimestampsSection = TimestampsSection()
     spool: SpoolSection = SpoolSection()
     forwarder: ForwarderSection = ForwarderSection()
     aggregates: AggregatesSection = AggregatesSection()

@@ -3,11 +3,13 @@
     outcome = pipeline.process(topic, payload, time.time_ns())
 
 parses the topic, decodes and validates the payload against it (wire: type
-matches the stream, ids match the topic, no card number), builds its
-line-protocol line, and for sequenced events deduplicates (gateway.dedup),
-detects gaps (gateway.gaps), both per (site, device, stream) as each stream of
-a device counts its own ``seq``, and feeds payments to the aggregates
-(gateway.aggregates). The `Outcome` says what to do:
+matches the stream, ids match the topic, no card number), checks that its
+``ts`` is plausible at ``now_ns`` (`TimestampsSection`: no further ahead than
+``max_future_skew``, no older than ``max_event_age`` except a ``state``, never
+a time in another unit), builds its line-protocol line, and for sequenced
+events deduplicates (gateway.dedup), detects gaps (gateway.gaps), both per
+(site, device, stream) as each stream of a device counts its own ``seq``, and
+feeds payments to the aggregates (gateway.aggregates). The `Outcome` says what to do:
 
 - ``ACCEPTED``: spool ``outcome.line``.
 - ``DUPLICATE``: a redelivery. Spool ``outcome.line`` all the same: it lands
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 import msgspec
 
 from gateway.aggregates import AggregateStats, Aggregator
-from gateway.config import AggregatesSection, DedupSection, GapsSection
+from gateway.config import AggregatesSection, DedupSection, GapsSection, TimestampsSection
 from gateway.dedup import Deduplicator, DedupStats
 from gateway.gaps import GapDetector, GapStats
 from runtime.logs import kv, raised_at
@@ -59,6 +61,7 @@ from wire.messages import (
     decode_device_message,
 )
 from wire.points import to_line
+from wire.timestamps import implausible_ts
 from wire.topics import DeviceTopic, Stream, parse_device_topic
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ TOPIC_CACHE_ENTRIES = 1 << 16
 DEFAULT_AGGREGATES = AggregatesSection()
 DEFAULT_DEDUP = DedupSection()
 DEFAULT_GAPS = GapsSection()
+DEFAULT_TIMESTAMPS = TimestampsSection()
 
 
 Sequenced = PaymentTransaction | TerminalStatus | SensorReading | HostHealth
@@ -86,6 +90,7 @@ class RejectReason(enum.StrEnum):
     BAD_TOPIC = "bad_topic"  # not tp/v1/dev/{site}/{device}/{stream}, or a bad id in it
     DECODE_ERROR = "decode_error"  # not the stream's message type, or a bad field
     ID_MISMATCH = "id_mismatch"  # payload site/device differ from the topic's
+    IMPLAUSIBLE_TIME = "implausible_time"  # ts outside the accepted window, or in another unit
     PAN_DETECTED = "pan_detected"  # a card-number-like digit run: never keep the payload
     UNENCODABLE = "unencodable"  # valid message that line protocol cannot carry
     INTERNAL_ERROR = "internal_error"  # processing failed unexpectedly: a bug, logged
@@ -123,7 +128,10 @@ class Pipeline:
         aggregates: AggregatesSection = DEFAULT_AGGREGATES,
         dedup: DedupSection = DEFAULT_DEDUP,
         gaps: GapsSection = DEFAULT_GAPS,
+        timestamps: TimestampsSection = DEFAULT_TIMESTAMPS,
     ) -> None:
+        self._max_age_ns = timestamps.max_event_age_ns
+        self._max_future_ns = timestamps.max_future_skew_ns
         self._aggregator = Aggregator(gateway, now_ns, aggregates)
         self._dedup = Deduplicator(dedup.max_entries)
         self._gaps = GapDetector(gaps.window, gaps.max_devices) if gaps.enabled else None
@@ -144,6 +152,9 @@ class Pipeline:
         message = self._decode(topic, payload)
         if isinstance(message, Outcome):
             return message
+        implausible = self._implausible_time(message, now_ns)
+        if implausible is not None:
+            return self._reject(RejectReason.IMPLAUSIBLE_TIME, implausible, topic, payload)
         try:
             line = to_line(message)
         except LineProtocolError as exc:
@@ -175,6 +186,19 @@ class Pipeline:
         except TopicError as exc:
             return self._reject(RejectReason.ID_MISMATCH, exc, topic, payload)
 
+    def _implausible_time(self, message: DeviceMessage, now_ns: int) -> str | None:
+        """Why the message's ``ts`` is not plausible now; None when it is.
+
+        A ``state`` has no age limit: a last will carries the time of the connect
+        that registered it, and a retained state the time it was published.
+        """
+        if now_ns - self._max_age_ns <= message.ts <= now_ns + self._max_future_ns:
+            return None
+        max_age = None if type(message) is DeviceState else self._max_age_ns
+        return implausible_ts(
+            message.ts, now_ns, max_age_ns=max_age, max_future_ns=self._max_future_ns
+        )
+
     def _is_duplicate(self, message: Sequenced, stream: Stream, now_ns: int) -> bool:
         """Dedup, then gaps and aggregates for a new sequenced event.
 
@@ -190,8 +214,13 @@ class Pipeline:
             self._aggregator.add(message, now_ns)
         return False
 
-    def _reject(self, reason: RejectReason, exc: Exception, topic: str, payload: bytes) -> Outcome:
-        text = f"{type(exc).__name__}: {exc}" if reason is RejectReason.INTERNAL_ERROR else str(exc)
+    def _reject(
+        self, reason: RejectReason, error: Exception | str, topic: str, payload: bytes
+    ) -> Outcome:
+        if reason is RejectReason.INTERNAL_ERROR:
+            text = f"{type(error).__name__}: {error}"
+        else:
+            text = str(error)
         detail = text[:MAX_DETAIL_CHARS]
         if reason is not RejectReason.PAN_DETECTED:
             where = _card_number_in(topic, payload, detail)

@@ -57,6 +57,7 @@ class Gateway:
             aggregates=config.aggregates,
             dedup=config.dedup,
             gaps=config.gaps,
+            timestamps=config.timestamps,
         )
         mqtt = config.mqtt
         self.ingest = Ingest(
@@ -90,7 +91,15 @@ class Gateway:
         self.forwarder.start()
         ingest_thread.start()
         self.http.start()
-        log.info("gateway_started", extra=kv(gateway=self.config.gateway.id))
+        timestamps = self.config.timestamps
+        log.info(
+            "gateway_started",
+            extra=kv(
+                gateway=self.config.gateway.id,
+                max_event_age=timestamps.max_event_age,
+                max_future_skew=timestamps.max_future_skew,
+            ),
+        )
         next_stats = time.monotonic() + STATS_EVERY_S
         failed = False
         while not self.stop.wait(1.0):

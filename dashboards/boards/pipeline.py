@@ -152,6 +152,7 @@ DASHBOARD: Final = Dashboard(
             ("rejected_bad_topic", "bad topic"),
             ("rejected_id_mismatch", "id mismatch"),
             ("rejected_pan_detected", "card number"),
+            ("rejected_implausible_time", "implausible time"),
             ("forwarder_dead_lettered", "refused by InfluxDB"),
         ),
         _increase(

@@ -193,7 +193,10 @@ def test_a_gateway_run_from_the_stacks_config_gets_a_devices_payment_to_influxdb
 
     with running_gateway(DEPLOY / "gateway.toml"):
         device = device_client(deploy_broker, clients, DEVICE_A)
-        sale = payment(site=SITE, device=DEVICE_A, seq=1, txn_id=f"{DEVICE_A}-t1")
+        # A sale of now: the stack's gateway takes the default window (30 days back).
+        sale = payment(
+            site=SITE, device=DEVICE_A, seq=1, txn_id=f"{DEVICE_A}-t1", ts=time.time_ns()
+        )
         assert not device.publish(device_topic(SITE, DEVICE_A, "payment"), encode(sale)).is_failure
 
         victoriametrics.wait_for_export(f'payment_amount_minor{{device="{DEVICE_A}"}}')

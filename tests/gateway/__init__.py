@@ -5,9 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+from testkit.factories import BASE_TS
 from testkit.servers import InfluxDB1Server
+from wire.timestamps import NS_PER_DAY
+
+# testkit's events carry fixed times of November 2025, beyond the default
+# [timestamps] max_event_age of 30 days: a gateway that replays them is
+# configured to reach back that far (a day to spare).
+FIXED_PAST_MAX_AGE = f"{(time.time_ns() - BASE_TS) // NS_PER_DAY + 2}d"
 
 
 def type_conflicts(lines: list[bytes], every: int) -> tuple[list[bytes], set[bytes]]:

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -5,6 +7,7 @@ import pytest
 from gateway.config import GatewayConfig, load_gateway_config
 from runtime.config import ConfigError, load_config
 from runtime.config_sections import INFLUX_PASSWORD_ENV, INFLUX_TOKEN_ENV, InfluxSection
+from wire.timestamps import NS_PER_DAY, NS_PER_S
 
 EXAMPLE = Path(__file__).parents[2] / "gateway" / "deploy" / "gateway.example.toml"
 MINIMAL = '[gateway]\nid = "gw1"\n[mqtt]\nhost = "b"\n[influxdb]\nurl = "http://i:8086"\n'
@@ -24,6 +27,7 @@ def test_the_shipped_example_loads() -> None:
     assert config.mqtt.tls is not None and config.mqtt.tls.ca_file.endswith("ca.pem")
     assert (config.influxdb.dialect, config.influxdb.bucket) == ("v2", "tillpulse")
     assert config.aggregates.allowed_lateness_s == 120
+    assert (config.timestamps.max_event_age, config.timestamps.max_future_skew) == ("30d", "1h")
     assert config.http.address == ("127.0.0.1", 9464)
     assert config.spool_dir == Path("/var/lib/tillpulse-gateway/spool")
 
@@ -34,6 +38,8 @@ def test_defaults_fill_every_optional_section(tmp_path: Path) -> None:
     assert config.dedup.max_entries == 200_000
     assert config.gaps.enabled
     assert config.mqtt.shared_group is None
+    assert config.timestamps.max_event_age_ns == 30 * NS_PER_DAY
+    assert config.timestamps.max_future_skew_ns == 3600 * NS_PER_S
 
 
 def test_v1_needs_a_database(tmp_path: Path) -> None:
@@ -62,6 +68,9 @@ def test_v1_needs_a_database(tmp_path: Path) -> None:
         (V2 + '[http]\nlisten = "9464"\n', "http.listen"),
         (V2 + '[http]\nlisten = "0.0.0.0:99999"\n', "http.listen"),
         (V2 + "[forwarder]\nlinger_ms = 1.5\n", "forwarder.linger_ms"),
+        (V2 + '[timestamps]\nmax_event_age = "30 days"\n', "timestamps: max_event_age"),
+        (V2 + "[timestamps]\nmax_event_age = 30\n", "timestamps.max_event_age"),
+        (V2 + '[timestamps]\nmax_future_skew = "0s"\n', "timestamps: max_future_skew"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_key_and_the_file(
@@ -96,3 +105,19 @@ def test_secrets_come_from_files_or_the_environment(
     with pytest.raises(ConfigError, match=INFLUX_PASSWORD_ENV):
         v1.password()
     assert InfluxSection(url="u", dialect="v1", database="tp").password() is None
+
+
+def test_a_bad_duration_stops_the_gateway_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, V2 + '[timestamps]\nmax_event_age = "a month"\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert run.stderr == (
+        f"tillpulse gateway: config file {path}: timestamps: max_event_age: 'a month' is not a "
+        "duration: numbers with units ms s m h d (e.g. '15m', '1h30m')\n"
+    )

@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.config import TimestampsSection
 from gateway.ingest import Ingest
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
@@ -21,6 +22,7 @@ from runtime.deadletters import DeadLetters
 from testkit.factories import payment
 from testkit.mqtt_collector import publish_all
 from testkit.servers import InfluxDB1Server, MosquittoServer, ServerFactory, wait_until
+from tests.gateway import FIXED_PAST_MAX_AGE
 from tests.gateway.test_service import DB, landed, payments, running_gateway, write_config
 from tests.runtime.test_mqtt_safe import mosquitto_refuses
 from wire.messages import encode
@@ -29,6 +31,7 @@ from wire.topics import Stream, device_topic
 pytestmark = pytest.mark.integration
 
 TOPIC = device_topic("store-0", "pos-000", Stream.PAYMENT)
+FIXED_PAST = TimestampsSection(max_event_age=FIXED_PAST_MAX_AGE)  # for `payments`
 VALID = encode(payment(site="store-0", device="pos-000"))
 
 
@@ -196,7 +199,12 @@ def test_an_unexpected_error_in_a_loop_turn_is_counted_and_the_ingest_goes_on(
     deadletters = DeadLetters(tmp_path / "deadletters")
     spool = Spool(tmp_path / "spool")
     try:
-        ingest = _ingest(mosquitto, spool, deadletters, TickFailsOnce("gw1", time.time_ns()))
+        ingest = _ingest(
+            mosquitto,
+            spool,
+            deadletters,
+            TickFailsOnce("gw1", time.time_ns(), timestamps=FIXED_PAST),
+        )
         _run_until(ingest, lambda: ingest.link.status.connected)  # the session exists
         publish_all(mosquitto.host, mosquitto.port, payments(200))
         _run_until(ingest, lambda: ingest.stats.acked == 200)
@@ -227,7 +235,7 @@ def _ingest(
         password=None,
         gateway="gw1",
         shared_group=None,
-        pipeline=pipeline or Pipeline("gw1", time.time_ns()),
+        pipeline=pipeline or Pipeline("gw1", time.time_ns(), timestamps=FIXED_PAST),
         spool=spool,
         deadletters=deadletters,
     )

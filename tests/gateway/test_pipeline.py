@@ -6,14 +6,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.aggregates import DEVICE_MEASUREMENT
-from gateway.config import GapsSection
-from gateway.pipeline import DEFAULT_GAPS, Outcome, Pipeline, RejectReason, Verdict
+from gateway.config import GapsSection, TimestampsSection
+from gateway.pipeline import (
+    DEFAULT_GAPS,
+    DEFAULT_TIMESTAMPS,
+    Outcome,
+    Pipeline,
+    RejectReason,
+    Verdict,
+)
 from testkit.factories import TS, next_status, payment, payment_json
 from tests import strategies as s
 from wire import messages as m
 from wire import pci
 from wire.points import to_line
-from wire.timestamps import NS_PER_S
+from wire.timestamps import NS_PER_DAY, NS_PER_MS, NS_PER_S, iso
 from wire.topics import device_topic
 
 NOW = TS
@@ -21,8 +28,10 @@ TOPIC = device_topic("store-1", "pos-1", "payment")
 PAN = "4111 1111 1111 1111"
 
 
-def pipeline(gaps: GapsSection = DEFAULT_GAPS) -> Pipeline:
-    return Pipeline("gw1", NOW, gaps=gaps)
+def pipeline(
+    gaps: GapsSection = DEFAULT_GAPS, timestamps: TimestampsSection = DEFAULT_TIMESTAMPS
+) -> Pipeline:
+    return Pipeline("gw1", NOW, gaps=gaps, timestamps=timestamps)
 
 
 def send(p: Pipeline, doc: dict[str, object], topic: str = TOPIC) -> Outcome:
@@ -39,7 +48,8 @@ def test_every_valid_device_message_is_accepted_with_its_wire_line(
 ) -> None:
     p = pipeline()
     stream = m.STREAM_FOR_MESSAGE[type(message)]
-    outcome = p.process(device_topic(message.site, message.device, stream), m.encode(message), NOW)
+    topic = device_topic(message.site, message.device, stream)
+    outcome = p.process(topic, m.encode(message), message.ts)  # arriving as it is sent
     if outcome.reason is RejectReason.PAN_DETECTED:  # generated ids may hold a Luhn-valid run
         return
     assert outcome == Outcome(Verdict.ACCEPTED, to_line(message), stream)
@@ -304,3 +314,106 @@ def test_an_unexpected_failure_is_a_counted_rejection_kept_for_inspection() -> N
     assert outcome.keep_payload and outcome.detail.startswith("TypeError: ")
     assert rejected(p) == {"internal_error": 1}
     assert send(p, payment_json(seq=43)).verdict is Verdict.ACCEPTED  # and it goes on
+
+
+# -- plausible event times (docs/wire.md, "Plausible time") ---------------------------
+
+MINUTE = 60 * NS_PER_S
+UNIT_MISTAKES = {
+    "ms": (NOW // NS_PER_MS, "1970-01-01: looks like milliseconds", "x1,000,000"),
+    "s": (NOW // NS_PER_S, "1970-01-01: looks like seconds", "x1,000,000,000"),
+    "us": (NOW // 1000, "1970-01-21: looks like microseconds", "x1,000"),
+}
+
+
+@pytest.mark.parametrize(("ts", "looks", "factor"), UNIT_MISTAKES.values(), ids=UNIT_MISTAKES)
+def test_a_ts_in_another_unit_is_rejected_naming_the_mistake(
+    ts: int, looks: str, factor: str
+) -> None:
+    p = pipeline()
+    outcome = send(p, payment_json(ts=ts))
+    assert (outcome.verdict, outcome.reason) == (Verdict.REJECTED, RejectReason.IMPLAUSIBLE_TIME)
+    assert outcome.detail == f"ts {ts} is {looks}, ts is nanoseconds since the epoch ({factor})"
+    assert outcome.keep_payload  # dead-lettered, for a look and a replay
+    assert rejected(p) == {"implausible_time": 1}
+    assert send(p, payment_json(seq=43)).verdict is Verdict.ACCEPTED  # the good ones go on
+
+
+@pytest.mark.parametrize(
+    ("age", "verdict"),
+    [
+        (29 * NS_PER_DAY, Verdict.ACCEPTED),  # an edge outbox replayed after a long outage
+        (30 * NS_PER_DAY, Verdict.ACCEPTED),  # max_event_age itself
+        (30 * NS_PER_DAY + 1, Verdict.REJECTED),
+        (31 * NS_PER_DAY, Verdict.REJECTED),
+    ],
+)
+def test_an_event_older_than_max_event_age_is_rejected(age: int, verdict: Verdict) -> None:
+    outcome = send(pipeline(), payment_json(ts=NOW - age))
+    assert outcome.verdict is verdict, outcome.detail
+
+
+def test_the_age_rejection_says_how_old_and_the_limit() -> None:
+    ts = NOW - 31 * NS_PER_DAY
+    outcome = send(pipeline(), payment_json(ts=ts))
+    assert outcome.reason is RejectReason.IMPLAUSIBLE_TIME
+    assert outcome.detail == f"ts {ts} ({iso(ts)}) is 31 days old, more than max_event_age 30d"
+
+
+@pytest.mark.parametrize(
+    ("ahead", "verdict"),
+    [
+        (10 * MINUTE, Verdict.ACCEPTED),  # a skewed clock: raised as clock_skew downstream
+        (60 * MINUTE, Verdict.ACCEPTED),
+        (61 * MINUTE, Verdict.REJECTED),
+    ],
+)
+def test_an_event_further_ahead_than_max_future_skew_is_rejected(
+    ahead: int, verdict: Verdict
+) -> None:
+    ts = NOW + ahead
+    outcome = send(pipeline(), payment_json(ts=ts))
+    assert outcome.verdict is verdict, outcome.detail
+    if verdict is Verdict.REJECTED:
+        assert outcome.detail == (
+            f"ts {ts} ({iso(ts)}) is 1.02 hours in the future, beyond max_future_skew 1h"
+        )
+
+
+def test_the_window_is_configured() -> None:
+    p = pipeline(timestamps=TimestampsSection(max_event_age="400d", max_future_skew="1h"))
+    assert send(p, payment_json(ts=NOW - 399 * NS_PER_DAY, seq=1)).verdict is Verdict.ACCEPTED
+    assert send(p, payment_json(ts=NOW + 59 * MINUTE, seq=2)).verdict is Verdict.ACCEPTED
+    old = send(p, payment_json(ts=NOW - 401 * NS_PER_DAY, seq=3))
+    assert old.detail.endswith("is 401 days old, more than max_event_age 400d")
+    ahead = send(p, payment_json(ts=NOW + 61 * MINUTE, seq=4))
+    assert ahead.detail.endswith("is 1.02 hours in the future, beyond max_future_skew 1h")
+
+
+def test_a_rejected_time_takes_no_part_in_dedup_gaps_or_aggregates() -> None:
+    p = pipeline()
+    assert send(p, payment_json(ts=NOW + 61 * MINUTE, seq=1)).verdict is Verdict.REJECTED
+    assert send(p, payment_json(ts=NOW, seq=1)).verdict is Verdict.ACCEPTED  # not a duplicate
+    stats = p.stats()
+    assert stats.aggregates.events == 1 and stats.aggregates.future_events == 0
+
+
+def state(ts: int) -> bytes:
+    will = m.DeviceState(
+        site="store-1", device="pos-1", ts=ts, online=False, reason=m.StateReason.LAST_WILL
+    )
+    return m.encode(will)
+
+
+def test_a_state_has_no_age_limit_but_no_other_unit_nor_future() -> None:
+    """A last will carries the time of the connect that registered it, months ago for
+    a terminal that stayed connected; a retained state the time it was published."""
+    p, topic = pipeline(), device_topic("store-1", "pos-1", "state")
+    assert p.process(topic, state(NOW - 400 * NS_PER_DAY), NOW).verdict is Verdict.ACCEPTED
+    in_ms = p.process(topic, state(NOW // NS_PER_MS), NOW)
+    assert in_ms.detail.endswith(
+        "looks like milliseconds, ts is nanoseconds since the epoch (x1,000,000)"
+    )
+    ahead = p.process(topic, state(NOW + 61 * MINUTE), NOW)
+    assert ahead.detail.endswith("in the future, beyond max_future_skew 1h")
+    assert rejected(p) == {"implausible_time": 2}

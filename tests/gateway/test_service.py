@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,8 +22,9 @@ from testkit.factories import BASE_TS, payment
 from testkit.mqtt_collector import Collector, publish_all
 from testkit.servers import InfluxDB1Server, MosquittoServer, free_port, wait_until
 from tests.conftest import SmallDisk
-from tests.gateway import Child, payment_counts
+from tests.gateway import FIXED_PAST_MAX_AGE, Child, payment_counts
 from wire.messages import encode
+from wire.timestamps import NS_PER_DAY, NS_PER_MS, NS_PER_S
 from wire.topics import Stream, device_topic
 
 pytestmark = pytest.mark.integration
@@ -39,8 +41,12 @@ def write_config(
     shared_group: str | None = None,
     state_dir: Path | None = None,
     segment_bytes: int = 16 << 20,
+    max_event_age: str | None = FIXED_PAST_MAX_AGE,
 ) -> Path:
+    """A gateway's config; by default one that takes the fixed past times of `payments`
+    (``max_event_age=None``: the default window)."""
     shared = f'shared_group = "{shared_group}"\n' if shared_group else ""
+    window = f'[timestamps]\nmax_event_age = "{max_event_age}"\n' if max_event_age else ""
     config = tmp_path / f"{gateway_id}.toml"
     config.write_text(
         f"""
@@ -62,7 +68,7 @@ segment_bytes = {segment_bytes}
 linger_ms = 20
 [http]
 listen = "127.0.0.1:{free_port()}"
-"""
+{window}"""
     )
     return config
 
@@ -187,6 +193,54 @@ def test_hostile_payloads_go_to_dead_letters_and_good_traffic_flows(
         "decline_1m_site",
         "gateway_stats",
     }
+
+
+def test_implausible_times_are_rejected_kept_and_counted_while_good_events_are_stored(
+    tmp_path: Path, mosquitto: MosquittoServer, influxdb: InfluxDB1Server
+) -> None:
+    influxdb.create_database(DB)
+    config = write_config(tmp_path, mosquitto, influxdb, max_event_age=None)  # the defaults
+    now = time.time_ns()
+    unit = "looks like {}, ts is nanoseconds since the epoch (x{})"
+    bad = {
+        "ms": (now // NS_PER_MS, unit.format("milliseconds", "1,000,000")),
+        "s": (now // NS_PER_S, unit.format("seconds", "1,000,000,000")),
+        "us": (now // 1000, unit.format("microseconds", "1,000")),
+        "old": (now - 31 * NS_PER_DAY, "31 days old, more than max_event_age 30d"),
+        "ahead": (now + 70 * 60 * NS_PER_S, "in the future, beyond max_future_skew 1h"),
+    }
+    topic = device_topic("store-0", "pos-000", Stream.PAYMENT)
+    rejects = [
+        (topic, encode(payment(site="store-0", device="pos-000", ts=ts, seq=seq, txn_id=name)))
+        for seq, (name, (ts, _)) in enumerate(bad.items())
+    ]
+    # An edge outbox replaying 29 days of outage is in the window, and so is the rest.
+    good_times = [now - 29 * NS_PER_DAY, *(now - i * NS_PER_MS for i in range(99))]
+    good = [
+        (topic, encode(payment(site="store-0", device="pos-000", ts=ts, seq=9 + i, txn_id=f"g{i}")))
+        for i, ts in enumerate(good_times)
+    ]
+    with running_gateway(config) as gateway:
+        publish_all(mosquitto.host, mosquitto.port, [*good[:50], *rejects, *good[50:]])
+        wait_until(lambda: gateway.ingest.stats.acked == 105, 30, message="all acked")
+        assert landed(influxdb, 100) == (100, 100)
+        wait_until(  # the ingest thread snapshots its pipeline's figures once a second
+            lambda: gateway.ingest.pipeline_stats.rejected["implausible_time"] == 5,
+            10,
+            message=lambda: f"rejected: {gateway.ingest.pipeline_stats.rejected}",
+        )
+        gateway.refresh_metrics()
+        metrics = gateway.metrics.render()
+    stats = gateway.pipeline.stats()
+    assert (stats.accepted["payment"], stats.rejected["implausible_time"]) == (100, 5)
+    assert 'tillpulse_gateway_rejected_total{gateway="gw1",reason="implausible_time"} 5' in (
+        metrics.splitlines()
+    )
+    kept = {json.loads(r.payload)["txn_id"]: r.reason for r in gateway.deadletters.read_all()}
+    assert kept.keys() == bad.keys()
+    for name, (ts, says) in bad.items():
+        assert kept[name].startswith(f"implausible_time: ts {ts} "), kept[name]
+        assert kept[name].endswith(says), kept[name]
 
 
 def test_two_gateways_on_a_shared_subscription_write_every_event_exactly_once(
