@@ -15,6 +15,10 @@ Per family: precision, recall, F1, the median delay (points from anomaly start t
 alarm in its window) and false-positive events per 1,000 points.
 
     .venv/bin/python -m bench.streaming_detector [--rounds 5] [--seeds 10] [--threshold 0.9]
+
+With ``--nab PATH`` (a directory holding the Numenta Anomaly Benchmark's ``data/`` and
+``labels/``) it also prints a second JSON line: the detector on NAB's 58 real and artificial
+series beside NAB's windowed-Gaussian baseline (see bench/streaming_nab.py).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from bench import streaming_nab
 from bench.common import emit, median
 from cloud.detectors.streaming import StreamingDetector
 
@@ -246,6 +252,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--nab", type=Path, help="a directory holding NAB's data/ and labels/")
     args = parser.parse_args()
     speed = [us_per_update(args.points) for _ in range(args.rounds)]
     emit(
@@ -259,6 +266,8 @@ def main() -> None:
             "families": quality(args.seeds, args.threshold),
         },
     )
+    if args.nab is not None:
+        emit("streaming_detector_nab", streaming_nab.evaluate(args.nab, args.threshold))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -56,13 +57,15 @@ def test_probation_scores_zero() -> None:
     ),
     gaps=st.lists(st.sampled_from([0.0, 0.5, 1.0, 60.0, 300.0, 7200.0]), min_size=300),
 )
-def test_scores_always_in_unit_interval(values: list[float | None], gaps: list[float]) -> None:
+def test_scores_always_in_half_open_unit_interval(
+    values: list[float | None], gaps: list[float]
+) -> None:
     detector = StreamingDetector(probation=20, history=100)
     t = START_S
     for value, gap in zip(values, gaps, strict=False):
         t += gap
         score = detector.update(t, value)
-        assert 0.0 <= score <= 1.0
+        assert 0.0 <= score < 1.0
         assert not math.isnan(score)
 
 
@@ -92,12 +95,21 @@ def test_deterministic_and_timestamp_forms_agree() -> None:
     assert as_seconds == StreamingDetector().score_series(times(800), values)
 
 
-def test_out_of_order_timestamp_raises_and_duplicates_are_fine() -> None:
+def test_out_of_order_and_repeated_timestamps_are_counted_and_skipped() -> None:
+    """Real feeds step back now and then: such a point scores 0 and changes nothing."""
+    rng = np.random.default_rng(12)
+    values = list(seasonal(rng, 600))
+    clean = scores_of(values)
     detector = StreamingDetector()
-    detector.update(100.0, 1.0)
-    detector.update(100.0, 2.0)
-    with pytest.raises(ValueError, match="earlier than the previous"):
-        detector.update(99.0, 1.0)
+    fed: list[float] = []
+    for i, (t, v) in enumerate(zip(times(600), values, strict=True)):
+        fed.append(detector.update(t, v))
+        if i in (250, 400):
+            assert detector.update(t - STEP_S, 1e6) == 0.0  # one step back
+        if i in (300, 450, 500):
+            assert detector.update(t, -1e6) == 0.0  # the same timestamp again
+    assert fed == clean
+    assert detector.out_of_order == 5
     with pytest.raises(ValueError, match="finite"):
         detector.update(math.nan, 1.0)
     with pytest.raises(TypeError):
@@ -195,3 +207,60 @@ def test_invalid_tunables_are_rejected() -> None:
         StreamingDetector(probation=0)
     with pytest.raises(ValueError):
         StreamingDetector(score_decades=0.0)
+
+
+def test_a_series_that_was_always_flat_never_alarms() -> None:
+    scores = scores_of([45.0] * 4032)
+    assert not alarms(scores)
+    assert max(scores) < 0.5
+
+
+def test_idle_periods_of_varied_length_are_normal() -> None:
+    """Idle series (disk writes, key presses) sit at zero for heavy-tailed stretches."""
+    rng = np.random.default_rng(13)
+    values: list[float] = []
+    while len(values) < 5000:
+        values += list(rng.lognormal(math.log(500.0), 1.0, int(rng.integers(3, 15))))
+        values += [0.0] * int(rng.lognormal(math.log(30.0), 0.6))
+    assert not alarms(scores_of(values), 200)
+
+
+def test_idle_series_stuck_far_longer_than_ever_is_detected() -> None:
+    rng = np.random.default_rng(14)
+    values: list[float] = []
+    while len(values) < 3000:
+        values += list(rng.lognormal(math.log(500.0), 1.0, int(rng.integers(3, 15))))
+        values += [0.0] * int(rng.integers(5, 20))
+    stuck_at = len(values)
+    values += [0.0] * 400
+    scores = scores_of(values)
+    assert alarms(scores, stuck_at, stuck_at + 400)
+    assert not alarms(scores, 200, stuck_at)
+
+
+def test_weekday_weekend_difference_is_learned() -> None:
+    """Weekends are 6 noise sd lower: from the third week on, Saturdays are expected."""
+    week = 7 * 288
+    t = np.arange(4 * week) * STEP_S
+    weekday = (t // 86_400.0 + 3) % 7  # 0 is Monday; START_S is a Thursday
+    for seed in range(3):
+        values = seasonal(np.random.default_rng([15, seed]), 4 * week)
+        values[weekday >= 5] -= 6.0
+        scores = scores_of(values)
+        assert alarms(scores, 0, 2 * week), seed  # new at first: the first weekends alarm
+        assert len(alarms(scores, 2 * week)) <= 1, (seed, alarms(scores, 2 * week))
+        assert not alarms(scores, 3 * week), seed
+
+
+def test_scores_keep_ordering_the_rarest_points() -> None:
+    """A larger spike always scores higher, and no score saturates at 1."""
+    rng = np.random.default_rng(16)
+    values = seasonal(rng, 1000)
+    scores = []
+    for size in (10.0, 30.0, 1e2, 1e4, 1e8, 1e15):
+        spiked = values.copy()
+        spiked[900] += size
+        scores.append(scores_of(spiked)[900])
+    assert scores[0] >= THRESHOLD
+    assert all(a < b for a, b in pairwise(scores)), scores
+    assert scores[-1] < 1.0
