@@ -27,6 +27,7 @@ from wire.timestamps import NS_PER_S, parse_iso
 
 EXIT_FAILED: Final = 1
 EXIT_CONFIG: Final = 2
+_CALENDAR_HELP: Final = "operator calendar TOML: sale, holiday, closed days (default: the config's)"
 
 
 def main(argv: list[str]) -> int:
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--to", dest="end", metavar="ISO", help="with --from: replay up to")
     detect.add_argument("--shard", default="0/1", help="i/n: this worker's share of the sites")
     detect.add_argument("--alerts-out", type=Path, help="also append every alert (JSONL)")
+    detect.add_argument("--calendar", type=Path, metavar="FILE", help=_CALENDAR_HELP)
 
     train = commands.add_parser("train", help="learn baselines, profiles, fraud model")
     train.add_argument("--config", required=True)
@@ -72,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--to", dest="end", metavar="ISO", help="history up to (default: now)")
     train.add_argument("--days", type=float, default=14.0, help="history length (default 14)")
     train.add_argument("--out", type=Path, help="model file (default: the config's)")
+    train.add_argument("--calendar", type=Path, metavar="FILE", help=_CALENDAR_HELP)
 
     check = commands.add_parser("check-config", help="validate the config file and exit")
     check.add_argument("--config", required=True)
@@ -92,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _detect(args: argparse.Namespace, config: CloudConfig) -> int:
-    detection = make_detection(config, Shard.parse(args.shard))
+    detection = make_detection(config, Shard.parse(args.shard), calendar=args.calendar)
     outputs = make_outputs(config)
     alerts_out = args.alerts_out.open("ab") if args.alerts_out else None
 
@@ -124,7 +127,7 @@ def _train(args: argparse.Namespace, config: CloudConfig) -> int:
     end = parse_iso(args.end) if args.end else time.time_ns()
     start = parse_iso(args.start) if args.start else end - int(args.days * 86400 * NS_PER_S)
     path = args.out or config.model_path
-    model = train_model(config, start, end, path)
+    model = train_model(config, start, end, path, calendar=args.calendar)
     terminals = len(model.baselines.terminals)
     sys.stdout.write(f"model written to {path}: {terminals} terminals\n")
     return 0

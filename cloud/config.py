@@ -5,6 +5,7 @@
     model = "/var/lib/tillpulse-cloud/model.skops"
     window_s = 300
     lag_s = 120                              # detect a window this long after it ended
+    calendar = "/etc/tillpulse/calendar.toml"  # optional: sale/holiday/closed days (wire.calendar)
 
     [query]                                  # InfluxQL over /query (1.x, 2.7+ DBRP, 3.x)
     url = "http://influxdb:8086"
@@ -35,7 +36,7 @@ from typing import Annotated
 import msgspec
 
 from cloud.reading.influxql_reader import ReaderSettings
-from runtime.config import load_config, read_secret
+from runtime.config import ConfigError, load_config, read_secret
 from runtime.config_sections import (
     INFLUX_TOKEN_ENV,
     InfluxQuerySection,
@@ -43,6 +44,7 @@ from runtime.config_sections import (
     MqttSection,
     Section,
 )
+from wire.calendar import Calendar, load_calendar
 
 
 class CloudSection(Section, kw_only=True, frozen=True):
@@ -52,6 +54,10 @@ class CloudSection(Section, kw_only=True, frozen=True):
     lag_s: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 120
     cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 1800.0
     clear_windows: Annotated[int, msgspec.Meta(ge=1)] = 2
+    calendar: str | None = None  # the operator calendar (wire.calendar); None: none
+    # the streaming detector on sensor, gateway and acquirer-latency series (series_watch)
+    series_watch: bool = True
+    series_threshold: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.95
 
 
 class QuerySection(InfluxQuerySection, kw_only=True, frozen=True):
@@ -100,6 +106,18 @@ class CloudConfig(Section, kw_only=True, frozen=True):
     def model_path(self) -> Path:
         return Path(self.cloud.model) if self.cloud.model else self.state_dir / "model.skops"
 
+    def calendar(self, path: Path | None = None) -> Calendar | None:
+        """The operator calendar at ``path``, else the config's, if any; ValueError with one
+        line naming the file when it cannot be read or is not a calendar."""
+        chosen = path or (Path(self.cloud.calendar) if self.cloud.calendar else None)
+        return load_calendar(chosen) if chosen is not None else None
+
 
 def load_cloud_config(path: str | Path) -> CloudConfig:
-    return load_config(path, CloudConfig, "cloud")
+    """The config, its calendar checked too: a bad calendar stops the start, not a cycle."""
+    config = load_config(path, CloudConfig, "cloud")
+    try:
+        config.calendar()
+    except ValueError as exc:
+        raise ConfigError(f"config file {path}: cloud.calendar: {exc}") from None
+    return config

@@ -4,9 +4,10 @@ A cycle reads only a short span of raw points, so whatever needs a longer
 view lives here: each device's newest heartbeat (to see it go quiet, its
 clock step, a condition that persists), each terminal's running evidence
 for the sequential payment tests (and each acquirer's), and the recent uses of each card (for
-velocity across terminals). It is a msgspec JSON file written atomically
+velocity across terminals), and the card-testing evidence of each site and acquirer with the
+cards recently keyed in at each site. It is a msgspec JSON file written atomically
 after each cycle (`runtime.statefile`), next to the alert state; everything in it is bounded by
-the fleet size (cards: by ``card_horizon_s``).
+the fleet size (cards: by ``card_horizon_s``; keyed-in cards: by a cap per site).
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ class CountRun(msgspec.Struct, array_like=True):
     hour_expected: float = 0.0
 
 
+class QuietHour(msgspec.Struct, array_like=True):
+    """A clock hour a terminal has been quiet in, days in a row: after a few, its new
+    opening hours (cloud.detectors.kpis). Days count since 1970-01-01 UTC."""
+
+    day: int = 0  # the newest day it was quiet in this hour
+    days: int = 0  # days in a row up to that one
+    today: int = 0  # the day of `missed`
+    missed: float = 0.0  # payments its quiet windows missed in this hour that day
+
+
 class TerminalEvidence(msgspec.Struct, kw_only=True):
     decline_cusum: float = 0.0  # sequential test for a raised decline rate (nats)
     # cloud.detectors.kpis
@@ -58,6 +69,39 @@ class TerminalEvidence(msgspec.Struct, kw_only=True):
     latency_cusum: float = 0.0  # CUSUM of robust latency residuals (sigmas)
     recent_declines: dict[str, float] = msgspec.field(default_factory=dict)  # code: decayed count
     declines_at_ns: int = 0  # the time recent_declines were decayed to (0: never)
+    # clock hour (0-23) -> the days in a row it was quiet: new hours? (cloud.detectors.kpis)
+    quiet_hours: dict[int, QuietHour] = msgspec.field(default_factory=dict)
+
+
+class LatencyRun(msgspec.Struct, array_like=True):
+    """An acquirer's CUSUM on its sites' latency (cloud.detectors.fleet_wide)."""
+
+    level: float = 0.0  # ln-latency ratio over the reference, accumulated over windows
+    since_ns: int = 0  # start of the first window of the run
+    raised: bool = False  # crossed the threshold, not yet drained to half of it
+    declines: float = 0.0  # while raised: CUSUM of its system-coded declines (nats)
+
+
+class ProbeRun(msgspec.Struct, kw_only=True):
+    """The card-testing test of a site or an acquirer while its evidence is above 0
+    (cloud.detectors.card_testing), and what it has counted since it rose from 0."""
+
+    level: float = 0.0  # nats
+    since_ns: int = 0  # start of the window it rose from 0 in
+    probes: int = 0  # keyed-in low-value online payments
+    cards: int = 0  # of them on a card new to their site: the evidence
+    declined: int = 0  # of those
+    codes: dict[str, int] = msgspec.field(default_factory=dict)  # their decline codes
+    devices: dict[str, int] = msgspec.field(default_factory=dict)  # device: its probes
+    sites: dict[str, int] = msgspec.field(default_factory=dict)  # site: its probes
+
+
+class ProbeShare(msgspec.Struct, array_like=True):
+    """A site's probe-like payments among its payments in normal trade, the newest
+    ``CardTestingSettings.learn_payments`` or so (cloud.detectors.card_testing)."""
+
+    probe_like: float = 0.0
+    payments: float = 0.0
 
 
 class CardUse(msgspec.Struct, array_like=True):
@@ -90,8 +134,17 @@ class Memory(msgspec.Struct, kw_only=True):
     cards: dict[str, list[CardUse]] = msgspec.field(default_factory=dict)
     # per acquirer: sequential test for system-coded declines (nats, cloud.detectors.fleet_wide)
     acquirer_cusum: dict[str, float] = msgspec.field(default_factory=dict)
+    # per acquirer: sequential test for latency rising at most of its sites (fleet_wide)
+    acquirer_latency: dict[str, LatencyRun] = msgspec.field(default_factory=dict)
     # per device: its connection and newest heartbeat, kept however long ago (terminal_health)
     liveness: dict[str, Liveness] = msgspec.field(default_factory=dict)
+    # card testing (cloud.detectors.card_testing): a run per site and per acquirer, kept only
+    # while its evidence is above 0; per site the cards keyed in there lately (token: ns),
+    # at most CardTestingSettings.cards_per_site each
+    probe_sites: dict[str, ProbeRun] = msgspec.field(default_factory=dict)
+    probe_acquirers: dict[str, ProbeRun] = msgspec.field(default_factory=dict)
+    keyed_cards: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    probe_share: dict[str, ProbeShare] = msgspec.field(default_factory=dict)  # per site
 
 
 def load_memory(path: Path | None) -> Memory:

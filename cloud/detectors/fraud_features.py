@@ -2,14 +2,17 @@
 
 One row per terminal and window with at least one payment. The same function
 builds the training rows (history) and the rows scored live, so the
-IsolationForest sees the same thing in both.
+IsolationForest sees the same thing in both. Besides the counts, a window keeps
+its online keyed-in payments one by one and the cards read from a card (chip,
+contactless, wallet, swipe): `cloud.detectors.card_testing` judges each keyed-in
+payment against the terminal's own amounts and the cards its site has seen.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +30,15 @@ FEATURES: Final = (
 )
 
 
+class KeyedPayment(NamedTuple):
+    """An online payment keyed in by hand."""
+
+    amount_minor: int
+    card: str
+    code: str  # the response code
+    approved: bool
+
+
 @dataclass(slots=True)
 class TerminalWindow:
     """One terminal's payments in one window, reduced to counts."""
@@ -37,11 +49,10 @@ class TerminalWindow:
     payments: int = 0
     online: int = 0  # authorised online (offline approvals say nothing of the acquirer)
     declined: int = 0  # of the online ones
-    micro_manual: int = 0  # micro amounts keyed in by hand
-    micro_manual_declined: int = 0
     manual: int = 0
     cards: set[str] = field(default_factory=set)
-    micro_cards: set[str] = field(default_factory=set)
+    presented: set[str] = field(default_factory=set)  # cards read from a card, not keyed in
+    keyed: list[KeyedPayment] = field(default_factory=list)  # online keyed-in, in time order
     amounts: list[int] = field(default_factory=list)
     largest_amount: int = -1
     largest_card: str = ""  # the card that paid largest_amount
@@ -89,16 +100,16 @@ def group_by_terminal(payments: Table) -> dict[str, TerminalWindow]:
         window.amounts.append(int(amount))
         manual = method == "manual"
         window.manual += manual
+        if not manual:
+            window.presented.add(card)
+        elif not offline:
+            window.keyed.append(KeyedPayment(int(amount), card, code, bool(approved)))
         if not offline:
             window.online += 1
             window.latencies.append(float(latency))
             if not approved:
                 window.declined += 1
                 window.codes[code] = window.codes.get(code, 0) + 1
-        if manual and amount < MICRO_AMOUNT_MINOR:
-            window.micro_manual += 1
-            window.micro_cards.add(card)
-            window.micro_manual_declined += not approved
     return windows
 
 

@@ -25,11 +25,27 @@ ratio: Lorden's bound, at least e^threshold windows between false alarms when
 the baseline is right). The baseline is an estimate from a few weeks: the
 expected count is taken at the cautious end of its 2-sigma range, sigma from
 the negative-binomial variance (the low end for a drop, the high end for a
-surge), and only hours of the week the terminal's own history saw
-``volume_min_weeks`` times or more are judged (fewer: a closed Sunday cannot
-be told from a quiet one). Payments an attack adds (card
-testing) explain a surge; a terminal that is offline, on a site whose network
-is down, authorising offline or cleanly shut down explains a drop.
+surge), and only hours of the week with ``volume_min_weeks`` sightings or more
+behind their rate are judged (`TerminalBaseline.rate_weight`: its own days 1 each,
+the same hour of the other days of its kind a quarter each, since any change of
+its opening hours: `cloud.detectors.volume_baseline`; a week of history judges
+the weekdays; fewer: a closed Sunday seen once cannot be told from a quiet one;
+models without it: the sightings of each hour of the week in its history).
+Payments an attack adds (card testing) explain a surge; a terminal that is
+offline, on a site whose network is down, authorising offline or cleanly shut
+down explains a drop.
+
+The operator calendar (`wire.calendar`, optional) is context: on a sale day a
+surge is at most ``info`` (a note; its summary names the day), on a holiday both
+sides are, on a closed day no drop is judged (a surge stays a warning: a closed
+shop taking payments). New opening hours are learnt live too: a clock hour that
+has been quiet (windows at most ``volume_drop_to`` times the usual count, missing
+``QUIET_MIN_USUAL`` payments that day; calendar days do not count) on
+``volume_quiet_days`` days in a row is
+not judged for a drop from the next day, until a window of it trades as usual
+again (`TerminalEvidence.quiet_hours`): a merchant who changed hours after the
+training is raised on the first mornings at most; a terminal connected but
+silent for days keeps its drop for those days, then its silence is its hours.
 
 Latency spike: a CUSUM over the terminal's online authorisations, in arrival
 order, of ln(latency) in robust sigmas of its own baseline minus
@@ -55,8 +71,8 @@ from typing import Final
 
 from scipy.stats import chi2
 
-from cloud.detectors.carried_state import CountRun, Memory, TerminalEvidence
-from cloud.detectors.findings import Finding
+from cloud.detectors.carried_state import CountRun, Memory, QuietHour, TerminalEvidence
+from cloud.detectors.findings import Evidence, Finding
 from cloud.detectors.fraud_features import TerminalWindow
 from cloud.detectors.trained_model import (
     TerminalBaseline,
@@ -65,12 +81,14 @@ from cloud.detectors.trained_model import (
     hours_of_week_seen,
 )
 from cloud.reading.window import DeviceStates
+from wire.calendar import Calendar, CalendarDay, DayKind
 from wire.incidents import AlertType
 from wire.messages import Severity
-from wire.timestamps import NS_PER_HOUR, NS_PER_S
+from wire.timestamps import NS_PER_DAY, NS_PER_HOUR, NS_PER_S
 
 UNSEEN_CODE_SHARE: Final = 0.01  # a decline code the baseline never saw
 FORGET_BELOW: Final = 0.01  # decayed decline counts under this are dropped from memory
+QUIET_MIN_USUAL: Final = 2.0  # payments a clock hour must miss in a day to count as quiet
 
 DROP_EXPLAINED_BY: Final = frozenset(
     {AlertType.TERMINAL_OFFLINE, AlertType.OFFLINE_BACKLOG, AlertType.SITE_NETWORK}
@@ -86,6 +104,7 @@ class KpiSettings:
     volume_surge_to: float = 3.0  # the rise tested for: three times the usual
     volume_min_weeks: int = 2  # sightings of an hour of the week before it is judged
     volume_floor_per_hour: float = 1.0  # surge: expect at least this (a closed shop's refund)
+    volume_quiet_days: int = 2  # a clock hour quiet this many days in a row: new hours
     latency_threshold: float = 10.0  # robust sigmas of ln(latency), accumulated
     latency_reference: float = 1.5  # sigmas each payment must exceed to add evidence
     latency_clip: float = 4.0  # sigmas: one slow answer adds at most clip - reference
@@ -132,6 +151,7 @@ class _Cycle:
     explained: Explained
     settings: KpiSettings
     trained_to_ns: int
+    calendar: Calendar | None
 
 
 def kpi_findings(  # noqa: PLR0917 - the window, what is known, and the settings
@@ -142,11 +162,15 @@ def kpi_findings(  # noqa: PLR0917 - the window, what is known, and the settings
     start_ns: int,
     end_ns: int,
     settings: KpiSettings,
+    *,
+    calendar: Calendar | None = None,
 ) -> list[Finding]:
-    """Volume, latency and decline-code findings for the terminals of this window."""
+    """Volume, latency and decline-code findings for the terminals of this window;
+    ``calendar``: the operator's days, context for the volume findings."""
     if model is None:
         return []
-    cycle = _Cycle(start_ns, end_ns, explained, settings, model.baselines.trained_to_ns)
+    trained_to = model.baselines.trained_to_ns
+    cycle = _Cycle(start_ns, end_ns, explained, settings, trained_to, calendar)
     findings: list[Finding] = []
     terminals = {d for d, state in memory.devices.items() if state.kind == "terminal"}
     for device in sorted(terminals | windows.keys()):
@@ -188,19 +212,19 @@ def nb_llr(count: int, expected: float, ratio: float, dispersion: float) -> floa
 
 def _expected(
     own: TerminalBaseline, cycle: _Cycle, floor_per_hour: float, sigmas: float
-) -> tuple[float, int]:
+) -> tuple[float, float]:
     """Expected online payments in the window at ``sigmas`` standard errors from the
     hour-of-week estimate (``floor_per_hour`` at least), and the fewest sightings of
     the hours it spans in the terminal's history."""
-    seen = _seen(cycle.trained_to_ns, own.history_hours)
-    expected, fewest = 0.0, 1 << 30
+    seen = own.rate_weight or _seen(cycle.trained_to_ns, own.history_hours)
+    expected, fewest = 0.0, float(1 << 30)
     t = cycle.start_ns
     while t < cycle.end_ns:
         hour_end = min(cycle.end_ns, t - t % NS_PER_HOUR + NS_PER_HOUR)
         how = hour_of_week(t)
         rate = max(own.rate_per_hour[how], floor_per_hour)
         variance = rate + _dispersion(own, how) * rate * rate  # of one hour's count
-        error = math.sqrt(variance / max(1, seen[how]))  # of a mean over seen[how] hours
+        error = math.sqrt(variance / max(1.0, seen[how]))  # of a mean over seen[how] hours
         expected += max(0.0, rate + sigmas * error) * (hour_end - t) / NS_PER_HOUR
         fewest = min(fewest, seen[how])
         t = hour_end
@@ -226,8 +250,12 @@ def _volume(  # noqa: PLR0917
 ) -> list[Finding]:
     settings, explained = cycle.settings, cycle.explained
     count = window.online if window is not None else 0
+    day = _calendar_day(cycle, site, window.mcc if window is not None else own.mcc)
+    # a calendar day is not a usual one: it says nothing about the hours
+    new_hours = day is None and _quiet_by_now(evidence, own, cycle, count)
     drop_explained = (
-        explained.by(device, DROP_EXPLAINED_BY)
+        new_hours
+        or explained.by(device, DROP_EXPLAINED_BY)
         or site in explained.sites
         or device in explained.shut_down
     )
@@ -241,7 +269,7 @@ def _volume(  # noqa: PLR0917
     out: list[Finding] = []
     for kind, run, ratio, floor, sigmas, blocked in sides:
         expected, fewest = _expected(own, cycle, floor, sigmas)
-        if blocked or fewest < settings.volume_min_weeks:
+        if blocked or _most_severe(kind, day) is None or fewest < settings.volume_min_weeks:
             run.level = 0.0
             run.hour_ns, run.hour_payments, run.hour_expected = 0, 0, 0.0
             continue
@@ -254,9 +282,60 @@ def _volume(  # noqa: PLR0917
             continue
         how = hour_of_week(cycle.start_ns)
         spread = 1.0 + _dispersion(own, how) * own.rate_per_hour[how]  # variance / mean
-        out.append(_volume_finding(kind, device, site, count, run, (own, spread), cycle))
+        out.append(_volume_finding(kind, device, site, count, run, (own, spread), cycle, day))
         run.level = settings.volume_threshold  # held there (module docstring)
     return out
+
+
+def _calendar_day(cycle: _Cycle, site: str, mcc: str) -> CalendarDay | None:
+    return cycle.calendar.on(site, mcc, cycle.start_ns) if cycle.calendar is not None else None
+
+
+def _most_severe(kind: AlertType, day: CalendarDay | None) -> Severity | None:
+    """The highest severity a volume finding of ``kind`` may have on ``day`` of the operator
+    calendar; None: not judged at all (a closed shop takes no payments: no drop)."""
+    if day is None:
+        return Severity.WARNING
+    if day.kind is DayKind.CLOSED:
+        return None if kind is AlertType.VOLUME_DROP else Severity.WARNING
+    if day.kind is DayKind.HOLIDAY or kind is AlertType.VOLUME_SURGE:  # a sale's surge
+        return Severity.INFO
+    return Severity.WARNING
+
+
+def _clock(ts_ns: int) -> tuple[int, int]:
+    """(days since 1970-01-01 UTC, clock hour)."""
+    day, rest = divmod(ts_ns, NS_PER_DAY)
+    return day, rest // NS_PER_HOUR
+
+
+def _quiet_by_now(
+    evidence: TerminalEvidence, own: TerminalBaseline, cycle: _Cycle, count: int
+) -> bool:
+    """Whether this clock hour has been quiet on ``volume_quiet_days`` days in a row before
+    today: the terminal's new hours, not a fault, until the model learns them; it is judged
+    again from the first window it trades as usual in.
+
+    A window is quiet at most ``volume_drop_to`` times its usual count; an hour is quiet on
+    a day once its quiet windows missed ``QUIET_MIN_USUAL`` payments."""
+    day, hour = _clock(cycle.start_ns)
+    usual, _ = _expected(own, cycle, 0.0, 0.0)
+    quiet = evidence.quiet_hours.get(hour)
+    if count > 0 and count >= usual:  # it trades in this hour
+        evidence.quiet_hours.pop(hour, None)
+        return False
+    if usual > 0.0 and count <= cycle.settings.volume_drop_to * usual:
+        quiet = evidence.quiet_hours.setdefault(hour, QuietHour())
+        if quiet.today != day:
+            quiet.today, quiet.missed = day, 0.0
+        quiet.missed += usual - count
+        if quiet.missed >= QUIET_MIN_USUAL and quiet.day != day:
+            quiet.days = quiet.days + 1 if quiet.day == day - 1 else 1
+            quiet.day = day
+    if quiet is None:
+        return False
+    before_today = quiet.days - (1 if quiet.day == day else 0)
+    return before_today >= cycle.settings.volume_quiet_days
 
 
 def _hour_llr(  # noqa: PLR0917
@@ -292,16 +371,28 @@ def _volume_finding(  # noqa: PLR0917
     run: CountRun,
     baseline: tuple[TerminalBaseline, float],  # and its hourly variance / mean now
     cycle: _Cycle,
+    day: CalendarDay | None,
 ) -> Finding:
     own, spread = baseline
     history_days = own.history_hours / 24
     threshold = cycle.settings.volume_threshold
     minutes = (cycle.end_ns - run.since_ns) / NS_PER_S / 60
     word, edge = ("few", "at least") if kind is AlertType.VOLUME_DROP else ("many", "at most")
+    evidence: Evidence = {
+        "payments": run.payments,
+        "expected": round(run.expected, 2),
+        "minutes": round(minutes),
+        "cusum": run.level,
+        "variance_ratio": round(spread, 2),
+    }
+    context = ""
+    if day is not None:
+        evidence["calendar"] = day.name or day.kind.value
+        context = f"; {_day_name(day)}: a {day.kind.value} day in the operator calendar"
     return Finding(
         type=kind,
         detector=f"kpi.{kind.value}",
-        severity=Severity.WARNING,
+        severity=_most_severe(kind, day) or Severity.WARNING,
         score=min(1.0, run.level / (2 * threshold)),
         ts=cycle.end_ns,
         site=site,
@@ -311,16 +402,14 @@ def _volume_finding(  # noqa: PLR0917
             f"{minutes:.0f} min vs {edge} {run.expected:.0f} expected (its hour-of-week "
             f"baseline over {history_days:.0f} days, at 2 sigmas; its hourly counts vary "
             f"{spread:.1f}x as much as Poisson; {count} in the last window), evidence "
-            f"{run.level:.1f} nats over the {threshold:.0f} threshold"
+            f"{run.level:.1f} nats over the {threshold:.0f} threshold{context}"
         ),
-        evidence={
-            "payments": run.payments,
-            "expected": round(run.expected, 2),
-            "minutes": round(minutes),
-            "cusum": run.level,
-            "variance_ratio": round(spread, 2),
-        },
+        evidence=evidence,
     )
+
+
+def _day_name(day: CalendarDay) -> str:
+    return day.name or ", ".join(d.isoformat() for d in day.dates)
 
 
 def _latency(

@@ -1,4 +1,4 @@
-"""Per-terminal payment detectors: approval drop, card testing, amount outliers.
+"""Per-terminal payment detectors: approval drop and amount outliers; card testing.
 
 Approval drop is a sequential test (Bernoulli CUSUM, in `Memory.evidence`):
 each online authorisation adds log(p1/p0) when declined and log((1-p1)/(1-p0))
@@ -7,12 +7,14 @@ clearly raised one; the sum (floored at 0) crossing ``decline_threshold``
 nats means the declines are too many to be chance. A busy terminal crosses
 it within minutes, a quiet one needs more payments: the evidence, not the
 clock, decides. Payments through an acquirer that is down are left out
-(the outage is their root cause, reported once by `cloud.detectors.fleet_wide`).
+(the outage is their root cause, reported once by `cloud.detectors.fleet_wide`),
+and so are the probe-like payments card testing counts, whether or not it has
+signalled yet: they are its evidence, and a tester's declines are not the
+terminal's.
 
-Card testing: many micro amounts keyed in by hand, nearly each on a card
-not seen before, mostly declined. The rule decides; the IsolationForest
-trained on normal windows scores how unusual the window is, and the alert
-quotes both.
+Card testing (`cloud.detectors.card_testing`, called from here so that approval
+drop knows its probes): evidence from small keyed-in payments on new cards,
+accumulated across windows and across the terminals of a site and of an acquirer.
 
 Amount outlier: a payment whose ln(amount) is ``outlier_sigmas`` robust
 sigmas above the terminal's usual, and ``outlier_multiple`` times its median.
@@ -25,13 +27,14 @@ narrow amount range from alerting on an ordinary large basket.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from cloud.detectors.card_testing import CardTestingSettings, ProbeCount, card_testing
 from cloud.detectors.carried_state import Memory, TerminalEvidence
 from cloud.detectors.findings import Finding
-from cloud.detectors.fraud_features import MICRO_AMOUNT_MINOR, TerminalWindow
+from cloud.detectors.fraud_features import TerminalWindow
 from cloud.detectors.trained_model import Baseline, TrainedModel
 from wire.incidents import AlertType
 from wire.messages import Severity
@@ -41,9 +44,7 @@ from wire.messages import Severity
 class PaymentSettings:
     decline_threshold: float = 12.0  # nats; ~1 false alarm per e^12 payments per terminal
     decline_raise: float = 0.25  # p1 = p0 + this (at least 4 x p0)
-    card_testing_min: int = 8  # micro manual payments in one window
-    card_testing_new_cards: float = 0.8  # of them on distinct cards
-    card_testing_declined: float = 0.5
+    card_testing: CardTestingSettings = field(default_factory=CardTestingSettings)
     outlier_sigmas: float = 4.3
     outlier_multiple: float = 15.0
 
@@ -55,14 +56,21 @@ def payment_findings(  # noqa: PLR0917 - the window, what is known, and the sett
     down_acquirers: set[str],
     end_ns: int,
     settings: PaymentSettings,
+    *,
+    start_ns: int,
 ) -> list[Finding]:
-    findings: list[Finding] = []
-    fraud_scores = _fraud_scores(windows, model)
+    testing = card_testing(
+        windows,
+        memory,
+        model,
+        _fraud_scores(windows, model),
+        start_ns,
+        end_ns,
+        settings.card_testing,
+    )
+    findings = testing.findings
     for device, window in windows.items():
         baseline = _baseline(model, device, window.mcc)
-        testing = _card_testing(device, window, fraud_scores.get(device), end_ns, settings)
-        if testing is not None:
-            findings.append(testing)
         if window.acquirer not in down_acquirers:
             # the probes of a card-testing attack are its declines: judged without them
             drop = _approval_drop(
@@ -72,7 +80,7 @@ def payment_findings(  # noqa: PLR0917 - the window, what is known, and the sett
                 baseline,
                 end_ns,
                 settings,
-                without_probes=testing is not None,
+                probes=testing.probes.get(device, ProbeCount()),
             )
             if drop is not None:
                 findings.append(drop)
@@ -94,13 +102,11 @@ def _approval_drop(  # noqa: PLR0917
     end_ns: int,
     settings: PaymentSettings,
     *,
-    without_probes: bool,
+    probes: ProbeCount,
 ) -> Finding | None:
     evidence = memory.evidence.setdefault(device, TerminalEvidence())
-    online, declined = window.online, window.declined
-    if without_probes:
-        online = max(0, online - window.micro_manual)
-        declined = max(0, declined - window.micro_manual_declined)
+    online = max(0, window.online - probes.online)
+    declined = max(0, window.declined - probes.declined)
     p0 = baseline.decline_rate if baseline is not None else 0.05
     p1 = min(0.95, max(4 * p0, p0 + settings.decline_raise))
     declined_step = math.log(p1 / p0)
@@ -136,39 +142,6 @@ def _approval_drop(  # noqa: PLR0917
             f"acquirer {window.acquirer} is fine elsewhere"
         ),
         evidence={"declined": declined, "online": online, "cusum": level},
-    )
-
-
-def _card_testing(
-    device: str,
-    window: TerminalWindow,
-    unusual: float | None,
-    end_ns: int,
-    settings: PaymentSettings,
-) -> Finding | None:
-    probes = window.micro_manual
-    if probes < settings.card_testing_min:
-        return None
-    new_cards = len(window.micro_cards) / probes
-    declined = window.micro_manual_declined / probes
-    if new_cards < settings.card_testing_new_cards or declined < settings.card_testing_declined:
-        return None
-    unusual_text = "" if unusual is None else f"; fraud model anomaly score {unusual:.2f}"
-    return Finding(
-        type=AlertType.CARD_TESTING,
-        detector="fraud.card_testing",
-        severity=Severity.CRITICAL,
-        score=max(unusual or 0.0, min(1.0, probes / (4 * settings.card_testing_min))),
-        ts=end_ns,
-        site=window.site,
-        device=device,
-        summary=(
-            f"{device}: card testing: {probes} keyed-in payments under "
-            f"{MICRO_AMOUNT_MINOR / 100:.2f} in the window on {len(window.micro_cards)} "
-            f"different cards, {declined:.0%} declined (a normal window has none or one)"
-            f"{unusual_text}"
-        ),
-        evidence={"probes": probes, "cards": len(window.micro_cards), "declined": declined},
     )
 
 

@@ -63,6 +63,14 @@ class TerminalBaseline(Baseline, kw_only=True):
     # (cloud.detectors.kpis: variance mu + dispersion mu^2, negative binomial); its own
     # history shrunk towards its merchant category's (cloud.jobs.training); empty: Poisson
     dispersion: list[float] = msgspec.field(default_factory=list)
+    # by hour of the week: the sightings behind rate_per_hour (its own days 1 each, the
+    # same hour of other days of its kind less: cloud.detectors.volume_baseline); empty in
+    # models trained before it was recorded: the sightings of each hour in its history
+    rate_weight: list[float] = msgspec.field(default_factory=list)
+    # the first day of new opening hours found in its history (0: none) and the clock hours
+    # that changed: their rates are from the days since (cloud.detectors.volume_baseline)
+    hours_changed_ns: int = 0
+    hours_changed: list[int] = msgspec.field(default_factory=list)
 
 
 class AcquirerBaseline(msgspec.Struct, kw_only=True):

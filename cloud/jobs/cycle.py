@@ -2,6 +2,7 @@
 
     window data ──▶ health rules ─┐
                  ├▶ acquirers ────┤
+                 ├▶ series watch ─┤
                  ├▶ payments ─────┼─▶ root cause ─▶ AlertManager ─▶ outputs
                  ├▶ payment KPIs ─┤   (site network, acquirer outage
                  └▶ card velocity ┘    explain the terminal symptoms)
@@ -29,12 +30,14 @@ from cloud.detectors.fleet_wide import (
 from cloud.detectors.fraud_features import group_by_terminal
 from cloud.detectors.kpis import Explained, KpiSettings, kpi_findings
 from cloud.detectors.payments import PaymentSettings, payment_findings
+from cloud.detectors.series_watch import SeriesSettings, SeriesWatch
 from cloud.detectors.terminal_health import HealthSettings, fold_heartbeats, health_findings
 from cloud.detectors.trained_model import TrainedModel
 from cloud.jobs.alert_lifecycle import AlertManager
 from cloud.reading.influxql_reader import InfluxQLReader
 from cloud.reading.window import Shard, WindowData, fetch_window
 from runtime.logs import kv
+from wire.calendar import Calendar
 from wire.incidents import AlertType
 from wire.messages import Alert
 from wire.timestamps import NS_PER_S
@@ -49,6 +52,8 @@ class DetectionSettings:
     payments: PaymentSettings = field(default_factory=PaymentSettings)
     fleet: FleetSettings = field(default_factory=FleetSettings)
     kpis: KpiSettings = field(default_factory=KpiSettings)
+    series: SeriesSettings = field(default_factory=SeriesSettings)
+    calendar: Calendar | None = None  # the operator's sale, holiday, closed days (kpis)
 
 
 @dataclass(slots=True)
@@ -81,6 +86,7 @@ class Detection:
         self.alerts = alerts or AlertManager(
             state_path=None if state_dir is None else state_dir / "alerts.json"
         )
+        self.series = SeriesWatch(reader, settings.series, settings.window_s, self.shard)
 
     @property
     def window_ns(self) -> int:
@@ -118,18 +124,40 @@ class Detection:
         """Every detector over one window's data; updates the memory."""
         settings = self.settings
         fold_heartbeats(self.memory, data, settings.health)
-        down = down_acquirers(data.acquirers, self.memory, self.model, settings.fleet)
+        down = down_acquirers(
+            data.acquirers,
+            self.memory,
+            self.model,
+            settings.fleet,
+            start_ns=data.start_ns,
+            end_ns=data.end_ns,
+        )
         findings = health_findings(
             self.memory, data.states, self.model, data.end_ns, settings.health
         )
         windows = group_by_terminal(data.payments)
         findings += payment_findings(
-            windows, self.memory, self.model, set(down), data.end_ns, settings.payments
+            windows,
+            self.memory,
+            self.model,
+            set(down),
+            data.end_ns,
+            settings.payments,
+            start_ns=data.start_ns,
         )
         explained = Explained.of(findings, data.states, set(down))
         findings += kpi_findings(
-            windows, self.memory, self.model, explained, data.start_ns, data.end_ns, settings.kpis
+            windows,
+            self.memory,
+            self.model,
+            explained,
+            data.start_ns,
+            data.end_ns,
+            settings.kpis,
+            calendar=settings.calendar,
         )
+        if settings.series.enabled:
+            findings += self.series.findings(data, findings, set(down))
         if self.shard.leads:
             findings += acquirer_findings(down, data.end_ns)
             # velocity needs the history's cards normally used at several sites (fleet

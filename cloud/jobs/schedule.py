@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from cloud.config import CloudConfig
+from cloud.detectors.series_watch import SeriesSettings
 from cloud.detectors.trained_model import TrainedModel
 from cloud.jobs.alert_lifecycle import AlertManager
 from cloud.jobs.cycle import CycleReport, Detection, DetectionSettings
@@ -65,7 +66,11 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def make_detection(config: CloudConfig, shard: Shard, *, require_model: bool = False) -> Detection:
+def make_detection(
+    config: CloudConfig, shard: Shard, *, require_model: bool = False, calendar: Path | None = None
+) -> Detection:
+    """Detection as configured; ``calendar``: the operator calendar instead of the config's."""
+    days = config.calendar(calendar)  # an unusable calendar stops it before anything else
     state_dir = config.state_dir / (f"shard-{shard.index}-of-{shard.count}")
     state_dir.mkdir(parents=True, exist_ok=True)
     model = None
@@ -83,7 +88,13 @@ def make_detection(config: CloudConfig, shard: Shard, *, require_model: bool = F
     return Detection(
         InfluxQLReader(config.query.reader_settings()),
         model,
-        DetectionSettings(window_s=config.cloud.window_s),
+        DetectionSettings(
+            window_s=config.cloud.window_s,
+            calendar=days,
+            series=SeriesSettings(
+                enabled=config.cloud.series_watch, threshold=config.cloud.series_threshold
+            ),
+        ),
         shard=shard,
         state_dir=state_dir,
         alerts=alerts,
@@ -130,9 +141,13 @@ def run_live(
             return sent
 
 
-def train_model(config: CloudConfig, start_ns: int, end_ns: int, path: Path) -> TrainedModel:
+def train_model(
+    config: CloudConfig, start_ns: int, end_ns: int, path: Path, *, calendar: Path | None = None
+) -> TrainedModel:
+    """Train and save; the calendar's days (``calendar``, else the config's) are not learned."""
+    days = config.calendar(calendar)
     with InfluxQLReader(config.query.reader_settings()) as reader:
-        model = train(reader, start_ns, end_ns, window_s=config.cloud.window_s)
+        model = train(reader, start_ns, end_ns, window_s=config.cloud.window_s, calendar=days)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model

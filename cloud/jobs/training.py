@@ -5,7 +5,10 @@ aggregated by InfluxDB (one row per terminal and hour, or per terminal), so
 training on weeks of a large fleet moves little data. The fraud model needs
 raw payments: it reads the last ``fraud_hours`` of the history in windows.
 History is assumed mostly normal; the robust statistics (medians,
-quantiles) and the IsolationForest tolerate a few anomalies in it.
+quantiles) and the IsolationForest tolerate a few anomalies in it. What is
+known not to be normal is left out of the volume baselines: the operator
+calendar's days (`wire.calendar`), and the hours before a change of a
+terminal's opening hours (`cloud.detectors.volume_baseline`).
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ from cloud.detectors.trained_model import (
     Baselines,
     TerminalBaseline,
     TrainedModel,
-    hour_of_week,
-    hours_of_week_seen,
     majority_profile,
     metadata,
 )
+from cloud.detectors.volume_baseline import DailyHistory, VolumeFit, learn_volume
 from cloud.reading.influxql_reader import InfluxQLReader, Series
 from cloud.reading.window import PAYMENT_COLUMNS, system_declines_by_acquirer
 from runtime.logs import kv
+from wire.calendar import Calendar
 from wire.timestamps import NS_PER_DAY, NS_PER_HOUR, NS_PER_S
 
 log = logging.getLogger(__name__)
@@ -46,12 +49,6 @@ DEFAULT_TEMPERATURE: Final = (30.0, 40.0)
 MIN_FRAUD_WINDOWS: Final = 50  # fewer: too few to say what is unusual
 DECLINE_PRIOR: Final = (1.0, 20.0)  # Beta prior: a few declines in twenty, before data
 DECLINE_CODE_PRIOR: Final = 20.0  # a terminal's decline-code mix: its merchant category's, worth 20
-# volume dispersion (variance of an hour's gamma factor; cloud.detectors.kpis): prior weights
-# in degrees of freedom (one per hour of the week seen n times: n - 1)
-DISPERSION_TERMINAL_PRIOR: Final = 20.0  # a terminal's, all hours: its merchant category's
-DISPERSION_HOUR_PRIOR: Final = 8.0  # a terminal's hour of the week: the terminal's, all hours
-DISPERSION_MIN_MEAN: Final = 1.0  # hours of the week averaging fewer payments say too little
-MAX_DISPERSION: Final = 4.0
 
 
 def train(
@@ -62,7 +59,10 @@ def train(
     window_s: int,
     fraud_hours: float = 48.0,
     seed: int = 0,
+    calendar: Calendar | None = None,
 ) -> TrainedModel:
+    """The model from ``[start, end)`` of history; the hours of ``calendar``'s days are
+    left out of the volume baselines (a sale is not a usual day)."""
     if end_ns - start_ns < NS_PER_HOUR:
         raise ValueError("train needs at least an hour of history")
     hourly = _hourly_volume(reader, start_ns, end_ns)
@@ -88,14 +88,15 @@ def train(
         end_ns,
         "offline = 0",
     )
-    terminals = _terminal_baselines(hourly, amounts, temperatures, end_ns)
-    dispersions = volume_dispersion(
-        {d: _padded(h.counts, hours_of_week_seen(h.first_ns, end_ns)) for d, h in hourly.items()},
-        {d: t.mcc for d, t in terminals.items()},
-        {d: t.rate_per_hour for d, t in terminals.items()},
+    volume = learn_volume(
+        {
+            d: daily_history(
+                h.counts, h.first_ns, end_ns, site=h.site, mcc=h.mcc, calendar=calendar
+            )
+            for d, h in hourly.items()
+        }
     )
-    for device, dispersion in dispersions.items():
-        terminals[device].dispersion = dispersion
+    terminals = _terminal_baselines(hourly, volume, amounts, temperatures, end_ns)
     _add_latencies(terminals, latencies)
     _add_decline_codes(terminals, reader, start_ns, end_ns)
     profiles_model, labels = _fit_profiles(terminals, seed)
@@ -146,7 +147,7 @@ class _Hourly:
         self.site = ""
         self.acquirer = ""
         self.mcc = ""
-        self.counts: dict[int, list[int]] = defaultdict(list)  # hour of week -> counts
+        self.counts: dict[int, int] = {}  # start of the hour (ns) -> online payments
         self.payments = 0
         self.declined = 0
         self.first_ns = 0  # start of the first day of the history it took payments
@@ -169,12 +170,39 @@ def _hourly_volume(reader: InfluxQLReader, start_ns: int, end_ns: int) -> dict[s
             hourly.site, hourly.acquirer = s.tags.get("site", ""), s.tags.get("acquirer", "")
             for ts, payments, approved, mcc in s.values:
                 count = int(payments or 0)
-                hourly.counts[hour_of_week(int(ts))].append(count)
+                hourly.counts[int(ts)] = count
                 hourly.payments += count
                 hourly.declined += count - int(approved or 0)
                 if mcc:
                     hourly.mcc = str(mcc)
     return per_device
+
+
+def daily_history(
+    counts: dict[int, int],
+    first_ns: int,
+    end_ns: int,
+    *,
+    site: str,
+    mcc: str,
+    calendar: Calendar | None,
+) -> DailyHistory:
+    """A terminal's payments per clock hour and day, from ``counts`` (start of the hour ->
+    online payments; a missing hour had none) over ``[first, end)``; an hour outside that
+    span, or on one of ``calendar``'s days for its site and category, is not valid."""
+    first_day = first_ns - first_ns % NS_PER_DAY
+    days = max(1, -(-(end_ns - first_day) // NS_PER_DAY))
+    table = np.zeros((days, 24))
+    valid = np.zeros((days, 24), dtype=bool)
+    for day in range(days):
+        day_ns = first_day + day * NS_PER_DAY
+        if calendar is not None and calendar.on(site, mcc, day_ns) is not None:
+            continue  # not a usual day: neither learned nor lent
+        for hour in range(24):
+            hour_ns = day_ns + hour * NS_PER_HOUR
+            valid[day, hour] = first_ns <= hour_ns < end_ns
+            table[day, hour] = counts.get(hour_ns, 0)
+    return DailyHistory(first_day, table, valid, mcc)
 
 
 def _per_device(
@@ -187,139 +215,9 @@ def _per_device(
     return {s.tags["device"]: s.values[0][1:] for s in series if s.values}
 
 
-def seasonal_rates(counts: dict[int, list[int]], seen: list[int]) -> list[float]:
-    """Mean payments per hour for each hour of the week, hours with no payment as zeros.
-
-    An hour of the week seen less than twice borrows from the same hour of the
-    other days, so one odd day does not make the baseline; one not seen at all
-    (less than a week of history) is the mean of the same hour of the days seen.
-    """
-    totals = [sum(counts.get(h, [])) for h in range(HOURS_PER_WEEK)]
-    by_hod = []
-    for hod in range(24):
-        hours = sum(seen[d * 24 + hod] for d in range(7))
-        by_hod.append(sum(totals[d * 24 + hod] for d in range(7)) / max(1, hours))
-    rates = []
-    for h in range(HOURS_PER_WEEK):
-        if seen[h] == 0:
-            rates.append(by_hod[h % 24])
-        elif seen[h] >= 2:
-            rates.append(totals[h] / seen[h])
-        else:
-            rates.append(0.5 * totals[h] + 0.5 * by_hod[h % 24])
-    return rates
-
-
-def _padded(counts: dict[int, list[int]], seen: list[int]) -> dict[int, list[int]]:
-    """Each hour of the week's counts, with a 0 for each hour seen without a row."""
-    return {
-        h: counts.get(h, []) + [0] * (seen[h] - len(counts.get(h, [])))
-        for h in range(HOURS_PER_WEEK)
-    }
-
-
-class _Moments:
-    """Sums over hours of the week seen twice or more, weighted by degrees of freedom."""
-
-    def __init__(self) -> None:
-        self.df = 0.0  # sum of n - 1
-        self.excess = 0.0  # sum of (n - 1)(s^2 - m): estimates dispersion mu^2
-        self.square = 0.0  # sum of (n - 1)(m^2 - s^2/n): estimates mu^2
-        self.variance = 0.0  # sum of (n - 1) s^2
-        self.mean = 0.0  # sum of (n - 1) m
-
-    def add(self, counts: list[int]) -> None:
-        n = len(counts)
-        m = sum(counts) / max(1, n)
-        if n < 2 or m < DISPERSION_MIN_MEAN:
-            return
-        s2 = sum((c - m) ** 2 for c in counts) / (n - 1)
-        self.df += n - 1
-        self.excess += (n - 1) * (s2 - m)
-        self.square += (n - 1) * (m * m - s2 / n)
-        self.variance += (n - 1) * s2
-        self.mean += (n - 1) * m
-
-    def dispersion(self) -> float | None:
-        """Moment estimate of the negative binomial's dispersion (None: no information)."""
-        if self.square <= 0.0:
-            return None
-        return min(MAX_DISPERSION, max(0.0, self.excess / self.square))
-
-    def ratio(self) -> float | None:
-        """Quasi-Poisson: the variance as a multiple of the mean (None: no information)."""
-        return max(1.0, self.variance / self.mean) if self.mean > 0.0 else None
-
-    def __iadd__(self, other: _Moments) -> _Moments:
-        self.df += other.df
-        self.excess += other.excess
-        self.square += other.square
-        self.variance += other.variance
-        self.mean += other.mean
-        return self
-
-
-def _shrunk(own: float | None, df: float, prior: float, weight: float) -> float:
-    return prior if own is None else (df * own + weight * prior) / (df + weight)
-
-
-def volume_dispersion(
-    counts: dict[str, dict[int, list[int]]],
-    mccs: dict[str, str],
-    rates: dict[str, list[float]],
-) -> dict[str, list[float]]:
-    """Each terminal's dispersion of hourly payment counts, by hour of the week.
-
-    ``counts``: per terminal, the payments of each hour of the week in its history (0s
-    included). The counts are taken as negative binomial, variance ``mu + d mu^2``; ``d``
-    is estimated by moments, (s^2 - m) / (m^2 - s^2/n), over the hours of the week seen
-    twice or more, then shrunk: a terminal's hour of the week towards the terminal's
-    figure over all hours (prior weight ``DISPERSION_HOUR_PRIOR`` degrees of freedom), and
-    that towards its merchant category's (``DISPERSION_TERMINAL_PRIOR``), the fleet's for
-    a category alone. Counts may instead vary in proportion to their mean (quasi-Poisson,
-    variance ``phi mu``): the figure of an hour is never below ``(phi - 1) / mu``, phi
-    shrunk the same way, so that a quiet hour is not held to the busy hours' dispersion.
-    """
-    own = {d: {h: _cell(c) for h, c in by_hour.items()} for d, by_hour in counts.items()}
-    totals: dict[str, _Moments] = {}
-    for device, cells in own.items():
-        total = _Moments()
-        for cell in cells.values():
-            total += cell
-        totals[device] = total
-    fleet, by_mcc = _Moments(), defaultdict[str, _Moments](_Moments)
-    for device, total in totals.items():
-        fleet += total
-        by_mcc[mccs.get(device, "")] += total
-    fleet_d, fleet_phi = fleet.dispersion() or 0.0, fleet.ratio() or 1.0
-    out: dict[str, list[float]] = {}
-    for device, cells in own.items():
-        category = by_mcc[mccs.get(device, "")]
-        cat_d = _shrunk(category.dispersion(), category.df, fleet_d, DISPERSION_TERMINAL_PRIOR)
-        cat_phi = _shrunk(category.ratio(), category.df, fleet_phi, DISPERSION_TERMINAL_PRIOR)
-        total = totals[device]
-        term_d = _shrunk(total.dispersion(), total.df, cat_d, DISPERSION_TERMINAL_PRIOR)
-        term_phi = _shrunk(total.ratio(), total.df, cat_phi, DISPERSION_TERMINAL_PRIOR)
-        rate = rates.get(device, [0.0] * HOURS_PER_WEEK)
-        figures = []
-        for h in range(HOURS_PER_WEEK):
-            cell = cells.get(h, _Moments())
-            d = _shrunk(cell.dispersion(), cell.df, term_d, DISPERSION_HOUR_PRIOR)
-            if rate[h] > 0.0:
-                d = max(d, (term_phi - 1.0) / max(rate[h], DISPERSION_MIN_MEAN))
-            figures.append(round(min(MAX_DISPERSION, d), 5))
-        out[device] = figures
-    return out
-
-
-def _cell(counts: list[int]) -> _Moments:
-    moments = _Moments()
-    moments.add(counts)
-    return moments
-
-
 def _terminal_baselines(
     hourly: dict[str, _Hourly],
+    volume: dict[str, VolumeFit],
     amounts: dict[str, list[Any]],
     temperatures: dict[str, list[Any]],
     end_ns: int,
@@ -328,12 +226,15 @@ def _terminal_baselines(
     for device, h in hourly.items():
         # a terminal's history starts when it does: one new this week has no other weeks
         history_hours = (end_ns - h.first_ns) / NS_PER_HOUR
-        seen = hours_of_week_seen(h.first_ns, end_ns)
         p25, median, p75 = (float(v) if v is not None else 1.0 for v in amounts.get(device, []))
         t50, t99 = temperatures.get(device, DEFAULT_TEMPERATURE)
         alpha, beta = DECLINE_PRIOR
         out[device] = TerminalBaseline(
-            rate_per_hour=seasonal_rates(h.counts, seen),
+            rate_per_hour=volume[device].rate_per_hour,
+            rate_weight=volume[device].rate_weight,
+            dispersion=volume[device].dispersion,
+            hours_changed_ns=volume[device].hours_changed_ns,
+            hours_changed=volume[device].hours_changed,
             decline_rate=(h.declined + alpha) / (h.payments + alpha + beta),
             amount_log_median=math.log(max(1.0, median)),
             amount_log_sigma=max(0.1, math.log(max(1.0, p75) / max(1.0, p25)) / IQR_TO_SIGMA),

@@ -99,7 +99,7 @@ class AcquirerWindow:
     sites: int  # sites with at least one payment through it
     failing_sites: int  # sites where most of its authorisations failed
     system_declines: int  # declined with a processing-chain code (SYSTEM_DECLINE_CODES)
-    site_latency_ms: list[float] = field(default_factory=list)  # each site's median
+    site_latency_ms: dict[str, float] = field(default_factory=dict)  # site: its median
 
 
 @dataclass(slots=True)
@@ -204,13 +204,13 @@ def _acquirer_windows(
     system_declines = system_declines_by_acquirer(reader, start_ns, end_ns)
     sites: dict[str, int] = {}
     failing: dict[str, int] = {}
-    latencies: dict[str, list[float]] = {}
+    latencies: dict[str, dict[str, float]] = {}
     for series in per_site:
         acquirer = series.tags.get("acquirer", "")
         _, count, approved, latency = series.values[0]
         sites[acquirer] = sites.get(acquirer, 0) + 1
         if latency is not None:
-            latencies.setdefault(acquirer, []).append(float(latency))
+            latencies.setdefault(acquirer, {})[series.tags.get("site", "")] = float(latency)
         if count and (count - (approved or 0)) * 2 > count:
             failing[acquirer] = failing.get(acquirer, 0) + 1
     out: dict[str, AcquirerWindow] = {}
@@ -224,7 +224,7 @@ def _acquirer_windows(
             sites=sites.get(acquirer, 0),
             failing_sites=failing.get(acquirer, 0),
             system_declines=system_declines.get(acquirer, 0),
-            site_latency_ms=latencies.get(acquirer, []),
+            site_latency_ms=latencies.get(acquirer, {}),
         )
     return out
 

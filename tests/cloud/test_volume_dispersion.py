@@ -1,8 +1,8 @@
 """Volume drop / surge on overdispersed counts: quiet weeks stay quiet, a silent till is caught.
 
 Unit level, with a model built in memory: two weeks of hourly payment counts
-train each terminal's hour-of-week rates (`seasonal_rates`) and dispersion
-(`volume_dispersion`), as `tillpulse cloud train` does; then the detector
+train each terminal's hour-of-week rates, their sightings and dispersion
+(`daily_history`, `learn_volume`), as `tillpulse cloud train` does; then the detector
 (`kpi_findings`) runs over two more quiet weeks of 5-minute windows drawn the
 same way. An hour's count is Poisson at its rate times a gamma factor of mean
 1 shared by the hour's windows. Two shapes of extra variance: ``nb`` (the
@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from cloud.detectors.carried_state import DeviceMemory, Memory
+from cloud.detectors.findings import Finding
 from cloud.detectors.fraud_features import TerminalWindow
 from cloud.detectors.kpis import Explained, KpiSettings, kpi_findings
 from cloud.detectors.trained_model import (
@@ -35,12 +37,15 @@ from cloud.detectors.trained_model import (
     TerminalBaseline,
     TrainedModel,
 )
-from cloud.jobs.training import seasonal_rates, volume_dispersion
+from cloud.detectors.volume_baseline import learn_volume
+from cloud.jobs.training import daily_history
+from wire.calendar import Calendar
 from wire.incidents import AlertType
 from wire.timestamps import NS_PER_HOUR, NS_PER_S, parse_iso
 
 TRAINED_TO = parse_iso("2026-11-02T00:00:00Z")  # a Monday
-HISTORY_WEEKS = 2
+HISTORY_DAYS = 14
+OPENS = 7  # the hour the synthetic shops open
 QUIET_WEEKS = 2
 WINDOW_S = 300
 WINDOWS_PER_HOUR = 3600 // WINDOW_S
@@ -50,10 +55,11 @@ VOLUME = frozenset({AlertType.VOLUME_DROP, AlertType.VOLUME_SURGE})
 BUDGET = 1.0  # false alerts per 1,000 terminal-hours
 
 
-def usual_rate(peak: float, how: int) -> float:
-    """Payments per hour: open 07-21, a midday bump, busier on Saturday, slow on Sunday."""
+def usual_rate(peak: float, how: int, opens: int = OPENS) -> float:
+    """Payments per hour: open 07-21 (from ``opens``), a midday bump, busier on Saturday,
+    slow on Sunday."""
     day, hour = divmod(how, 24)
-    if not 7 <= hour < 21:
+    if not opens <= hour < 21:
         return 0.0
     weekday = (1.0, 0.95, 1.0, 1.05, 1.1, 1.25, 0.6)[day]
     return peak * weekday * (0.3 + 0.7 * math.sin(math.pi * (hour - 6.5) / 14) ** 2)
@@ -67,14 +73,14 @@ class Synthetic:
     phi: np.ndarray  # (terminal, hour of week): variance of the hour's gamma factor
 
 
-def synthetic(shape: str, level: float) -> Synthetic:
+def synthetic(shape: str, level: float, opens: int = OPENS) -> Synthetic:
     devices = [f"t{i:03d}" for i in range(TERMINALS)]
     mccs, rates, phi = {}, np.zeros((TERMINALS, HOURS_PER_WEEK)), np.zeros((TERMINALS, 168))
     for i, device in enumerate(devices):
         mcc, peak = CATEGORIES[i % len(CATEGORIES)]
         peak *= 0.7 + 0.6 * (i // len(CATEGORIES)) / (TERMINALS // len(CATEGORIES))
         mccs[device] = mcc
-        rates[i] = [usual_rate(peak, h) for h in range(HOURS_PER_WEEK)]
+        rates[i] = [usual_rate(peak, h, opens) for h in range(HOURS_PER_WEEK)]
         open_ = rates[i] > 0
         if shape == "nb":  # level x Poisson at its busiest hour
             phi[i][open_] = (level - 1.0) / rates[i].max()
@@ -83,9 +89,12 @@ def synthetic(shape: str, level: float) -> Synthetic:
     return Synthetic(devices, mccs, rates, phi)
 
 
-def hourly_means(fleet: Synthetic, hours: int, rng: np.random.Generator) -> np.ndarray:
-    """(terminal, hour): each hour's rate times its gamma factor, from the first Monday 00:00."""
-    how = np.arange(hours) % HOURS_PER_WEEK
+def hourly_means(
+    fleet: Synthetic, hours: int, rng: np.random.Generator, first_how: int = 0
+) -> np.ndarray:
+    """(terminal, hour): each hour's rate times its gamma factor, from hour of the week
+    ``first_how`` (0: Monday 00:00)."""
+    how = (first_how + np.arange(hours)) % HOURS_PER_WEEK
     phi = fleet.phi[:, how]
     shape = np.where(phi > 0, 1.0 / np.maximum(phi, 1e-12), 1.0)
     factor = np.where(phi > 0, rng.gamma(shape, 1.0 / shape), 1.0)
@@ -93,22 +102,51 @@ def hourly_means(fleet: Synthetic, hours: int, rng: np.random.Generator) -> np.n
 
 
 @functools.cache
-def trained(shape: str, level: float, seed: int = 1) -> tuple[Synthetic, TrainedModel]:
-    fleet = synthetic(shape, level)
+def trained(
+    shape: str, level: float, seed: int = 1, days: int = HISTORY_DAYS, new_hours_days: int = 0
+) -> tuple[Synthetic, TrainedModel]:
+    """The fleet and its model from ``days`` of history; the last ``new_hours_days`` of them
+    with new opening hours (from 10:00, not 07:00), which the returned fleet then keeps."""
+    old = synthetic(shape, level)
+    fleet = synthetic(shape, level, opens=10) if new_hours_days else old
+    return fleet, model_from(fleet, history(old, fleet, days, new_hours_days, seed))
+
+
+def history(old: Synthetic, new: Synthetic, days: int, new_days: int, seed: int) -> np.ndarray:
+    """(terminal, hour): counts of the ``days`` before TRAINED_TO, the last ``new_days`` of
+    them drawn from ``new``'s rates, the others from ``old``'s."""
     rng = np.random.default_rng(seed)
-    hours = HISTORY_WEEKS * HOURS_PER_WEEK
-    counts = rng.poisson(hourly_means(fleet, hours, rng))
-    by_device = {
-        device: {h: [int(c) for c in counts[i, h::HOURS_PER_WEEK]] for h in range(168)}
+    first_how = (-days * 24) % HOURS_PER_WEEK
+    before = hourly_means(old, (days - new_days) * 24, rng, first_how)
+    after = hourly_means(new, new_days * 24, rng, (first_how + (days - new_days) * 24) % 168)
+    return rng.poisson(np.concatenate([before, after], axis=1))
+
+
+def model_from(
+    fleet: Synthetic, counts: np.ndarray, calendar: Calendar | None = None
+) -> TrainedModel:
+    """As `tillpulse cloud train` learns it from these counts (the hours before TRAINED_TO)."""
+    hours = counts.shape[1]
+    first = TRAINED_TO - hours * NS_PER_HOUR
+    histories = {
+        device: daily_history(
+            {first + h * NS_PER_HOUR: int(counts[i, h]) for h in range(hours)},
+            first,
+            TRAINED_TO,
+            site=f"site-{device}",
+            mcc=fleet.mccs[device],
+            calendar=calendar,
+        )
         for i, device in enumerate(fleet.devices)
     }
-    seen = [HISTORY_WEEKS] * HOURS_PER_WEEK
-    rates = {d: seasonal_rates(c, seen) for d, c in by_device.items()}
-    dispersions = volume_dispersion(by_device, fleet.mccs, rates)
+    fits = learn_volume(histories)
     terminals = {
         device: TerminalBaseline(
-            rate_per_hour=rates[device],
-            dispersion=dispersions[device],
+            rate_per_hour=fit.rate_per_hour,
+            rate_weight=fit.rate_weight,
+            dispersion=fit.dispersion,
+            hours_changed_ns=fit.hours_changed_ns,
+            hours_changed=fit.hours_changed,
             decline_rate=0.05,
             amount_log_median=math.log(2000),
             amount_log_sigma=0.8,
@@ -120,7 +158,7 @@ def trained(shape: str, level: float, seed: int = 1) -> tuple[Synthetic, Trained
             profile=0,
             history_hours=float(hours),
         )
-        for device in fleet.devices
+        for device, fit in fits.items()
     }
     fleet_baseline = Baseline(
         rate_per_hour=[0.0] * HOURS_PER_WEEK,
@@ -131,7 +169,7 @@ def trained(shape: str, level: float, seed: int = 1) -> tuple[Synthetic, Trained
         temperature_p99=40.0,
     )
     baselines = Baselines(
-        trained_from_ns=TRAINED_TO - hours * NS_PER_HOUR,
+        trained_from_ns=first,
         trained_to_ns=TRAINED_TO,
         window_s=WINDOW_S,
         terminals=terminals,
@@ -140,7 +178,7 @@ def trained(shape: str, level: float, seed: int = 1) -> tuple[Synthetic, Trained
         fleet=fleet_baseline,
         acquirers={},
     )
-    return fleet, TrainedModel(baselines, None, None, {})
+    return TrainedModel(baselines, None, None, {})
 
 
 def as_poisson(model: TrainedModel) -> TrainedModel:
@@ -162,6 +200,10 @@ def _fields(struct: object) -> dict[str, object]:
 class Replay:
     alerts: list[tuple[AlertType, str, int]]  # (type, device, window end) where each begins
     terminal_hours: float  # open hours judged
+    findings: list[Finding]  # every volume finding, window by window
+
+
+Edit = Callable[[str, int, int], int]  # (device, window start, count) -> the count instead
 
 
 def replay(
@@ -171,6 +213,8 @@ def replay(
     seed: int = 2,
     weeks: float = QUIET_WEEKS,
     silent: tuple[str, int, int] | None = None,  # device, from, to (ns)
+    edit: Edit | None = None,
+    calendar: Calendar | None = None,
 ) -> Replay:
     """The detector over quiet weeks after the history: where each volume alert starts."""
     rng = np.random.default_rng(seed)
@@ -185,6 +229,7 @@ def replay(
     window_ns = WINDOW_S * NS_PER_S
     open_now: set[tuple[AlertType, str]] = set()
     alerts: list[tuple[AlertType, str, int]] = []
+    volume: list[Finding] = []
     for w in range(counts.shape[1]):
         start = TRAINED_TO + w * window_ns
         windows = {}
@@ -192,22 +237,26 @@ def replay(
             n = int(counts[i, w])
             if silent is not None and device == silent[0] and silent[1] <= start < silent[2]:
                 n = 0
+            if edit is not None:
+                n = edit(device, start, n)
             if n:
                 windows[device] = TerminalWindow(
                     site=f"site-{device}", acquirer="acq", mcc=fleet.mccs[device],
                     payments=n, online=n,
                 )  # fmt: skip
         findings = kpi_findings(
-            windows, memory, model, explained, start, start + window_ns, settings
-        )
-        now = {(f.type, f.device or "") for f in findings if f.type in VOLUME}
+            windows, memory, model, explained, start, start + window_ns, settings,
+            calendar=calendar,
+        )  # fmt: skip
+        volume += [f for f in findings if f.type in VOLUME]
+        now = {(AlertType(f.type), f.device or "") for f in findings if f.type in VOLUME}
         alerts += [(kind, device, start + window_ns) for kind, device in sorted(now - open_now)]
         open_now = now
     open_hours = sum(
         1 for i in range(len(fleet.devices)) for h in range(hours)
         if fleet.rates[i, h % HOURS_PER_WEEK] > 0
     )  # fmt: skip
-    return Replay(alerts, open_hours)
+    return Replay(alerts, open_hours, volume)
 
 
 def per_thousand(result: Replay) -> float:
@@ -238,17 +287,29 @@ def test_the_dispersion_is_learned_per_hour_and_shrunk_to_the_category() -> None
         assert 0.4 * fleet.phi[i, busy] <= learned[busy] <= 3 * fleet.phi[i, busy], device
 
 
+def silent_till_delay(
+    fleet: Synthetic, model: TrainedModel, day: int = 0, minutes: int = 30
+) -> float | None:
+    """The busiest grocery till silent for ``minutes`` from :15 of its busiest hour, ``day``
+    days after the history: minutes from the start of the silence to its volume drop (None:
+    not raised during the silence)."""
+    device = fleet.devices[-3]
+    weekday = day % 7
+    rates = fleet.rates[fleet.devices.index(device)][weekday * 24 : weekday * 24 + 24]
+    hour_ns = TRAINED_TO + (day * 24 + int(np.argmax(rates))) * NS_PER_HOUR
+    silent = (hour_ns + 15 * 60 * NS_PER_S, hour_ns + (15 + minutes) * 60 * NS_PER_S)
+    result = replay(fleet, model, weeks=(day + 1) / 7, silent=(device, *silent))
+    drops = [
+        end
+        for kind, d, end in result.alerts
+        if d == device and kind == AlertType.VOLUME_DROP and silent[0] < end <= silent[1]
+    ]
+    return (drops[0] - silent[0]) / NS_PER_S / 60 if drops else None
+
+
 def test_a_terminal_silent_for_half_an_hour_in_a_busy_hour_is_a_volume_drop() -> None:
-    fleet, model = trained("nb", 2.6)
-    device = fleet.devices[-3]  # the busiest of the grocery tills
-    busy = int(np.argmax(fleet.rates[fleet.devices.index(device)][:24]))  # Monday
-    silent = (
-        TRAINED_TO + busy * NS_PER_HOUR + 15 * 60 * NS_PER_S,
-        TRAINED_TO + busy * NS_PER_HOUR + 45 * 60 * NS_PER_S,
-    )
-    result = replay(fleet, model, weeks=1 / 7, silent=(device, *silent))
-    drops = [end for kind, d, end in result.alerts if d == device and kind == AlertType.VOLUME_DROP]
-    assert drops and silent[0] < drops[0] <= silent[1], (result.alerts, silent)
+    delay = silent_till_delay(*trained("nb", 2.6))
+    assert delay is not None and delay <= 30
 
 
 if __name__ == "__main__":
