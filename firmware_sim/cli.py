@@ -34,6 +34,7 @@ from wire.timestamps import iso, parse_iso
 log = logging.getLogger("firmware_sim")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+CALENDAR_FILE = "calendar.toml"  # beside the labels, unless --calendar says where
 
 
 def main(argv: list[str]) -> int:
@@ -46,6 +47,7 @@ def main(argv: list[str]) -> int:
             with _writing("--labels", args.labels):
                 count = write_labels(args.labels, simulation.labels)
             log.info("labels_written", extra=kv(path=str(args.labels), labels=count))
+        _write_calendar(args, simulation)
     except (SimError, ValueError) as exc:
         parser.exit(EXIT_USAGE, f"tillpulse sim: error: {exc}\n")
     console = None if args.quiet else Console(stderr=True)
@@ -64,6 +66,20 @@ def main(argv: list[str]) -> int:
         log.error("publishes_refused", extra=kv(refused=stats.refused))
         return EXIT_ERROR
     return 0
+
+
+def _write_calendar(args: argparse.Namespace, simulation: Simulation) -> None:
+    """The operator calendar of the scenario's sales and closing days: at ``--calendar``,
+    else as calendar.toml beside the labels; nothing when the scenario has no such day."""
+    days = simulation.calendar.day
+    path = args.calendar
+    if path is None and args.labels is not None and days:
+        path = Path(args.labels).parent / CALENDAR_FILE
+    if path is None:
+        return
+    with _writing("--calendar", path):
+        Path(path).write_text(simulation.calendar.to_toml(), encoding="utf-8")
+    log.info("calendar_written", extra=kv(path=str(path), days=len(days)))
 
 
 def _settings(args: argparse.Namespace) -> SimSettings:
@@ -217,6 +233,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument(
         "--labels", type=Path, metavar="FILE", help="write the ground-truth labels (JSONL) here"
+    )
+    parser.add_argument(
+        "--calendar",
+        type=Path,
+        metavar="FILE",
+        help=f"write the operator calendar (TOML) here (default: {CALENDAR_FILE} beside"
+        " --labels when the scenario has sale or closing days)",
     )
     parser.add_argument(
         "--status-every",

@@ -8,6 +8,9 @@ slow one: real counts vary more than Poisson). An hour's count is then
 negative binomial, variance ``mu + dispersion * mu^2``. The factors come
 from a key made from the terminal's generator when first asked (a digest of
 its state, so no draw of its own is moved), so a run is determined by its seed.
+
+A scenario reshapes this per site (firmware_sim.trading: `Trade` is what a
+terminal asks): its opening hours, calendar days, and the dispersion.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import math
 import random
 import weakref
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from firmware_sim.simtime import hour_of_week
 from wire.messages import PaymentMethod
@@ -73,25 +76,47 @@ class MerchantProfile:
         value = rng.lognormvariate(math.log(self.amount_median_minor), self.amount_sigma)
         return max(self.amount_min_minor, min(self.amount_max_minor, round(value)))
 
-    def next_arrival(self, rng: random.Random, after_ns: int, horizon_ns: int) -> int | None:
-        """The next payment time after ``after_ns``, or None if none before ``horizon_ns``.
+    def hour_dispersion(self, rate: float) -> float:
+        """The variance of the gamma factor of an hour whose rate is ``rate``."""
+        return self.dispersion
 
-        Piecewise-constant Poisson process: draw an exponential gap at the current
-        hour's rate; if it crosses the hour boundary, start again from the boundary
-        (the process is memoryless). Closed hours are skipped without drawing.
-        """
-        t = after_ns
-        while t < horizon_ns:
-            hour_end = t - t % NS_PER_HOUR + NS_PER_HOUR
-            rate = self.rate_per_hour(t)
-            if rate > 0.0 and self.dispersion > 0.0:
-                rate *= hour_factor(rng, t // NS_PER_HOUR, self.dispersion)
-            if rate > 0.0:
-                gap_ns = round(rng.expovariate(rate) * 3600 * NS_PER_S)
-                if t + gap_ns < hour_end:
-                    return t + gap_ns if t + gap_ns < horizon_ns else None
-            t = hour_end
-        return None
+    def next_arrival(self, rng: random.Random, after_ns: int, horizon_ns: int) -> int | None:
+        return next_arrival(self, rng, after_ns, horizon_ns)
+
+
+class Trade(Protocol):
+    """How a site trades: a merchant profile, or one reshaped by a scenario
+    (firmware_sim.trading)."""
+
+    def rate_per_hour(self, ts_ns: int) -> float: ...
+
+    def is_open(self, ts_ns: int) -> bool: ...
+
+    def hour_dispersion(self, rate: float) -> float: ...
+
+    def next_arrival(self, rng: random.Random, after_ns: int, horizon_ns: int) -> int | None: ...
+
+
+def next_arrival(trade: Trade, rng: random.Random, after_ns: int, horizon_ns: int) -> int | None:
+    """The next payment time after ``after_ns``, or None if none before ``horizon_ns``.
+
+    Piecewise-constant Poisson process: draw an exponential gap at the current
+    hour's rate; if it crosses the hour boundary, start again from the boundary
+    (the process is memoryless). Closed hours are skipped without drawing.
+    """
+    t = after_ns
+    while t < horizon_ns:
+        hour_end = t - t % NS_PER_HOUR + NS_PER_HOUR
+        rate = trade.rate_per_hour(t)
+        dispersion = trade.hour_dispersion(rate)
+        if rate > 0.0 and dispersion > 0.0:
+            rate *= hour_factor(rng, t // NS_PER_HOUR, dispersion)
+        if rate > 0.0:
+            gap_ns = round(rng.expovariate(rate) * 3600 * NS_PER_S)
+            if t + gap_ns < hour_end:
+                return t + gap_ns if t + gap_ns < horizon_ns else None
+        t = hour_end
+    return None
 
 
 class _Mixing:

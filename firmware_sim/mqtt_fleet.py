@@ -35,7 +35,11 @@ every packet with three ``recv`` calls, sends every packet with its own
 
 A "last will" change cuts the device's TCP connection without DISCONNECT, so
 the broker itself publishes the last will; the next "connected" change
-reconnects into the same session.
+reconnects into the same session. A "shutdown" change publishes the retained
+shutdown state; if the device is powered on again later in the run (a power
+cycle, firmware_sim.context), its client first waits for its publishes to be
+acknowledged and disconnects normally (the broker discards the will), then
+connects anew.
 
 With ``password``, every device logs in as itself (username = its device id)
 with that password, for a broker that binds client ids to usernames
@@ -210,6 +214,8 @@ class MqttFleet:
         if change.reason is StateReason.CONNECTED:
             if device is None:
                 device = self._devices[change.device] = self._new_client(change)
+            elif device.connected:  # powered on after a clean shutdown
+                self._disconnect(device)
             self._connect(device, change)
         elif device is not None and change.reason is StateReason.LAST_WILL:
             self._cut(device)
@@ -286,6 +292,22 @@ class MqttFleet:
             device.client.loop_read()
         device.connected = False
         log.info("device_cut_off", extra=kv(device=device.device))
+
+    def _disconnect(self, device: _Device) -> None:
+        """Once everything the device queued is acknowledged, DISCONNECT normally."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        while device.queue or device.inflight:
+            if time.monotonic() >= deadline:
+                raise MqttSimError(
+                    f"device {device.device}: {len(device.queue) + device.inflight} publishes"
+                    f" unacknowledged after {self.drain_timeout_s}s"
+                )
+            self._service(0.05)
+        device.client.disconnect()
+        while device.client.socket() is not None:
+            if time.monotonic() >= deadline:
+                raise MqttSimError(f"device {device.device}: DISCONNECT not done in time")
+            self._service(0.05)
 
     def _pump(self, device: _Device) -> None:
         """Publish from the device's queue while its window has room."""

@@ -1,4 +1,4 @@
-"""Putting a run together: fleet, card population, injection plan and engine."""
+"""Putting a run together: fleet, card population, injection plan, context and engine."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from firmware_sim.cards import CardPopulation
+from firmware_sim.context import Context, build_context
 from firmware_sim.event_engine import Engine, Timing
 from firmware_sim.fleet_layout import Fleet, build_fleet
 from firmware_sim.injections import InjectionPlan, build_plan
 from firmware_sim.scenario_file import Scenario
+from wire.calendar import Calendar
 from wire.labels import GroundTruthLabel
 from wire.timestamps import NS_PER_S
 
@@ -36,11 +38,17 @@ class Simulation:
     fleet: Fleet
     cards: CardPopulation
     plan: InjectionPlan
+    context: Context
     engine: Engine
 
     @property
     def labels(self) -> list[GroundTruthLabel]:
         return self.plan.labels
+
+    @property
+    def calendar(self) -> Calendar:
+        """The operator calendar of the days the scenario shapes (sales, closing days)."""
+        return self.context.calendar
 
 
 def card_key(seed: int) -> bytes:
@@ -60,10 +68,12 @@ def build_simulation(settings: SimSettings) -> Simulation:
     )
     end_ns = settings.start_ns + settings.duration_ns
     plan = build_plan(settings.scenario, fleet, cards, settings.start_ns, end_ns)
+    context = build_context(settings.scenario, fleet, settings.start_ns, end_ns)
     timing = Timing(
         start_ns=settings.start_ns,
         end_ns=end_ns,
         status_every_ns=int(settings.status_every_s * NS_PER_S),
         sensor_every_ns=int(settings.sensor_every_s * NS_PER_S),
     )
-    return Simulation(settings, fleet, cards, plan, Engine(fleet, plan, cards, timing))
+    engine = Engine(fleet, plan, cards, timing, context)
+    return Simulation(settings, fleet, cards, plan, context, engine)

@@ -3,8 +3,10 @@
 What a selector picks depends on the injection type: an acquirer outage
 picks acquirers (and hits their terminals), network flapping picks sites (and
 hits every device there), the payment injections pick terminals, the others
-pick any device. ``random = N`` draws N of those units (fewer if the fleet
-has fewer) from the candidates that the other selectors leave.
+pick sensors for a sensor fault, any device for the others. ``random_sites = N``
+first keeps the candidates of N sites drawn among theirs (several terminals of
+one site); ``random = N`` then draws N of those units (fewer if the fleet has
+fewer) from the candidates that the other selectors leave.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ TERMINAL_ONLY: Final = frozenset(
         InjectionType.PAPER_OUT,
     }
 )
+SENSOR_ONLY: Final = frozenset({InjectionType.SENSOR_FAULT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,9 @@ def resolve(spec: TargetSpec, kind: InjectionType, fleet: Fleet, rng: random.Ran
     Raises ValueError naming an unknown id or a selection that matches nothing.
     """
     candidates = _candidates(spec, kind, fleet)
+    if spec.random_sites is not None:
+        drawn = set(_draw(sorted({d.site.site_id for d in candidates}), spec.random_sites, rng))
+        candidates = [d for d in candidates if d.site.site_id in drawn]
     if kind in SITE_LEVEL:
         units = sorted({d.site.site_id for d in candidates})
         chosen = set(_draw(units, spec.random, rng))
@@ -80,12 +86,17 @@ def _candidates(spec: TargetSpec, kind: InjectionType, fleet: Fleet) -> list[Dev
         d
         for d in fleet.devices
         if (kind not in TERMINAL_ONLY or _is_terminal(d))
+        and (kind not in SENSOR_ONLY or not _is_terminal(d))
         and (not spec.sites or d.site.site_id in spec.sites)
         and (not spec.devices or d.device_id in spec.devices)
         and (not spec.acquirers or d.site.acquirer.acquirer_id in spec.acquirers)
     ]
     if not candidates:
-        unit = "terminals" if kind in TERMINAL_ONLY else "devices"
+        unit = "devices"
+        if kind in TERMINAL_ONLY:
+            unit = "terminals"
+        elif kind in SENSOR_ONLY:
+            unit = "sensors"
         raise ValueError(f"the selectors match no {unit} of this fleet for {kind.value}")
     return candidates
 

@@ -18,8 +18,10 @@ from typing import Final
 from firmware_sim import authorisation as auth
 from firmware_sim.cards import CardPopulation
 from firmware_sim.climate import ambient_c, overheat_c
+from firmware_sim.degrading import outage_effect
 from firmware_sim.fleet_layout import DeviceSpec
 from firmware_sim.injections import InjectedPayment, InjectionPlan
+from firmware_sim.merchants import Trade
 from wire.incidents import InjectionType
 from wire.messages import PaymentMethod, PaymentTransaction, TerminalStatus
 from wire.timestamps import NS_PER_DAY, NS_PER_HOUR, NS_PER_S
@@ -27,7 +29,6 @@ from wire.timestamps import NS_PER_DAY, NS_PER_HOUR, NS_PER_S
 CURRENCY: Final = "EUR"
 CONTACTLESS_LIMIT_MINOR: Final = 5_000  # above it the card must be inserted
 CARD_TESTING_DECLINE_RATE: Final = 0.85
-OUTAGE_LATENCY_FACTOR: Final = 30.0  # at full intensity, the latency is x31
 SELF_HEATING_C: Final = 9.0
 PAPER_PER_RECEIPT_PCT: Final = (0.15, 0.35)
 PAPER_LOW_PCT: Final = 3.0
@@ -44,7 +45,9 @@ class Terminal:
         cards: CardPopulation,
         plan: InjectionPlan,
         rng: random.Random,
+        *,
         start_ns: int,
+        trade: Trade,
     ) -> None:
         self.spec = spec
         self.payment_seq = 0  # the payment stream's counter: the last seq handed out
@@ -53,6 +56,7 @@ class Terminal:
         self._cards = cards
         self._plan = plan
         self._rng = rng
+        self._trade = trade  # its site's merchant, as the scenario shapes it
         self._methods = [m for m, _ in spec.site.merchant.methods]
         self._method_weights = [w for _, w in spec.site.merchant.methods]
         self._battery = rng.uniform(70.0, 100.0)
@@ -61,7 +65,11 @@ class Terminal:
         self._last_ns = start_ns
 
     def next_payment_at(self, after_ns: int, horizon_ns: int) -> int | None:
-        return self.spec.site.merchant.next_arrival(self._rng, after_ns, horizon_ns)
+        return self._trade.next_arrival(self._rng, after_ns, horizon_ns)
+
+    def boot(self, ts_ns: int) -> None:
+        """Powered on at ``ts_ns``: the uptime starts again."""
+        self._booted_ns = ts_ns
 
     def payment(
         self, ts_ns: int, *, online: bool, injected: InjectedPayment | None = None
@@ -118,10 +126,12 @@ class Terminal:
             decline_rate = spike.strength
         if injected is not None and injected.kind is InjectionType.CARD_TESTING:
             decline_rate, decline_codes = CARD_TESTING_DECLINE_RATE, auth.CARD_TESTING_CODES
+        failing = 0.0
         if outage is not None:
-            factor += OUTAGE_LATENCY_FACTOR * outage.strength
+            slower, failing = outage_effect(outage, ts_ns)
+            factor += slower
         latency = self.spec.site.acquirer.latency_ms(rng, factor)
-        if outage is not None and rng.random() < outage.strength:
+        if outage is not None and rng.random() < failing:
             return auth.pick(rng, auth.OUTAGE_CODES), latency
         if rng.random() >= decline_rate:
             return auth.APPROVED, latency
@@ -167,7 +177,7 @@ class Terminal:
 
     def _charging(self, ts_ns: int) -> bool:
         """Counter-top terminals sit on their charger; portable ones leave it while open."""
-        return not (self.spec.site.merchant.portable and self.spec.site.merchant.is_open(ts_ns))
+        return not (self.spec.site.merchant.portable and self._trade.is_open(ts_ns))
 
     def _advance(self, ts_ns: int) -> None:
         """Battery over the time since the last heartbeat; a clerk changes a spent roll."""
@@ -177,7 +187,7 @@ class Terminal:
         self._battery = min(100.0, max(0.0, self._battery + rate * hours))
         if (
             self._paper < PAPER_LOW_PCT
-            and self.spec.site.merchant.is_open(ts_ns)
+            and self._trade.is_open(ts_ns)
             and self._rng.random() < PAPER_REFILL_ODDS
         ):
             self._paper = 100.0

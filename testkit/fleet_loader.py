@@ -12,12 +12,13 @@ cover them) so a test can load days of a fleet in seconds.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from firmware_sim.event_engine import Emission
 from firmware_sim.run_setup import SimSettings, build_simulation
 from firmware_sim.scenario_file import Scenario, load_scenario
 from testkit.servers import InfluxDB1Server
+from wire.calendar import Calendar
 from wire.labels import GroundTruthLabel
 from wire.messages import PaymentTransaction
 from wire.points import to_line
@@ -33,9 +34,15 @@ class LoadedFleet:
     start_ns: int
     end_ns: int
     lines: int
+    # the operator calendar of the scenario's sale and closing days (firmware_sim.context)
+    calendar: Calendar = field(default_factory=Calendar)
 
 
-def fleet_lines(settings: SimSettings) -> tuple[Iterator[str], list[GroundTruthLabel]]:
+def fleet_lines(
+    settings: SimSettings,
+) -> tuple[Iterator[str], list[GroundTruthLabel], Calendar]:
+    """The run's lines as the gateway would store them, its labels, and the operator
+    calendar it writes beside them (sale and closing days: firmware_sim.context)."""
     simulation = build_simulation(settings)
 
     def lines() -> Iterator[str]:
@@ -47,7 +54,7 @@ def fleet_lines(settings: SimSettings) -> tuple[Iterator[str], list[GroundTruthL
             else:
                 yield to_line(event.state())
 
-    return lines(), simulation.labels
+    return lines(), simulation.labels, simulation.calendar
 
 
 def load_fleet(
@@ -72,7 +79,7 @@ def load_fleet(
         duration_ns=duration_ns,
         scenario=load_scenario(scenario) if isinstance(scenario, str) else scenario,
     )
-    lines, labels = fleet_lines(settings)
+    lines, labels, calendar = fleet_lines(settings)
     batch: list[str] = []
     written = 0
     for line in lines:
@@ -84,4 +91,4 @@ def load_fleet(
     if batch:
         server.write(batch, database)
         written += len(batch)
-    return LoadedFleet(labels, terminals, start_ns, start_ns + duration_ns, written)
+    return LoadedFleet(labels, terminals, start_ns, start_ns + duration_ns, written, calendar)

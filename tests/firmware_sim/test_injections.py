@@ -96,6 +96,12 @@ start = "19h"
 duration = "1h"
 targets = "random 3"
 intensity = 0.5
+[[injection]]
+type = "sensor_fault"
+start = "20h"
+duration = "1h"
+targets = "random 1"
+mode = "stuck"
 """
 
 
