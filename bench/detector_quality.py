@@ -38,7 +38,7 @@ import msgspec
 
 from bench.common import emit, median
 from cloud.detectors.trained_model import TrainedModel
-from cloud.evaluation.scoring import evaluate, targets_check
+from cloud.evaluation.scoring import Report, evaluate, targets_check
 from cloud.jobs.cycle import Detection, DetectionSettings
 from cloud.jobs.schedule import window_ends
 from cloud.jobs.training import train
@@ -108,18 +108,7 @@ def quality(
     report = evaluate(
         alerts, labels, window_s=WINDOW_S, terminal_hours=terminals * hours * 2 * len(seeds)
     )
-    per_type = {
-        row.type: {
-            "labels": row.labels,
-            "detected": row.detected,
-            "precision": row.precision,
-            "recall": row.recall,
-            "f1": row.f1,
-            "median_delay_windows": row.delay.median_windows if row.delay else None,
-        }
-        for row in report.rows
-        if row.scored and row.labels
-    }
+    per_type = per_type_figures(report)
     overall = report.overall
     figures = {
         "seeds": seeds,
@@ -142,6 +131,22 @@ def quality(
         ),
     }
     return figures, model
+
+
+def per_type_figures(report: Report) -> dict[str, dict[str, Any]]:
+    """Each scored type with labels: how many were detected, precision, F1, delay."""
+    return {
+        row.type: {
+            "labels": row.labels,
+            "detected": row.detected,
+            "precision": row.precision,
+            "recall": row.recall,
+            "f1": row.f1,
+            "median_delay_windows": row.delay.median_windows if row.delay else None,
+        }
+        for row in report.rows
+        if row.scored and row.labels
+    }
 
 
 def scale(server: InfluxDB1Server, terminals: int, model: TrainedModel) -> dict[str, Any]:
