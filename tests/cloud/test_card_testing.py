@@ -29,9 +29,10 @@ from cloud.detectors.carried_state import Memory
 from cloud.detectors.findings import Finding
 from cloud.detectors.fraud_features import group_by_terminal
 from cloud.detectors.payments import PaymentSettings, payment_findings
-from cloud.detectors.trained_model import Baseline, Baselines, TerminalBaseline, TrainedModel
+from cloud.detectors.trained_model import TrainedModel
 from cloud.jobs.alert_lifecycle import AlertManager
 from cloud.reading.influxql_reader import Table
+from testkit import models
 from wire.incidents import AlertType
 from wire.messages import AlertStatus
 from wire.timestamps import NS_PER_HOUR, NS_PER_S, parse_iso
@@ -102,41 +103,18 @@ class Replay:
 
 def model_of(*shops: Shop) -> TrainedModel:
     terminals = {
-        device: TerminalBaseline(
+        device: models.terminal_baseline(
+            shop.site,
+            acquirer=shop.acquirer,
             rate_per_hour=[shop.per_hour] * 168,
-            decline_rate=0.05,
             amount_log_median=math.log(shop.median_minor),
             amount_log_sigma=shop.sigma,
-            temperature_p50=30.0,
-            temperature_p99=40.0,
-            site=shop.site,
-            acquirer=shop.acquirer,
-            mcc="5411",
-            profile=0,
-            history_hours=500.0,
         )
         for shop in shops
         for device in shop.devices
     }
-    fleet = Baseline(
-        rate_per_hour=[10.0] * 168,
-        decline_rate=0.05,
-        amount_log_median=math.log(2000),
-        amount_log_sigma=0.8,
-        temperature_p50=30.0,
-        temperature_p99=40.0,
-    )
-    baselines = Baselines(
-        trained_from_ns=0,
-        trained_to_ns=DAY_START,
-        window_s=300,
-        terminals=terminals,
-        profiles=[],
-        profile_by_mcc={},
-        fleet=fleet,
-        acquirers={},
-    )
-    return TrainedModel(baselines, None, None, {})
+    fleet = models.usual_baseline(rate_per_hour=[10.0] * 168)
+    return models.model_of(terminals, trained_to_ns=DAY_START, fleet=fleet)
 
 
 class Trade:

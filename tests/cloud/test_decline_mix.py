@@ -7,18 +7,13 @@ closes (no payments, no windows) until the morning.
 
 from __future__ import annotations
 
-import math
-
 from cloud.detectors.carried_state import DeviceMemory, Memory
 from cloud.detectors.fraud_features import TerminalWindow
 from cloud.detectors.kpis import Explained, KpiSettings, kpi_findings
 from cloud.detectors.trained_model import (
-    HOURS_PER_WEEK,
-    Baseline,
-    Baselines,
-    TerminalBaseline,
     TrainedModel,
 )
+from testkit import models
 from wire.incidents import AlertType
 from wire.timestamps import NS_PER_HOUR, NS_PER_S, parse_iso
 
@@ -30,29 +25,13 @@ USUAL_CODES = {"05": 0.8, "51": 0.15, "91": 0.05}
 
 
 def model() -> TrainedModel:
-    usual = {
-        "rate_per_hour": [0.0] * HOURS_PER_WEEK,  # no volume judgement: codes only
-        "decline_rate": 0.05,
-        "amount_log_median": math.log(2000),
-        "amount_log_sigma": 0.8,
-        "temperature_p50": 30.0,
-        "temperature_p99": 40.0,
-        "decline_codes": USUAL_CODES,
-    }
-    own = TerminalBaseline(
-        **usual, site="s1", acquirer="acq", mcc="5411", profile=0, history_hours=24 * 14.0
-    )
-    baselines = Baselines(
-        trained_from_ns=EVENING - 14 * 24 * NS_PER_HOUR,
+    # no payments expected (no volume judgement): decline codes only
+    own = models.terminal_baseline("s1", decline_codes=USUAL_CODES)
+    return models.model_of(
+        {DEVICE: own},
         trained_to_ns=EVENING - 24 * NS_PER_HOUR,
-        window_s=300,
-        terminals={DEVICE: own},
-        profiles=[],
-        profile_by_mcc={},
-        fleet=Baseline(**usual),
-        acquirers={},
+        fleet=models.usual_baseline(decline_codes=USUAL_CODES),
     )
-    return TrainedModel(baselines, None, None, {})
 
 
 def declines(codes: dict[str, int]) -> dict[str, TerminalWindow]:

@@ -39,8 +39,6 @@ from cloud.detectors.fleet_wide import FleetSettings, down_acquirers
 from cloud.detectors.series_watch import SeriesSettings
 from cloud.detectors.trained_model import (
     AcquirerBaseline,
-    Baseline,
-    Baselines,
     TerminalBaseline,
     TrainedModel,
 )
@@ -55,6 +53,7 @@ from cloud.reading.window import (
     AcquirerWindow,
     WindowData,
 )
+from testkit import models
 from wire.incidents import AlertType
 from wire.messages import AlertStatus, Severity
 from wire.timestamps import NS_PER_HOUR, NS_PER_S, parse_iso
@@ -237,20 +236,19 @@ def trained(acquirers: list[Acquirer]) -> TrainedModel:
             for device in site.terminals:
                 own = [row.auth_latency_ms for row in rows if row.device == device]
                 terminals[device] = terminal_baseline(device, site.name, acq.name, own)
-    return TrainedModel(_baselines(terminals, usual), None, None, {})
+    return _model(terminals, usual)
 
 
 def terminal_baseline(
     device: str, site: str, acquirer_id: str, latency: list[float]
 ) -> TerminalBaseline:
     p25, p50, p75 = np.percentile(latency, [25, 50, 75])
-    return TerminalBaseline(
-        **_usual_payments(),
-        site=site,
+    return models.terminal_baseline(
+        site,
         acquirer=acquirer_id,
-        mcc="5411",
         profile=-1,
         history_hours=72.0,  # its own baseline; too few weeks for volume to judge
+        **_usual_payments(),
         latency_log_median=math.log(p50),
         latency_log_sigma=max(0.05, math.log(p75 / p25) / 1.349),
     )
@@ -268,17 +266,15 @@ def _usual_payments() -> dict[str, Any]:
     )
 
 
-def _baselines(
+def _model(
     terminals: dict[str, TerminalBaseline], usual: dict[str, AcquirerBaseline]
-) -> Baselines:
-    return Baselines(
+) -> TrainedModel:
+    return models.model_of(
+        terminals,
         trained_from_ns=TRAIN_FROM,
         trained_to_ns=TRAIN_TO,
         window_s=WINDOW_S,
-        terminals=terminals,
-        profiles=[],
-        profile_by_mcc={},
-        fleet=Baseline(**_usual_payments()),
+        fleet=models.usual_baseline(**_usual_payments()),
         acquirers=usual,
     )
 

@@ -10,19 +10,15 @@ import dataclasses
 import math
 import random
 
-import msgspec
-
 from cloud.detectors.carried_state import Memory
 from cloud.detectors.fleet_wide import FleetSettings, down_acquirers
 from cloud.detectors.trained_model import (
     MIN_HISTORY_HOURS,
     AcquirerBaseline,
-    Baseline,
-    Baselines,
-    TerminalBaseline,
     TrainedModel,
 )
 from cloud.reading.window import AcquirerWindow
+from testkit import models
 from wire.messages import Severity
 
 SETTINGS = FleetSettings()
@@ -66,38 +62,30 @@ def model_with(acquirer: str, latency_median_ms: float, sites: int = 0) -> Train
     usual = AcquirerBaseline(
         decline_rate=0.04, latency_median_ms=latency_median_ms, latency_p95_ms=900.0
     )
-    fleet = Baseline(
-        rate_per_hour=[1.0] * 168,
-        decline_rate=0.04,
-        amount_log_median=7.0,
-        amount_log_sigma=0.5,
-        temperature_p50=30.0,
-        temperature_p99=40.0,
-    )
+    payments = {
+        "rate_per_hour": [1.0] * 168,
+        "decline_rate": 0.04,
+        "amount_log_median": 7.0,
+        "amount_log_sigma": 0.5,
+    }
     terminals = {
-        f"s{i}-pos1": TerminalBaseline(
-            **msgspec.structs.asdict(fleet),
-            site=f"s{i}",
+        f"s{i}-pos1": models.terminal_baseline(
+            f"s{i}",
             acquirer=acquirer,
-            mcc="5411",
             profile=-1,
             history_hours=MIN_HISTORY_HOURS,
             latency_log_median=math.log(latency_median_ms),
             latency_log_sigma=0.4,
+            **payments,
         )
         for i in range(sites)
     }
-    baselines = Baselines(
-        trained_from_ns=0,
+    return models.model_of(
+        terminals,
         trained_to_ns=1,
-        window_s=300,
-        terminals=terminals,
-        profiles=[],
-        profile_by_mcc={},
-        fleet=fleet,
+        fleet=models.usual_baseline(**payments),
         acquirers={acquirer: usual},
     )
-    return TrainedModel(baselines, None, None, {})
 
 
 def test_a_busy_acquirer_declining_at_its_usual_rate_is_never_down() -> None:

@@ -32,13 +32,13 @@ from cloud.detectors.fraud_features import TerminalWindow
 from cloud.detectors.kpis import Explained, KpiSettings, kpi_findings
 from cloud.detectors.trained_model import (
     HOURS_PER_WEEK,
-    Baseline,
     Baselines,
     TerminalBaseline,
     TrainedModel,
 )
 from cloud.detectors.volume_baseline import learn_volume
 from cloud.jobs.training import daily_history
+from testkit import models
 from wire.calendar import Calendar
 from wire.incidents import AlertType
 from wire.timestamps import NS_PER_HOUR, NS_PER_S, parse_iso
@@ -141,44 +141,21 @@ def model_from(
     }
     fits = learn_volume(histories)
     terminals = {
-        device: TerminalBaseline(
+        device: models.terminal_baseline(
+            f"site-{device}",
+            mcc=fleet.mccs[device],
+            history_hours=float(hours),
             rate_per_hour=fit.rate_per_hour,
             rate_weight=fit.rate_weight,
             dispersion=fit.dispersion,
             hours_changed_ns=fit.hours_changed_ns,
             hours_changed=fit.hours_changed,
-            decline_rate=0.05,
-            amount_log_median=math.log(2000),
-            amount_log_sigma=0.8,
-            temperature_p50=30.0,
-            temperature_p99=40.0,
-            site=f"site-{device}",
-            acquirer="acq",
-            mcc=fleet.mccs[device],
-            profile=0,
-            history_hours=float(hours),
         )
         for device, fit in fits.items()
     }
-    fleet_baseline = Baseline(
-        rate_per_hour=[0.0] * HOURS_PER_WEEK,
-        decline_rate=0.05,
-        amount_log_median=math.log(2000),
-        amount_log_sigma=0.8,
-        temperature_p50=30.0,
-        temperature_p99=40.0,
+    return models.model_of(
+        terminals, trained_from_ns=first, trained_to_ns=TRAINED_TO, window_s=WINDOW_S
     )
-    baselines = Baselines(
-        trained_from_ns=first,
-        trained_to_ns=TRAINED_TO,
-        window_s=WINDOW_S,
-        terminals=terminals,
-        profiles=[],
-        profile_by_mcc={},
-        fleet=fleet_baseline,
-        acquirers={},
-    )
-    return TrainedModel(baselines, None, None, {})
 
 
 def as_poisson(model: TrainedModel) -> TrainedModel:
