@@ -301,6 +301,34 @@ def _system_decline_evidence(
     )
 
 
+def slow_together(
+    findings: list[Finding],
+    acquirers: dict[str, AcquirerWindow],
+    down: dict[str, AcquirerVerdict],
+    settings: FleetSettings,
+) -> dict[str, AcquirerVerdict]:
+    """Acquirers whose terminals' latency spikes came together this window, at
+    ``outage_min_sites`` sites or more and at least half of the sites it served: the
+    acquirer slowing down (degrading), seen by its terminals' own tests a window or two
+    before its trend is conclusive. Raised as that, they fold into it (root cause)."""
+    sites_by_acquirer: dict[str, set[str]] = {}
+    for finding in findings:
+        if finding.type == AlertType.LATENCY_SPIKE and finding.acquirer and finding.site:
+            sites_by_acquirer.setdefault(finding.acquirer, set()).add(finding.site)
+    together: dict[str, AcquirerVerdict] = {}
+    for name, sites in sites_by_acquirer.items():
+        window = acquirers.get(name)
+        if name in down or window is None:
+            continue
+        if len(sites) >= settings.outage_min_sites and 2 * len(sites) >= window.sites:
+            why = (
+                f"degrading: its terminals slowed together at {len(sites)} of its "
+                f"{window.sites} sites (their own latency tests crossed in the same window)"
+            )
+            together[name] = AcquirerVerdict(why, Severity.WARNING)
+    return together
+
+
 def acquirer_findings(down: dict[str, AcquirerVerdict], end_ns: int) -> list[Finding]:
     """One finding per raised acquirer; a degrading one keeps its key as it escalates."""
     return [

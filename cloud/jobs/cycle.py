@@ -25,6 +25,7 @@ from cloud.detectors.fleet_wide import (
     FleetSettings,
     acquirer_findings,
     down_acquirers,
+    slow_together,
     velocity_findings,
 )
 from cloud.detectors.fraud_features import group_by_terminal
@@ -156,6 +157,15 @@ class Detection:
             settings.kpis,
             calendar=settings.calendar,
         )
+        # terminals of one acquirer slowing together: the acquirer degrading (root cause)
+        slow = slow_together(findings, data.acquirers, down, settings.fleet)
+        if slow:
+            findings = [
+                f
+                for f in findings
+                if not (f.type == AlertType.LATENCY_SPIKE and f.acquirer in slow)
+            ]
+            down |= slow
         if settings.series.enabled:
             findings += self.series.findings(data, findings, set(down))
         if self.shard.leads:

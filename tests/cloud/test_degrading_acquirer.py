@@ -35,7 +35,8 @@ import numpy as np
 import pytest
 
 from cloud.detectors.carried_state import Memory, load_memory, save_memory
-from cloud.detectors.fleet_wide import FleetSettings, down_acquirers
+from cloud.detectors.findings import Finding
+from cloud.detectors.fleet_wide import AcquirerVerdict, FleetSettings, down_acquirers, slow_together
 from cloud.detectors.series_watch import SeriesSettings
 from cloud.detectors.trained_model import (
     AcquirerBaseline,
@@ -397,10 +398,11 @@ def test_its_terminals_raise_few_alerts_before_and_none_once_it_is_raised() -> N
         run = replay(seed, 8, "acq-a", BUSY)
         assert run.terminal_after == [], seed
         assert len(run.terminal_before) <= 4, (seed, run.terminal_before)
-    # without the trend it is raised only once it declines, after a score of terminal alerts
-    late = replay(1, 8, "acq-a", BUSY, FleetSettings(degrading_threshold=math.inf))
-    assert min(late.first_minute.values()) > RAMP_MIN
-    assert len(late.terminal_before) >= 15
+    # without the trend, its terminals' own latency tests crossing together raise it (and
+    # fold into it) before it declines, as a warning
+    spikes = replay(1, 8, "acq-a", BUSY, FleetSettings(degrading_threshold=math.inf))
+    assert spikes.first_minute[Severity.WARNING] < RAMP_MIN
+    assert len(spikes.terminal_before) <= 4 and spikes.terminal_after == []
 
 
 # ------------------------------------------------------------------ no false alarms
@@ -557,6 +559,58 @@ def _report_without_the_trend() -> None:
             f"{name} 8 busy sites without the trend: raised after {min(raised):.0f}-"
             f"{max(raised):.0f} min, terminal alerts before: {min(before)}-{max(before)} a run"
         )
+
+
+def spike(site: str, acquirer: str) -> Finding:
+    return Finding(
+        type=AlertType.LATENCY_SPIKE,
+        detector="kpi.latency_spike",
+        severity=Severity.WARNING,
+        score=0.6,
+        ts=TRAIN_TO,
+        site=site,
+        device=f"{site}-pos1",
+        acquirer=acquirer,
+        summary="slow",
+    )
+
+
+def served(sites: int) -> AcquirerWindow:
+    return AcquirerWindow(
+        count=10 * sites,
+        approved=10 * sites,
+        latency_median_ms=900.0,
+        sites=sites,
+        failing_sites=0,
+        system_declines=0,
+    )
+
+
+def test_terminals_slowing_together_at_most_of_its_sites_are_the_acquirer_degrading() -> None:
+    """Their own latency tests cross in one window, a window or two before the acquirer's
+    trend is conclusive: raised as the acquirer (a warning), they fold into it."""
+    findings = [spike("s1", "acq-x"), spike("s2", "acq-x"), spike("s3", "acq-x")]
+    acquirers = {"acq-x": served(4), "acq-y": served(6)}
+    together = slow_together(findings, acquirers, {}, FleetSettings())
+    assert set(together) == {"acq-x"}
+    assert together["acq-x"].severity is Severity.WARNING
+    assert "3 of its 4 sites" in together["acq-x"].why
+
+
+@pytest.mark.parametrize(
+    ("sites_slow", "served_sites"),
+    [(1, 2), (2, 6)],
+    ids=["one site: its own network", "a third of its sites"],
+)
+def test_a_few_slow_terminals_are_their_own_fault(sites_slow: int, served_sites: int) -> None:
+    findings = [spike(f"s{n}", "acq-x") for n in range(sites_slow)]
+    assert slow_together(findings, {"acq-x": served(served_sites)}, {}, FleetSettings()) == {}
+
+
+def test_an_acquirer_already_raised_is_not_raised_again() -> None:
+    findings = [spike("s1", "acq-x"), spike("s2", "acq-x")]
+    down = {"acq-x": AcquirerVerdict("failing", Severity.CRITICAL)}
+    assert slow_together(findings, {"acq-x": served(2)}, down, FleetSettings()) == {}
 
 
 if __name__ == "__main__":
