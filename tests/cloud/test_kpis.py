@@ -1,9 +1,10 @@
 """The payment-KPI detectors (volume, latency, decline codes) against a real influxd.
 
 Two weeks of a quiet fleet train the model (the volume detector judges an hour
-of the week once its own days and those of its kind weigh two sightings); then a quiet day must raise no alert,
-and a day with faults that move each KPI must raise each KPI alert on the
-terminal it hit, and none where another finding is the root cause.
+of the week once its own days and those of its kind weigh two sightings); then a
+quiet day must raise no alert, and a day with faults that move each KPI must raise
+each KPI alert on the terminal it hit, and none where another finding is the root
+cause.
 """
 
 from __future__ import annotations
