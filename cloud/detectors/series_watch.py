@@ -20,7 +20,8 @@ shard's, gateways and acquirers the lead shard's.
 
 State: the detectors live in memory only. The first cycle warms them up from the stored
 history before its window (``warmup_s``, a day: more than the probation of every kind),
-so a restart neither forgets what it learned nor alarms while it learns again. At most
+so a restart neither forgets what it learned nor alarms while it learns again; windows
+skipped later (a replay of trading hours only) are caught up the same way. At most
 ``max_series`` series are watched (about 240 KiB each).
 """
 
@@ -95,7 +96,7 @@ class SeriesWatch:
         self.window_s = window_s
         self.shard = shard
         self._series: dict[SeriesId, _Watched] = {}
-        self._warm = False
+        self._fed_to_ns = 0  # the end of the newest window fed (0: none yet)
 
     @property
     def watched(self) -> int:
@@ -103,8 +104,9 @@ class SeriesWatch:
 
     def findings(self, data: WindowData, found: list[Finding], down: set[str]) -> list[Finding]:
         """This window's series anomalies; ``found``: the other detectors' findings."""
-        if not self._warm:
-            self._warm_up(data.start_ns)
+        if self._fed_to_ns < data.start_ns:  # the first window, or windows skipped
+            self._catch_up(data.start_ns)
+        self._fed_to_ns = data.end_ns
         where = self._sites_where()
         read = sensor_series(self.reader, data.start_ns, data.end_ns, where)
         if self.shard.leads:
@@ -133,10 +135,13 @@ class SeriesWatch:
         sites = shard_sites(self.reader, self.shard)
         return "" if sites is None else site_filter(sites)
 
-    def _warm_up(self, start_ns: int) -> None:
-        """Learn from the stored history before the first window (nothing is raised)."""
+    def _catch_up(self, start_ns: int) -> None:
+        """Learn from the stored history the windows did not bring, nothing raised: up to
+        ``warmup_s`` before the first window, and the span of any windows skipped (a
+        replay of trading hours only, a paused job), so the morning after a night not
+        watched is not a jump from last evening's readings."""
         started = time.monotonic()
-        begin = start_ns - self.settings.warmup_s * NS_PER_S
+        begin = max(self._fed_to_ns, start_ns - self.settings.warmup_s * NS_PER_S)
         read = sensor_series(self.reader, begin, start_ns, self._sites_where())
         if self.shard.leads:
             read |= gateway_series(self.reader, begin, start_ns)
@@ -144,10 +149,10 @@ class SeriesWatch:
         self._feed(read)
         for watched in self._series.values():
             watched.run = 0
-        self._warm = True
         log.info(
-            "series_warmed_up",
+            "series_caught_up",
             extra=kv(
+                span_s=(start_ns - begin) // NS_PER_S,
                 series=len(self._series),
                 points=sum(len(points) for points in read.values()),
                 seconds=round(time.monotonic() - started, 3),
