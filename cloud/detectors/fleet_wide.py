@@ -51,6 +51,7 @@ cards) are left out: that is their normal.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -161,9 +162,10 @@ def _decline_burst(
     return None
 
 
+@functools.lru_cache(maxsize=2)  # per model: not every window over every terminal
 def _site_latencies(model: TrainedModel | None) -> dict[str, dict[str, float]]:
     """Per acquirer, each site's usual median latency (ms): the median of its terminals'
-    own (those with enough history to have one)."""
+    own (those with enough history to have one). Read only."""
     by_site: dict[tuple[str, str], list[float]] = {}
     for device in model.baselines.terminals if model is not None else ():
         own = model.own_baseline(device) if model is not None else None

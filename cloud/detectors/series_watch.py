@@ -46,7 +46,7 @@ from cloud.reading.series import (
     gateway_series,
     sensor_series,
 )
-from cloud.reading.window import Shard, WindowData, shard_sites, site_filter
+from cloud.reading.window import Shard, WindowData
 from runtime.logs import kv
 from wire.incidents import AlertType
 from wire.messages import Severity
@@ -105,10 +105,9 @@ class SeriesWatch:
     def findings(self, data: WindowData, found: list[Finding], down: set[str]) -> list[Finding]:
         """This window's series anomalies; ``found``: the other detectors' findings."""
         if self._fed_to_ns < data.start_ns:  # the first window, or windows skipped
-            self._catch_up(data.start_ns)
+            self._catch_up(data.start_ns, data.site_where)
         self._fed_to_ns = data.end_ns
-        where = self._sites_where()
-        read = sensor_series(self.reader, data.start_ns, data.end_ns, where)
+        read = sensor_series(self.reader, data.start_ns, data.end_ns, data.site_where)
         if self.shard.leads:
             read |= gateway_series(self.reader, data.start_ns, data.end_ns)
             read |= {
@@ -131,18 +130,14 @@ class SeriesWatch:
         ]
         return _findings(kept, data.end_ns)
 
-    def _sites_where(self) -> str:
-        sites = shard_sites(self.reader, self.shard)
-        return "" if sites is None else site_filter(sites)
-
-    def _catch_up(self, start_ns: int) -> None:
+    def _catch_up(self, start_ns: int, site_where: str) -> None:
         """Learn from the stored history the windows did not bring, nothing raised: up to
         ``warmup_s`` before the first window, and the span of any windows skipped (a
         replay of trading hours only, a paused job), so the morning after a night not
         watched is not a jump from last evening's readings."""
         started = time.monotonic()
         begin = max(self._fed_to_ns, start_ns - self.settings.warmup_s * NS_PER_S)
-        read = sensor_series(self.reader, begin, start_ns, self._sites_where())
+        read = sensor_series(self.reader, begin, start_ns, site_where)
         if self.shard.leads:
             read |= gateway_series(self.reader, begin, start_ns)
             read |= acquirer_latency_series(self.reader, begin, start_ns, self.window_s)

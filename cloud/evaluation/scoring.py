@@ -297,29 +297,16 @@ def _delay(delays_s: list[float], window_s: float) -> Delay | None:
 def _row(
     kind: str, *, labels: int, alerts: int, true_alerts: int, delays_s: list[float], window_s: float
 ) -> TypeRow:
-    if kind in NOT_IN_THE_DATA:
-        return TypeRow(
-            type=kind,
-            scored=False,
-            labels=labels,
-            detected=len(delays_s),
-            alerts=alerts,
-            true_alerts=true_alerts,
-            precision=None,
-            recall=None,
-            f1=None,
-            delay=None,
-            note=NOT_SCORED_NOTE,
-        )
-    precision = _ratio(true_alerts, alerts)
-    recall = _ratio(len(delays_s), labels)
+    scored = kind not in NOT_IN_THE_DATA
+    precision = _ratio(true_alerts, alerts) if scored else None
+    recall = _ratio(len(delays_s), labels) if scored else None
     f1: float | None = None
     if recall is not None:  # no alerts: precision n/a, recall 0, F1 0
         p = precision or 0.0
         f1 = 2 * p * recall / (p + recall) if p + recall else 0.0
     return TypeRow(
         type=kind,
-        scored=True,
+        scored=scored,
         labels=labels,
         detected=len(delays_s),
         alerts=alerts,
@@ -327,7 +314,8 @@ def _row(
         precision=precision,
         recall=recall,
         f1=f1,
-        delay=_delay(delays_s, window_s),
+        delay=_delay(delays_s, window_s) if scored else None,
+        note="" if scored else NOT_SCORED_NOTE,
     )
 
 

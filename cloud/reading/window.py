@@ -136,6 +136,7 @@ class WindowData:
     states: dict[str, DeviceStates]
     acquirers: dict[str, AcquirerWindow] = field(default_factory=dict)
     fleet_payments: Table | None = None  # card uses fleet-wide, for velocity (lead shard)
+    site_where: str = ""  # the InfluxQL condition on this shard's sites ("": every site)
 
 
 def site_filter(sites: list[str]) -> str:
@@ -166,6 +167,7 @@ def fetch_window(reader: InfluxQLReader, start_ns: int, end_ns: int, *, shard: S
         statuses=reader.select("terminal_status", STATUS_COLUMNS, beats_from, end_ns, where),
         sensors=reader.select("sensor", SENSOR_COLUMNS, beats_from, end_ns, where),
         states=_device_states(reader, end_ns, where),
+        site_where=where,
     )
     data.acquirers = _acquirer_windows(reader, start_ns, end_ns)
     if shard.leads:
