@@ -62,6 +62,23 @@ class Subscriber:
         with self.lock:
             return len(self.payloads)
 
+    def wait_settled(self, at_least: int, timeout: float = 30.0, quiet_s: float = 1.0) -> None:
+        """``at_least`` messages, then none for ``quiet_s``: a publish in flight at a cut is
+        sent again, so the count can be reached while the last distinct ones still travel."""
+        wait_until(
+            lambda: self.count() >= at_least,
+            timeout=timeout,
+            message=lambda: f"got {self.count()} of {at_least}",
+        )
+        last = {"n": -1}
+
+        def unchanged() -> bool:
+            now = self.count()
+            same, last["n"] = now == last["n"], now
+            return same
+
+        wait_until(unchanged, timeout=timeout, interval=quiet_s, message="messages kept coming")
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -110,11 +127,7 @@ def test_every_event_arrives_and_the_broker_fires_the_last_will(
     expected = len(intact) + mangled + states
     assert stats.published == stats.acknowledged == expected
     wills = sum(c.reason is StateReason.LAST_WILL for c in changes)
-    wait_until(
-        lambda: subscriber.count() >= expected + wills,
-        timeout=30,
-        message=lambda: f"got {subscriber.count()} of {expected + wills}",
-    )
+    subscriber.wait_settled(expected + wills)
     subscriber.close()
 
     received: Counter[tuple[str, int]] = Counter()

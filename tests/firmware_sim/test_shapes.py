@@ -25,7 +25,7 @@ from firmware_sim.run_loop import run
 from firmware_sim.run_setup import SimSettings, Simulation
 from firmware_sim.scenario_file import Scenario, Traffic, load_scenario
 from testkit.fleet_loader import fleet_lines
-from testkit.servers import MosquittoServer, wait_until
+from testkit.servers import MosquittoServer
 from tests.firmware_sim.helpers import (
     START_NS,
     Shape,
@@ -503,11 +503,7 @@ terminals = "off"
     states = len(changes) - len(wills)  # the will is the broker's to publish
     emissions = len(events) - len(changes)
     assert stats.published == stats.acknowledged == emissions + states
-    wait_until(
-        lambda: subscriber.count() >= emissions + len(changes),
-        timeout=30,
-        message=lambda: f"got {subscriber.count()} of {emissions + len(changes)}",
-    )
+    subscriber.wait_settled(emissions + len(changes))
     subscriber.close()
     # a publish in flight when a connection drops is sent again: compare distinct states
     seen: dict[str, set[tuple[StateReason, int]]] = defaultdict(set)
