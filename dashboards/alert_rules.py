@@ -6,6 +6,15 @@ its own window ending now; reduces each series to its last value (``RA``,
 ``($RA - $RB) / $RA``); and compares the result with a threshold (``T``, the
 condition). A query grouped by a tag gives one alert instance per tag value
 (per site, per terminal, per gateway).
+
+Each rule's figures (threshold, window, pending period) are constants here,
+and its ``fires_when`` sentence is built from them: both docs
+(docs/dashboards.md, docs/operations.md) quote that sentence and the pending
+period, and tests/dashboards/test_alert_docs.py fails when they do not.
+
+The rules query the datasource by uid (alert rules have no template
+variables): the provisioned ``tillpulse-influxdb`` in the provisioning file,
+the one ``push`` is told to use otherwise.
 """
 
 from __future__ import annotations
@@ -41,17 +50,35 @@ class AlertRule:
     queries: tuple[RuleQuery, ...]  # refIds A, B, ... in order
     above: bool  # fires when the value is above (True) or below (False) the threshold
     threshold: float
-    pending: str  # how long the condition must hold ("for")
+    pending_s: int  # how long the condition must hold ("for")
     severity: Literal["warning", "critical"]
-    summary: str
+    fires_when: str  # the condition with its figures, as the docs quote it
+    advice: str = ""  # what it likely means, after the condition in the alert's summary
     math: str = ""  # over the reduced $RA, $RB...; empty: the threshold applies to RA
     no_data: NoData = "OK"
 
-    def data(self) -> list[JSON]:
+    @property
+    def pending(self) -> str:
+        """Grafana's ``for`` (a Prometheus duration): ``5m``, ``0s``."""
+        minutes, seconds = divmod(self.pending_s, 60)
+        return f"{minutes}m" if minutes and not seconds else f"{self.pending_s}s"
+
+    @property
+    def summary(self) -> str:
+        """The alert's summary annotation: the condition, and what it likely means."""
+        text = self.fires_when[0].upper() + self.fires_when[1:]
+        return f"{text}: {self.advice}." if self.advice else f"{text}."
+
+    @property
+    def pending_text(self) -> str:
+        """The pending period as the docs say it."""
+        return f"for {span(self.pending_s)}" if self.pending_s else "at once"
+
+    def data(self, datasource_uid: str) -> list[JSON]:
         steps: list[JSON] = []
         for index, query in enumerate(self.queries):
             ref = chr(ord("A") + index)
-            steps.append(_influxql(ref, query))
+            steps.append(_influxql(ref, query, datasource_uid))
             steps.append(_expression(f"R{ref}", type="reduce", expression=ref, reducer="last"))
         compared = "RA"
         if self.math:
@@ -68,13 +95,13 @@ class AlertRule:
         )
         return steps
 
-    def body(self) -> JSON:
+    def body(self, datasource_uid: str = DATASOURCE_UID) -> JSON:
         """The rule as Grafana's provisioning files and its provisioning API share it."""
         return {
             "uid": self.uid,
             "title": self.title,
             "condition": CONDITION_REF,
-            "data": self.data(),
+            "data": self.data(datasource_uid),
             "noDataState": self.no_data,
             "execErrState": "Error",
             "for": self.pending,
@@ -83,16 +110,26 @@ class AlertRule:
             "isPaused": False,
         }
 
-    def api_body(self) -> JSON:
+    def api_body(self, datasource_uid: str) -> JSON:
         """The rule for Grafana's alerting provisioning API."""
-        return self.body() | {"folderUID": FOLDER_UID, "ruleGroup": RULE_GROUP, "orgID": 1}
+        body = self.body(datasource_uid)
+        return body | {"folderUID": FOLDER_UID, "ruleGroup": RULE_GROUP, "orgID": 1}
 
 
-def _influxql(ref: str, query: RuleQuery) -> JSON:
+def span(seconds: int) -> str:
+    """``600`` -> ``10 minutes``, ``86400`` -> ``24 h``: how the docs and summaries say it."""
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} s"
+
+
+def _influxql(ref: str, query: RuleQuery, datasource_uid: str) -> JSON:
     return {
         "refId": ref,
         "relativeTimeRange": {"from": query.window_s, "to": 0},
-        "datasourceUid": DATASOURCE_UID,
+        "datasourceUid": datasource_uid,
         "model": {
             "refId": ref,
             "query": query.influxql,
@@ -109,11 +146,15 @@ def _expression(ref: str, **model: object) -> JSON:
 
 
 OFFLINE_SHARE: Final = 0.05
+SEEN_WITHIN_S: Final = 24 * 3600
+SILENT_AFTER_S: Final = 10 * 60
 APPROVAL_FLOOR: Final = 0.80
 APPROVAL_MIN_PAYMENTS: Final = 10
 APPROVAL_WINDOW_S: Final = 15 * 60
+TAMPER_WINDOW_S: Final = 10 * 60
 SPOOL_GROWTH_LINES: Final = 100_000
-SILENT_AFTER_S: Final = 600
+SPOOL_WINDOW_S: Final = 10 * 60
+PENDING_S: Final = 5 * 60  # a condition holding this long is no blip
 # each terminal's last heartbeat in the window, counted: the terminals that reported
 _TERMINALS_REPORTING: Final = (
     'SELECT count("uptime_s") FROM (SELECT last("uptime_s") AS "uptime_s" FROM "terminal_status"'
@@ -126,16 +167,16 @@ RULES: Final[tuple[AlertRule, ...]] = (
         title="Terminals offline",
         # terminals seen in the last 24 h (A) and those with a heartbeat in the last 10 min (B)
         queries=(
-            RuleQuery(_TERMINALS_REPORTING, 24 * 3600),
+            RuleQuery(_TERMINALS_REPORTING, SEEN_WITHIN_S),
             RuleQuery(_TERMINALS_REPORTING, SILENT_AFTER_S),
         ),
         math="($RA - $RB) / $RA",
         above=True,
         threshold=OFFLINE_SHARE,
-        pending="5m",
+        pending_s=PENDING_S,
         severity="critical",
-        summary=f"More than {OFFLINE_SHARE:.0%} of the terminals seen in the last 24 h sent no "
-        f"status heartbeat in the last {SILENT_AFTER_S // 60} minutes.",
+        fires_when=f"more than {OFFLINE_SHARE:.0%} of the terminals seen in the last "
+        f"{span(SEEN_WITHIN_S)} sent no status heartbeat in the last {span(SILENT_AFTER_S)}",
         no_data="Alerting",  # not one heartbeat in 10 minutes (or 24 h): the fleet is dark
     ),
     AlertRule(
@@ -156,11 +197,11 @@ RULES: Final[tuple[AlertRule, ...]] = (
         math=f"$RA < {APPROVAL_FLOOR} && $RB >= {APPROVAL_MIN_PAYMENTS}",
         above=True,
         threshold=0,
-        pending="5m",
+        pending_s=PENDING_S,
         severity="critical",
-        summary=f"A site approved fewer than {APPROVAL_FLOOR:.0%} of its payments (at least "
-        f"{APPROVAL_MIN_PAYMENTS}) over the last 15 minutes: an acquirer outage or a decline "
-        "spike.",
+        fires_when=f"a site approved fewer than {APPROVAL_FLOOR:.0%} of its payments (at least "
+        f"{APPROVAL_MIN_PAYMENTS}) over the last {span(APPROVAL_WINDOW_S)}",
+        advice="an acquirer outage or a decline spike",
     ),
     AlertRule(
         uid="tillpulse-tamper",
@@ -169,14 +210,16 @@ RULES: Final[tuple[AlertRule, ...]] = (
             RuleQuery(
                 'SELECT max("tamper") FROM "terminal_status" WHERE $timeFilter'
                 ' GROUP BY "site", "device"',
-                10 * 60,
+                TAMPER_WINDOW_S,
             ),
         ),
         above=True,
         threshold=0,
-        pending="0s",
+        pending_s=0,  # one report is enough
         severity="critical",
-        summary="A terminal reported its tamper switch open: take it out of service.",
+        fires_when="a terminal reported its tamper switch open in the last "
+        f"{span(TAMPER_WINDOW_S)}",
+        advice="take it out of service",
     ),
     AlertRule(
         uid="tillpulse-spool-growth",
@@ -185,15 +228,16 @@ RULES: Final[tuple[AlertRule, ...]] = (
             RuleQuery(
                 'SELECT last("spool_depth_lines") - first("spool_depth_lines")'
                 ' FROM "gateway_stats" WHERE $timeFilter GROUP BY "gateway"',
-                10 * 60,
+                SPOOL_WINDOW_S,
             ),
         ),
         above=True,
         threshold=SPOOL_GROWTH_LINES,
-        pending="5m",
+        pending_s=PENDING_S,
         severity="warning",
-        summary=f"A gateway's spool grew by more than {SPOOL_GROWTH_LINES:,} lines in 10 "
-        "minutes: InfluxDB is slow, refusing writes or down.",
+        fires_when=f"a gateway's spool grew by more than {SPOOL_GROWTH_LINES:,} lines in "
+        f"{span(SPOOL_WINDOW_S)}",
+        advice="InfluxDB is slow, refusing writes or down",
         # gateways write gateway_stats through the same spool: while InfluxDB is down none
         # arrive, so no data at all is itself the alarm
         no_data="Alerting",

@@ -25,8 +25,18 @@ EXIT_ERROR: Final = 2
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tillpulse dashboards", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser("generate", help="write dashboards/json and dashboards/provisioning")
-    gen.add_argument("--out", type=Path, default=generate.PACKAGE_DIR, help="root directory")
+    gen = commands.add_parser(
+        "generate",
+        help="write the dashboards (json/, import/) and the provisioning files",
+        description="Writes json/ (for provisioning and push), import/ (for Grafana's "
+        "Dashboards > New > Import) and provisioning/ under --out.",
+    )
+    gen.add_argument(
+        "--out",
+        type=Path,
+        default=generate.DEFAULT_OUT,
+        help=f"root directory (default: ./{generate.DEFAULT_OUT}; the repository's is dashboards)",
+    )
     gen.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if a file is not up to date"
     )
@@ -71,12 +81,12 @@ def _generate(root: Path, *, check: bool) -> int:
         for relative in stale:
             sys.stderr.write(f"out of date: {root / relative}\n")
         if stale:
-            sys.stderr.write("run `tillpulse dashboards generate` and commit the result\n")
+            sys.stderr.write(f"run `tillpulse dashboards generate --out {root}`\n")
         return EXIT_STALE if stale else 0
     try:
         written = generate.write(root)
     except OSError as exc:
         sys.stderr.write(f"tillpulse dashboards generate: {exc}\n")
         return EXIT_ERROR
-    sys.stdout.write(f"wrote {len(written)} files under {root}\n")
+    sys.stdout.write(f"wrote {len(written)} files under {root.resolve()}\n")
     return 0

@@ -6,7 +6,11 @@
     # username = "admin"                     # basic auth instead of a token:
     # password_file = "/etc/tillpulse/grafana-password"   # or env TILLPULSE_GRAFANA_PASSWORD
 
-    [datasource]                             # the InfluxDB Grafana queries (InfluxQL)
+    # datasource_uid = "influxdb-prod"       # under [grafana]: use a datasource Grafana has
+    #                                          instead of [datasource]; the dashboards and
+    #                                          alert rules then query that one
+
+    [datasource]                             # push adds it to Grafana as tillpulse-influxdb
     url = "http://influxdb:8086"             # as Grafana reaches it
     database = "tillpulse"
     username = "grafana"
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from dashboards.grafana_json import DATASOURCE_UID
 from dashboards.provisioning import InfluxSettings
 from dashboards.push import Credential, PushSettings
 from runtime.config import ConfigError, load_config, read_secret
@@ -49,9 +54,12 @@ class GrafanaSection(Section, kw_only=True, frozen=True):
     token_file: str | None = None  # else env TILLPULSE_GRAFANA_TOKEN (when no username)
     username: str | None = None  # basic auth instead of a token
     password_file: str | None = None  # else env TILLPULSE_GRAFANA_PASSWORD when username is set
+    datasource_uid: str | None = None  # an InfluxDB datasource Grafana has, instead of [datasource]
 
     def __post_init__(self) -> None:
         _require_http("grafana.url", self.url)
+        if self.datasource_uid is not None and not self.datasource_uid.strip():
+            raise ValueError("grafana.datasource_uid must not be empty")
         if self.token_file and self.username is not None:
             raise ValueError("grafana.token_file and grafana.username: set one, not both")
 
@@ -95,15 +103,25 @@ class WebhookSection(Section, kw_only=True, frozen=True):
 
 class DashboardsConfig(Section, kw_only=True, frozen=True):
     grafana: GrafanaSection
-    datasource: DatasourceSection
+    datasource: DatasourceSection | None = None  # None: grafana.datasource_uid names one
     webhook: WebhookSection | None = None  # None: the contact point is left alone
+
+    def __post_init__(self) -> None:
+        if self.datasource is None and self.grafana.datasource_uid is None:
+            raise ValueError(
+                "no datasource: set [datasource] (an InfluxDB for push to add to Grafana) or "
+                "grafana.datasource_uid (the uid of an InfluxDB datasource Grafana has)"
+            )
+        if self.datasource is not None and self.grafana.datasource_uid is not None:
+            raise ValueError("grafana.datasource_uid and [datasource]: set one, not both")
 
     def push_settings(self) -> PushSettings:
         """What `push` needs, secrets read; ConfigError names a secret it cannot read."""
         return PushSettings(
             url=self.grafana.url.rstrip("/"),
             credential=self.grafana.credential(),
-            influx=self.datasource.influx_settings(),
+            influx=self.datasource.influx_settings() if self.datasource else None,
+            datasource_uid=self.grafana.datasource_uid or DATASOURCE_UID,
             webhook_url=self.webhook.url if self.webhook else None,
             timeout_s=self.grafana.timeout_s,
         )

@@ -1,4 +1,9 @@
-"""Grafana provisioning files: the InfluxDB datasource, the dashboards provider, alerting.
+"""Grafana provisioning files: the InfluxDB datasources, the dashboards provider, alerting.
+
+Two datasources, one InfluxDB: the live fleet's database (``$INFLUX_DB``, the
+default, the one the alert rules query) and the simulated fleet's
+(``$INFLUX_SIM_DB``); every dashboard switches between them with its
+``$datasource`` variable.
 
 Grafana reads YAML; JSON is valid YAML, so the files are JSON under a comment
 line (no YAML library needed). Grafana expands ``$VAR`` in provisioning files
@@ -23,6 +28,11 @@ from dashboards.alert_rules import (
 from dashboards.grafana_json import DATASOURCE_UID, JSON
 
 DATASOURCE_NAME: Final = "tillpulse InfluxDB"
+SIM_DATASOURCE_UID: Final = "tillpulse-influxdb-sim"
+SIM_DATASOURCE_NAME: Final = "tillpulse InfluxDB (simulated fleet)"
+# Grafana's provisioning expands $VAR with no default: its environment must set it
+# (docker-compose: tillpulse-sim unless INFLUX_SIM_DB says otherwise)
+SIM_DATABASE: Final = "$INFLUX_SIM_DB"
 # the datasource's min interval, so $__interval never goes below the finest data written
 # (gateway_stats every 10 s)
 MIN_INTERVAL: Final = "10s"
@@ -40,11 +50,13 @@ class InfluxSettings:
     password: str = "$INFLUX_PASSWORD"
 
 
-def datasource(influx: InfluxSettings) -> JSON:
-    """The InfluxQL datasource (InfluxDB 1.x natively, 2.x via its DBRP mapping, 3.x)."""
+def datasource(
+    influx: InfluxSettings, uid: str = DATASOURCE_UID, name: str = DATASOURCE_NAME
+) -> JSON:
+    """An InfluxQL datasource (InfluxDB 1.x natively, 2.x via its DBRP mapping, 3.x)."""
     return {
-        "name": DATASOURCE_NAME,
-        "uid": DATASOURCE_UID,
+        "name": name,
+        "uid": uid,
         "type": "influxdb",
         "access": "proxy",
         "url": influx.url,
@@ -60,8 +72,10 @@ def datasource(influx: InfluxSettings) -> JSON:
 
 
 def datasources_file() -> JSON:
-    entry = datasource(InfluxSettings()) | {"orgId": 1, "isDefault": True, "editable": False}
-    return {"apiVersion": 1, "datasources": [entry]}
+    fixed = {"orgId": 1, "editable": False}
+    live = datasource(InfluxSettings()) | fixed | {"isDefault": True}
+    sim = datasource(InfluxSettings(database=SIM_DATABASE), SIM_DATASOURCE_UID, SIM_DATASOURCE_NAME)
+    return {"apiVersion": 1, "datasources": [live, sim | fixed | {"isDefault": False}]}
 
 
 def dashboards_file() -> JSON:

@@ -8,6 +8,11 @@ match the code, the way Grafana's Terraform provider does.
 Grafana's version is read from ``/api/health`` (no credentials needed) before
 anything is written: the alerting provisioning API this relies on is
 Grafana 10's.
+
+The datasource is either created or updated from the config (uid
+``tillpulse-influxdb``), or one Grafana already has, named by its uid and
+checked to be an InfluxQL one: the dashboards' ``$datasource`` defaults to it
+and the alert rules query it.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ Grafana = Any  # a GrafanaApi: grafana-client leaves most of its methods untyped
 class PushSettings:
     url: str
     credential: Credential
-    influx: InfluxSettings
+    influx: InfluxSettings | None  # None: Grafana has the datasource `datasource_uid` already
+    datasource_uid: str  # the one `influx` becomes, or the existing one
     webhook_url: str | None  # the contact point is left alone without one
     timeout_s: float = 10.0
 
@@ -72,10 +78,17 @@ def push(settings: PushSettings) -> PushReport:
     try:
         version = _check_version(api)
         _upsert_folder(api)
-        _upsert_datasource(api, settings.influx)
+        if settings.influx is None:
+            _require_datasource(api, settings.url, settings.datasource_uid)
+        else:
+            _upsert_datasource(api, settings.influx)
         for board in ALL:
             api.dashboard.update_dashboard(
-                {"dashboard": board.json(), "folderUid": FOLDER_UID, "overwrite": True}
+                {
+                    "dashboard": board.json(settings.datasource_uid),
+                    "folderUid": FOLDER_UID,
+                    "overwrite": True,
+                }
             )
             log.info("dashboard_pushed", extra=kv(uid=board.uid))
         api.alertingprovisioning.update_rule_group(
@@ -85,7 +98,7 @@ def push(settings: PushSettings) -> PushReport:
                 "title": RULE_GROUP,
                 "folderUid": FOLDER_UID,
                 "interval": EVALUATE_EVERY_S,
-                "rules": [rule.api_body() for rule in RULES],
+                "rules": [rule.api_body(settings.datasource_uid) for rule in RULES],
             },
         )
         if settings.webhook_url:
@@ -145,6 +158,25 @@ def _upsert_datasource(api: Grafana, influx: InfluxSettings) -> None:
         api.datasource.create_datasource(body)
         return
     api.datasource.update_datasource_by_uid(body["uid"], body)
+
+
+def _require_datasource(api: Grafana, url: str, uid: str) -> None:
+    try:
+        found: Any = api.datasource.get_datasource_by_uid(uid)
+    except GrafanaClientError as exc:
+        if not _missing(exc):
+            raise
+        raise PushError(
+            f"Grafana at {url} has no datasource with uid {uid!r}: set grafana.datasource_uid "
+            "to its InfluxDB datasource's uid (the last part of the datasource's page URL)"
+        ) from exc
+    kind = found.get("type")
+    language = (found.get("jsonData") or {}).get("version") or "InfluxQL"  # unset: InfluxQL
+    if kind != "influxdb" or language != "InfluxQL":
+        raise PushError(
+            f"datasource {uid!r} in Grafana at {url} is {kind} ({language}), not InfluxDB with "
+            "InfluxQL: set grafana.datasource_uid to an InfluxQL InfluxDB datasource's uid"
+        )
 
 
 def _upsert_contact_point(api: Grafana, url: str) -> None:

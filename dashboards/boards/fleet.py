@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from dashboards.boards import terminal
 from dashboards.boards.common import ANOMALIES_IN_SITES, IN_SITES, SITES
-from dashboards.grafana_json import Dashboard, Panel, Query
+from dashboards.grafana_json import Dashboard, DrillDown, Panel, Query
+
+UID: Final = "tillpulse-fleet"
 
 # Whether each terminal is connected, from its `device_state` points: every session
 # writes one online point at connect and at most one offline point (its last will, or a
@@ -35,7 +38,7 @@ def _stat(title: str, influxql: str, unit: str = "short", description: str = "")
 
 
 DASHBOARD: Final = Dashboard(
-    uid="tillpulse-fleet",
+    uid=UID,
     title="tillpulse / Fleet overview",
     description="Terminals online, payments, approval rate, latency, and the worst sites and "
     "terminals; anomalies from the cloud jobs as annotations.",
@@ -143,20 +146,35 @@ DASHBOARD: Final = Dashboard(
             ),
             type="table",
             options={"sortBy": [{"displayName": "approval_rate", "desc": False}]},
+            description="A site opens this dashboard on that site alone.",
+            # the site view: this dashboard, $site set to the one clicked
+            drill_downs=(
+                DrillDown("site", "Fleet overview of ${__value.text}", UID, (("site", "site"),)),
+            ),
         ),
         Panel(
             "Worst terminals (lowest approval rate)",
             (
                 Query(
-                    'SELECT bottom("approval_rate", "device", 10) AS "approval_rate" FROM'
-                    ' (SELECT sum("approved") / sum("count") AS "approval_rate"'
+                    'SELECT bottom("approval_rate", "device", "site", 10) AS "approval_rate"'
+                    ' FROM (SELECT sum("approved") / sum("count") AS "approval_rate"'
                     f' FROM "payment_1m_device" WHERE $timeFilter AND {IN_SITES}'
-                    ' GROUP BY "device")',
+                    ' GROUP BY "site", "device")',
                     result_format="table",
                 ),
             ),
             type="table",
             options={"sortBy": [{"displayName": "approval_rate", "desc": False}]},
+            description="A terminal opens its Terminal detail.",
+            # the site too: Terminal detail offers only the chosen site's terminals
+            drill_downs=(
+                DrillDown(
+                    "device",
+                    "Terminal detail of ${__value.text}",
+                    terminal.DASHBOARD.uid,
+                    (("site", "site"), ("terminal", "device")),
+                ),
+            ),
         ),
         Panel(
             "Recent anomalies",

@@ -4,15 +4,42 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dashboards.boards import ALL
 from dashboards.cli import main
-from dashboards.generate import PACKAGE_DIR, artefacts, stale
+from dashboards.generate import DEFAULT_OUT, PACKAGE_DIR, artefacts, stale
 
 
 def test_the_committed_files_are_what_the_code_generates() -> None:
-    assert stale(PACKAGE_DIR) == [], "run `tillpulse dashboards generate` and commit"
+    assert stale(PACKAGE_DIR) == [], "run `tillpulse dashboards generate --out dashboards`"
+
+
+def test_generate_writes_under_the_current_directory_not_into_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = {p: p.stat().st_mtime_ns for p in PACKAGE_DIR.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate"]) == 0
+    out = tmp_path / DEFAULT_OUT
+    assert capsys.readouterr().out == f"wrote {len(artefacts())} files under {out}\n"
+    assert stale(out) == []
+    assert {p: p.stat().st_mtime_ns for p in PACKAGE_DIR.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("board", ALL, ids=lambda b: b.uid)
+def test_the_import_form_asks_for_an_influxdb_and_defaults_the_variable_to_it(board: Any) -> None:
+    """What Grafana's import does with it: each ${DS_TILLPULSE} becomes the chosen uid."""
+    shared = board.for_import()
+    (source,) = shared.pop("__inputs")
+    assert (source["type"], source["pluginId"]) == ("datasource", "influxdb")
+    requires = {(r["type"], r["id"]) for r in shared.pop("__requires")}
+    panels = {("panel", panel["type"]) for panel in shared["panels"]}
+    assert {("grafana", "grafana"), ("datasource", "influxdb")} | panels == requires
+    imported = json.loads(json.dumps(shared).replace(f"${{{source['name']}}}", "their-influx"))
+    assert imported == board.json(datasource_uid="their-influx")
 
 
 def test_generate_writes_every_file_and_check_then_passes(

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dashboards.alert_rules import RULES
+from dashboards.boards import ALL
 from dashboards.cli import main
 from dashboards.config import (
     GRAFANA_PASSWORD_ENV,
@@ -30,6 +32,7 @@ EXAMPLE = Path(__file__).parents[2] / "dashboards" / "deploy" / "dashboards.exam
 TOKEN = "glsa_secret_token_value"
 PASSWORD = "influx-secret-password"
 DATASOURCE = '[datasource]\nurl = "http://influxdb:8086"\ndatabase = "tillpulse"\n'
+THEIRS = "influxdb-prod"  # an existing Grafana's datasource uid
 
 
 @pytest.fixture
@@ -109,6 +112,7 @@ def test_the_config_becomes_the_push_settings(tmp_path: Path, env: pytest.Monkey
         influx=InfluxSettings(
             url="http://influxdb:8086", database="tillpulse", user="grafana", password=PASSWORD
         ),
+        datasource_uid="tillpulse-influxdb",
         webhook_url="https://hooks.example.net/tp",
         timeout_s=10.0,
     )
@@ -120,6 +124,25 @@ def test_without_a_webhook_or_a_datasource_user_those_are_left_out(
     settings = load_dashboards_config(token_config(tmp_path, "http://g:3000")).push_settings()
     assert settings.webhook_url is None
     assert (settings.influx.user, settings.influx.password) == ("", "")
+
+
+def test_an_existing_datasource_named_by_uid_replaces_the_datasource_table(
+    tmp_path: Path, env: pytest.MonkeyPatch
+) -> None:
+    path = config_file(tmp_path, f'url = "http://g:3000"\ndatasource_uid = "{THEIRS}"', "")
+    env.setenv(GRAFANA_TOKEN_ENV, TOKEN)
+    settings = load_dashboards_config(path).push_settings()
+    assert (settings.influx, settings.datasource_uid) == (None, THEIRS)
+
+
+def test_what_push_uploads_reads_the_datasource_it_is_given() -> None:
+    """The dashboards default to it (their queries read $datasource); the rules query it."""
+    for board in ALL:
+        (variable, *_) = board.json(THEIRS)["templating"]["list"]
+        assert variable["current"]["value"] == THEIRS
+    for rule in RULES:
+        queried = {step["datasourceUid"] for step in rule.api_body(THEIRS)["data"]}
+        assert queried == {THEIRS, "__expr__"}
 
 
 def test_secrets_may_come_from_the_environment(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
@@ -233,7 +256,9 @@ G = '[grafana]\nurl = "http://g"\n'
         (G + "timeout_s = 0\n" + DATASOURCE, "grafana.timeout_s"),
         (G + 'tokenfile = "/t"\n' + DATASOURCE, "tokenfile"),
         (G + 'token_file = "/t"\nusername = "a"\n' + DATASOURCE, "set one, not both"),
-        (G, "`datasource`"),
+        (G, "no datasource: set [datasource]"),
+        (G + 'datasource_uid = "x"\n' + DATASOURCE, "set one, not both"),
+        (G + 'datasource_uid = ""\n', "grafana.datasource_uid must not be empty"),
         (G + '[datasource]\nurl = "http://i"\n', "`database`"),
         (G + '[datasource]\nurl = "i:8086"\ndatabase = "d"\n', "datasource.url"),
         (G + DATASOURCE + '[webhook]\nurl = "hooks"\n', "webhook.url"),

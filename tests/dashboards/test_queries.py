@@ -51,6 +51,14 @@ def committed(relative: str) -> JSON:
     return document
 
 
+# the datasource every `${datasource}` must come to: the provisioned default
+(PROVISIONED_UID,) = (
+    source["uid"]
+    for source in committed("provisioning/datasources/tillpulse.yaml")["datasources"]
+    if source["isDefault"]
+)
+
+
 def run(fleet: FleetRun, query: str) -> list[JSON]:
     """The series InfluxDB answers (each with its rows); fails on an InfluxDB error."""
     result = fleet.influx.query(query, db=fleet.database)["results"][0]
@@ -83,6 +91,10 @@ def resolve(
     selections: dict[str, Selection] = {}
     for variable in board["templating"]["list"]:
         name = variable["name"]
+        if variable["type"] == "datasource":  # Grafana lists its datasources: the default
+            selections[name] = Selection((variable["current"]["value"],))
+            continue
+        reads(variable, time_range, selections)
         series = run(fleet, expand(variable["query"], time_range, selections))
         values = [row[1] for s in series for row in s["values"]]
         assert values, f"variable ${name} has no values"
@@ -90,6 +102,12 @@ def resolve(
         assert set(chosen) <= set(values), f"${name}: {chosen} not offered in {values}"
         selections[name] = Selection(tuple(chosen), multi=variable["multi"])
     return selections
+
+
+def reads(user: JSON, time_range: TimeRange, selections: dict[str, Selection]) -> None:
+    """``user`` (a panel, target, variable, annotation) reads the provisioned datasource."""
+    uid = expand(user["datasource"]["uid"], time_range, selections)
+    assert uid == PROVISIONED_UID, user
 
 
 def views(fleet: FleetRun) -> list[View]:
@@ -111,11 +129,14 @@ def panel_answers(fleet: FleetRun, view: View) -> dict[str, list[JSON]]:
     selections = resolve(fleet, board, view, time_range)
     answers: dict[str, list[JSON]] = {}
     for panel in board["panels"]:
+        reads(panel, time_range, selections)
         interval = interval_ms(time_range, min_interval=panel.get("interval") or MIN_INTERVAL)
         for target in panel["targets"]:
+            reads(target, time_range, selections)
             query = expand(target["query"], time_range, selections, interval=interval)
             answers[f"{panel['title']} ({target['refId']})"] = run(fleet, query)
     for annotation in board["annotations"]["list"]:
+        reads(annotation, time_range, selections)
         query = expand(annotation["target"]["query"], time_range, selections)
         answers[f"annotation {annotation['name']}"] = run(fleet, query)
     return answers
@@ -142,6 +163,25 @@ def test_fleet_overview_counts_every_device_once_online_or_offline(fleet: FleetR
     offline = value(answers["Devices offline (A)"], "count_sum")
     sensors_with_state = 2
     assert online + offline == TERMINALS + sensors_with_state
+
+
+def test_the_worst_tables_drill_down_to_values_the_target_dashboard_offers(
+    fleet: FleetRun,
+) -> None:
+    """What a click opens: each row's site (and terminal) chosen on the linked dashboard,
+    whose variables must offer them (`resolve` asserts it) and whose panels show data."""
+    answers = panel_answers(fleet, View("tillpulse-fleet", {}))
+    site = answers["Worst sites (A)"][0]["tags"]["site"]  # a series per site: a row each
+    (terminals,) = answers["Worst terminals (lowest approval rate) (A)"]
+    assert len(terminals["values"]) == 10
+    worst = terminals["values"][0]
+    terminal_site, terminal = (worst[terminals["columns"].index(c)] for c in ("site", "device"))
+    for view in (
+        View("tillpulse-fleet", {"site": [site]}),
+        View("tillpulse-terminal", {"site": [terminal_site], "terminal": [terminal]}),
+    ):
+        answers = panel_answers(fleet, view)
+        assert any(s.get("values") for s in answers["Payments (A)"]), view
 
 
 def test_terminal_detail_shows_the_tamper_alert_of_the_tampered_terminal(fleet: FleetRun) -> None:
