@@ -73,6 +73,7 @@ class Agent:
             site=config.agent.site,
             device=config.agent.device,
             outbox=self.outbox,
+            deadletters=self.deadletters,
             password=password,
         )
         self.sources = [
@@ -159,7 +160,10 @@ class Agent:
             "status file": self.status_file.error,
             "dead letters": self.deadletters.last_error,
         }
-        return [f"{part}: {reason}" for part, reason in reasons.items() if reason is not None]
+        return [
+            *(f"{part}: {reason}" for part, reason in reasons.items() if reason is not None),
+            *(f"publish: {reason}" for reason in self.publisher.degraded()),
+        ]
 
     def write_status(self, *, running: bool = True) -> None:
         """Write the status file; never raises (a status must not stop the agent)."""

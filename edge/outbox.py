@@ -3,8 +3,9 @@
 Sources (the serial readers, the host-health sampler) `put` encoded messages;
 the MQTT publisher `lease`s the oldest rows, publishes them at QoS 1 and
 `ack`s each row when its PUBACK arrives. A row leaves the outbox only through
-``ack`` or through the low-priority drop policy below. The outbox is one
-SQLite file in WAL mode (stdlib ``sqlite3``).
+``ack``, through the low-priority drop policy below, or through `dead_letter`
+(the broker refuses it for good, and the publisher kept it in its dead
+letters). The outbox is one SQLite file in WAL mode (stdlib ``sqlite3``).
 
 Priorities and the bound
     `Priority.HIGH` (payments, device state, alerts) is never dropped.
@@ -72,7 +73,9 @@ Delivery order
     At most ``max_in_flight`` rows are leased at a time, which is the bounded
     window the publisher needs (paho must never be handed an unbounded
     backlog). A row the broker refuses is `defer`red: out of the window, still
-    queued. Leases are in memory only: after a restart, or `release_all`,
+    queued, so it holds no slot while the publisher waits to try it again; it
+    comes back through `lease_again` (and may then arrive after newer rows of
+    its device). Leases are in memory only: after a restart, or `release_all`,
     every unacked row is handed out again, oldest first.
 
 Full disk
@@ -144,10 +147,9 @@ _SCHEMA: Final = (
 )
 
 
-_LEASE_SQL: Final = (
-    "SELECT id, topic, payload, priority, device, seq, created FROM outbox"
-    " WHERE id > ? ORDER BY id LIMIT ?"
-)
+_ROW_COLUMNS: Final = "id, topic, payload, priority, device, seq, created"
+_LEASE_SQL: Final = f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?"
+_ROW_SQL: Final = f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?"
 
 
 class Priority(enum.IntEnum):
@@ -329,15 +331,30 @@ class Outbox:
             if room <= 0:
                 return []
             with self._errors():
-                cursor = self._conn.execute(_LEASE_SQL, (self._cursor, room))
-                rows = [
-                    Row(row_id, topic, payload, Priority(prio), device, seq, created)
-                    for row_id, topic, payload, prio, device, seq, created in cursor
-                ]
+                rows = _rows(self._conn.execute(_LEASE_SQL, (self._cursor, room)))
             if rows:
                 self._cursor = rows[-1].row_id
                 self._in_flight.update(row.row_id for row in rows)
             return rows
+
+    def lease_again(self, row_ids: Iterable[int]) -> tuple[list[Row], set[int]]:
+        """Hand out `defer`red rows again (a retry of rows the broker refused), oldest first.
+
+        Returns the rows handed out, and the ids no longer queued (a sample dropped
+        meanwhile). The other ids stay deferred: in flight already, or past the
+        window's room (never more than ``max_in_flight`` rows are out).
+        """
+        with self._lock:
+            room = max(0, self._max_in_flight - len(self._in_flight))
+            wanted = sorted(set(row_ids) - self._in_flight)[:room]
+            with self._errors():
+                rows = [
+                    row
+                    for row_id in wanted  # at most a window of them: one lookup each
+                    for row in _rows(self._conn.execute(_ROW_SQL, (row_id,)))
+                ]
+            self._in_flight.update(row.row_id for row in rows)
+            return rows, set(wanted).difference(row.row_id for row in rows)
 
     def ack(self, row_id: int) -> None:
         """Delete a delivered row (its PUBACK arrived); a row already gone is ignored."""
@@ -345,10 +362,18 @@ class Outbox:
 
     def ack_many(self, row_ids: Iterable[int]) -> int:
         """Delete delivered rows in one transaction; returns how many were still queued."""
+        return self._delete_rows(row_ids)
+
+    def dead_letter(self, row_ids: Iterable[int]) -> int:
+        """Delete rows the broker refuses for good, which the caller has kept in its dead
+        letters; returns how many were still queued. One transaction, like `ack_many`."""
+        return self._delete_rows(row_ids)
+
+    def _delete_rows(self, row_ids: Iterable[int]) -> int:
         ids = list(row_ids)
         with self._lock:
             with self._write(durable=False):
-                deleted = sum(self._delete_acked(row_id) for row_id in ids)
+                deleted = sum(self._delete_row(row_id) for row_id in ids)
             self._in_flight.difference_update(ids)
             return deleted
 
@@ -357,13 +382,12 @@ class Outbox:
 
         A refused row (a PUBACK with a failure reason: ACL, quota) is not
         deleted, and no longer occupies an in-flight slot; it is handed out again
-        after `release_all` or a restart. Returns how many were in flight.
+        by `lease_again`, after `release_all` or after a restart. Returns how many
+        were in flight.
         """
         with self._lock:
             deferred = self._in_flight.intersection(row_ids)
             self._in_flight -= deferred
-        if deferred:
-            log.warning("outbox_rows_deferred", extra=kv(rows=len(deferred)))
         return len(deferred)
 
     def release_all(self) -> int:
@@ -523,7 +547,7 @@ class Outbox:
             log.info("outbox_expired", extra=kv(rows=len(expired), ttl_s=self._ttl_s))
         return len(expired)
 
-    def _delete_acked(self, row_id: int) -> bool:
+    def _delete_row(self, row_id: int) -> bool:
         row = self._conn.execute("SELECT priority, size FROM outbox WHERE id = ?", (row_id,))
         found = row.fetchone()
         if found is None:
@@ -605,6 +629,13 @@ class Outbox:
 
     def _dropped_total(self) -> int:
         return sum(self._counters[f"dropped_{reason}"] for reason in DropReason)
+
+
+def _rows(cursor: sqlite3.Cursor) -> list[Row]:
+    return [
+        Row(row_id, topic, payload, Priority(prio), device, seq, created)
+        for row_id, topic, payload, prio, device, seq, created in cursor
+    ]
 
 
 def _check_settings(

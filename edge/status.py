@@ -56,8 +56,10 @@ class AgentStatus(msgspec.Struct, kw_only=True):
     deadletters_kept: int
     deadletters_evicted: int
     deadletters_lost: int = 0  # not kept: the disk refused the write
-    # Why the agent cannot do all of its job right now ("outbox: disk full ..."); empty
-    # when healthy. It keeps running and recovers by itself once the cause is gone.
+    # Why the agent cannot do all of its job right now ("outbox: disk full ...", "publish:
+    # the broker refuses publishes for device ..."); empty when healthy. It keeps running
+    # and recovers by itself once the cause is gone (a refusal: once the broker takes
+    # that device's messages again).
     degraded: list[str] = []
     health_samples_skipped: int = 0  # no sequence number could be reserved for them
 

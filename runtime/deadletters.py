@@ -77,14 +77,15 @@ class DeadLetters:
         self._file: IO[bytes] | None = None  # opened by the first keep: none needed to start
         self._evict()  # a store reopened with fewer segments
 
-    def keep(self, payload: bytes, *, reason: str, source: str) -> None:
-        """Store one rejected payload; never raises for the disk (see the module doc)."""
+    def keep(self, payload: bytes, *, reason: str, source: str) -> bool:
+        """Store one rejected payload; False if it was not kept (a write error, a card
+        number). Never raises for the disk (see the module doc)."""
         reason, source = reason[:MAX_REASON_CHARS], source[:MAX_SOURCE_CHARS]
         if _carries_pan(payload, reason, source):
             with self._lock:
                 self.refused_pan += 1
             log.warning("deadletter_refused_pan", extra=kv(source_len=len(source)))
-            return
+            return False
         line = _record_line(payload, reason, source, self._segment_bytes)
         with self._lock:
             try:
@@ -98,11 +99,12 @@ class DeadLetters:
                         extra=kv(directory=str(self.directory), error=str(exc)),
                     )
                 self.last_error = str(exc)
-                return
+                return False
             self.kept += 1
             if self.last_error is not None:
                 log.info("deadletters_writable_again", extra=kv(lost=self.lost))
                 self.last_error = None
+        return True
 
     def read_all(self) -> list[DeadLetter]:
         """Every whole record still on disk, oldest first."""

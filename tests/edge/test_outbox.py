@@ -376,6 +376,46 @@ def test_deferred_rows_leave_the_window_and_come_back_after_release_all(
         assert [row.seq for row in box.lease(10)] == [0, 2]
 
 
+def test_lease_again_hands_deferred_rows_out_within_the_window(db: Path, clock: FakeClock) -> None:
+    with Outbox(db, max_in_flight=3, clock=clock) as box:
+        box.put_many([payment("pos-1", seq) for seq in range(5)])
+        refused = box.lease(3)
+        box.defer([row.row_id for row in refused])
+        newer = box.lease(10)
+        assert [row.seq for row in newer] == [3, 4]  # deferred rows hold no slot
+        rows, gone = box.lease_again(row.row_id for row in reversed(refused))
+        assert rows == refused[:1] and gone == set()  # one slot left: the oldest goes
+        assert box.lease_again([refused[0].row_id]) == ([], set())  # in flight already
+        box.ack_many(row.row_id for row in [*newer, *rows])  # the oldest got through
+        rows, gone = box.lease_again(row.row_id for row in refused)
+        assert rows == refused[1:] and gone == {refused[0].row_id}
+        assert box.stats().in_flight == 2
+
+
+def test_lease_again_says_which_rows_are_gone(db: Path, clock: FakeClock) -> None:
+    """A deferred sample may be dropped (TTL, bound) while it waits for its retry."""
+    with Outbox(db, low_priority_ttl_s=60, clock=clock) as box:
+        box.put_many([sample("env-1", 0), payment("pos-1", 1)])
+        refused = box.lease(2)
+        box.defer([row.row_id for row in refused])
+        clock.now += 61
+        assert box.expire() == 1
+        rows, gone = box.lease_again(row.row_id for row in refused)
+        assert [row.seq for row in rows] == [1] and gone == {refused[0].row_id}
+
+
+def test_dead_lettered_rows_leave_the_outbox_whatever_their_priority(outbox: Outbox) -> None:
+    outbox.put_many([payment("pos-1", 0), sample("env-1", 1), payment("pos-1", 2)])
+    refused = outbox.lease(2)
+    outbox.defer([row.row_id for row in refused])
+    assert outbox.dead_letter([*(row.row_id for row in refused), 999]) == 2
+    stats = outbox.stats()
+    assert stats.total_depth == 1 and stats.in_flight == 0
+    assert stats.size_bytes[Priority.LOW] == 0 and sum(stats.dropped.values()) == 0
+    assert outbox.lease_again(row.row_id for row in refused) == ([], {r.row_id for r in refused})
+    assert [row.seq for row in outbox.lease(10)] == [2]
+
+
 def test_ids_are_never_reused_so_a_row_put_after_acking_the_newest_is_leased(
     outbox: Outbox,
 ) -> None:
@@ -525,13 +565,15 @@ MACHINE_MAX_BYTES, MACHINE_HARD_MAX_BYTES, MACHINE_WINDOW = 2_000, 3_000, 8
 
 
 class OutboxMachine(RuleBasedStateMachine):
-    """Random put / lease / ack / release / reopen / clock steps, checked against a model.
+    """Random put / lease / ack / defer / lease again / dead-letter / release / reopen /
+    clock steps, checked against a model.
 
     The model remembers every stored row. The database must hold exactly the
-    unacked high rows and a subset of the unacked low rows, the missing ones
-    counted as dropped; a lease never hands out a row twice in one epoch (since
-    open or release_all), nor a device's row while an older queued row of that
-    device has not been handed out; at the end every queued row is delivered.
+    unacked, not dead-lettered high rows and a subset of the unacked low rows, the
+    missing ones counted as dropped; a lease never hands out a row twice in one
+    epoch (since open or release_all), nor a device's row while an older queued
+    row of that device has not been handed out; only a deferred row is leased
+    again; at the end every queued row is delivered.
     """
 
     def __init__(self) -> None:
@@ -544,6 +586,7 @@ class OutboxMachine(RuleBasedStateMachine):
         self.acked: set[int] = set()
         self.handed_out: set[int] = set()  # leased in this epoch
         self.deferred: set[int] = set()  # refused by the broker in this epoch
+        self.dead: set[int] = set()  # dead-lettered: refused for good
         self.refused = 0  # low puts refused for lack of room
         self.next_seq: Counter[str] = Counter()
 
@@ -564,7 +607,7 @@ class OutboxMachine(RuleBasedStateMachine):
             return dict(conn.execute("SELECT id, device FROM outbox"))
 
     def in_flight(self) -> set[int]:
-        return self.handed_out - self.acked - self.deferred
+        return self.handed_out - self.acked - self.deferred - self.dead
 
     def new_epoch(self) -> None:
         self.handed_out.clear()
@@ -633,7 +676,7 @@ class OutboxMachine(RuleBasedStateMachine):
             )
         return rows
 
-    @precondition(lambda self: self.handed_out - self.acked - self.deferred)
+    @precondition(lambda self: self.in_flight())
     @rule(data=st.data())
     def ack(self, data: st.DataObject) -> None:
         chosen = data.draw(
@@ -642,12 +685,41 @@ class OutboxMachine(RuleBasedStateMachine):
         assert self.box.ack_many(chosen) == len(chosen)
         self.acked.update(chosen)
 
-    @precondition(lambda self: self.handed_out - self.acked - self.deferred)
+    @precondition(lambda self: self.in_flight())
     @rule(data=st.data())
     def defer(self, data: st.DataObject) -> None:
         chosen = data.draw(st.lists(st.sampled_from(sorted(self.in_flight())), max_size=3))
         assert self.box.defer(chosen) == len(set(chosen))
         self.deferred.update(chosen)
+
+    @precondition(lambda self: self.deferred)
+    @rule(data=st.data())
+    def lease_again(self, data: st.DataObject) -> None:
+        chosen = data.draw(st.lists(st.sampled_from(sorted(self.deferred)), max_size=4))
+        wanted = sorted(set(chosen))[: MACHINE_WINDOW - len(self.in_flight())]
+        db = self.db_rows()
+        rows, gone = self.box.lease_again(chosen)
+        assert [row.row_id for row in rows] == [i for i in wanted if i in db]
+        assert gone == {i for i in wanted if i not in db}
+        for row in rows:
+            entry = self.stored[row.row_id]
+            assert (row.topic, row.payload, row.device, row.seq) == (
+                entry.topic,
+                entry.payload,
+                entry.device,
+                entry.seq,
+            )
+        self.deferred -= {row.row_id for row in rows}  # a dropped one stays as it was
+
+    @precondition(lambda self: self.in_flight() | self.deferred)
+    @rule(data=st.data())
+    def dead_letter(self, data: st.DataObject) -> None:
+        candidates = sorted(self.in_flight() | self.deferred)
+        chosen = set(data.draw(st.lists(st.sampled_from(candidates), max_size=3)))
+        queued = chosen & self.db_rows().keys()  # a deferred sample may be dropped already
+        assert self.box.dead_letter(chosen) == len(queued)
+        self.dead |= queued
+        self.deferred -= queued
 
     @precondition(lambda self: self.acked)
     @rule(data=st.data())
@@ -689,14 +761,14 @@ class OutboxMachine(RuleBasedStateMachine):
             self.acked.update(row.row_id for row in rows)
         assert self.box.stats().total_depth == 0
         high = {i for i, entry in self.stored.items() if entry.priority is Priority.HIGH}
-        assert high <= self.acked, "a high-priority row was never delivered"
+        assert high <= self.acked | self.dead, "a high-priority row was never delivered"
 
     @invariant()
     def database_matches_model(self) -> None:
         db = self.db_rows()
-        unacked = self.stored.keys() - self.acked
+        unacked = self.stored.keys() - self.acked - self.dead
         high = {i for i in unacked if self.stored[i].priority is Priority.HIGH}
-        assert db.keys() & self.acked == set()
+        assert db.keys() & (self.acked | self.dead) == set()
         assert {i for i in db if self.stored[i].priority is Priority.HIGH} == high
         assert db.keys() <= unacked
         dropped = unacked - db.keys()

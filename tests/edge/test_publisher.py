@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.config import EdgeMqttSection
 from edge.outbox import Entry, Outbox, Priority, Row
 from edge.publisher import MqttPublisher
+from runtime.deadletters import DeadLetters
 from testkit.mqtt_collector import Collector
 from testkit.servers import MosquittoServer, wait_until
 from wire.topics import Stream, device_topic
@@ -69,9 +70,24 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
         yield box
 
 
-def start_publisher(server: MosquittoServer, outbox: Outbox, **overrides: object) -> Running:
+@pytest.fixture
+def deadletters(tmp_path: Path) -> Iterator[DeadLetters]:
+    store = DeadLetters(tmp_path / "deadletters")
+    yield store
+    store.close()
+
+
+def start_publisher(
+    server: MosquittoServer, outbox: Outbox, deadletters: DeadLetters, **overrides: object
+) -> Running:
     return Running(
-        MqttPublisher(mqtt_section(server, **overrides), site=SITE, device=DEVICE, outbox=outbox)
+        MqttPublisher(
+            mqtt_section(server, **overrides),
+            site=SITE,
+            device=DEVICE,
+            outbox=outbox,
+            deadletters=deadletters,
+        )
     )
 
 
@@ -87,12 +103,12 @@ def first_occurrences(payloads: list[bytes]) -> list[bytes]:
 
 @pytest.mark.slow
 def test_a_backlog_of_100k_drains_completely_in_order(
-    mosquitto: MosquittoServer, outbox: Outbox
+    mosquitto: MosquittoServer, outbox: Outbox, deadletters: DeadLetters
 ) -> None:
     # DESIGN.md: paho stalled at ~65,700 when handed 65k+ queued QoS 1 messages.
     fill(outbox, 0, 100_000)
     with Collector(mosquitto.host, mosquitto.port, "tp/v1/dev/+/+/payment") as sub:
-        running = start_publisher(mosquitto, outbox)
+        running = start_publisher(mosquitto, outbox, deadletters)
         try:
             sub.wait_for_count(100_000, timeout=180)
             wait_until(lambda: outbox.stats().total_depth == 0, 30, message="outbox not empty")
@@ -106,13 +122,13 @@ def test_a_backlog_of_100k_drains_completely_in_order(
 
 
 def test_broker_outage_loses_nothing_and_keeps_order(
-    mosquitto: MosquittoServer, outbox: Outbox
+    mosquitto: MosquittoServer, outbox: Outbox, deadletters: DeadLetters
 ) -> None:
     topic_filter = "tp/v1/dev/+/+/payment"
     with Collector(
         mosquitto.host, mosquitto.port, topic_filter, client_id="sub-outage", session_expiry_s=300
     ) as sub:
-        running = start_publisher(mosquitto, outbox)
+        running = start_publisher(mosquitto, outbox, deadletters)
         try:
             fill(outbox, 0, 2_000)
             sub.wait_for_count(500)
@@ -134,10 +150,10 @@ def test_broker_outage_loses_nothing_and_keeps_order(
 
 
 def test_online_state_is_retained_and_a_clean_stop_says_shutdown(
-    mosquitto: MosquittoServer, outbox: Outbox
+    mosquitto: MosquittoServer, outbox: Outbox, deadletters: DeadLetters
 ) -> None:
     state_topic = device_topic(SITE, DEVICE, Stream.STATE)
-    running = start_publisher(mosquitto, outbox, keepalive_s=5)
+    running = start_publisher(mosquitto, outbox, deadletters, keepalive_s=5)
     try:
         wait_until(lambda: running.publisher.link.status.connected, 10)
         with Collector(mosquitto.host, mosquitto.port, state_topic) as sub:
@@ -166,12 +182,12 @@ class LeaseFailsOnce(Outbox):
 
 
 def test_an_unexpected_error_is_counted_and_publishing_goes_on(
-    mosquitto: MosquittoServer, tmp_path: Path
+    mosquitto: MosquittoServer, tmp_path: Path, deadletters: DeadLetters
 ) -> None:
     with LeaseFailsOnce(tmp_path / "outbox.sqlite3", fsync_high_priority=False) as box:
         fill(box, 0, 500)
         with Collector(mosquitto.host, mosquitto.port, "tp/v1/dev/+/+/payment") as sub:
-            running = start_publisher(mosquitto, box)
+            running = start_publisher(mosquitto, box, deadletters)
             try:
                 sub.wait_for_count(500, timeout=30)
                 wait_until(lambda: box.stats().total_depth == 0, 30, message="outbox not empty")
@@ -181,13 +197,18 @@ def test_an_unexpected_error_is_counted_and_publishing_goes_on(
 
 
 def test_a_last_will_is_never_older_than_the_online_state_it_ends(
-    mosquitto: MosquittoServer, outbox: Outbox
+    mosquitto: MosquittoServer, outbox: Outbox, deadletters: DeadLetters
 ) -> None:
     """The cloud reads a will as the end of the connection whose "online" came before
     it; a will stamped when the agent started would be older than every later online."""
     clock = itertools.count(1_764_000_000 * 10**9, 10**9)  # one second per reading
     publisher = MqttPublisher(
-        mqtt_section(mosquitto), site=SITE, device=DEVICE, outbox=outbox, now_ns=lambda: next(clock)
+        mqtt_section(mosquitto),
+        site=SITE,
+        device=DEVICE,
+        outbox=outbox,
+        deadletters=deadletters,
+        now_ns=lambda: next(clock),
     )
     state_topic = device_topic(SITE, DEVICE, Stream.STATE)
     with Collector(mosquitto.host, mosquitto.port, state_topic) as sub:

@@ -13,6 +13,7 @@ import pytest
 from edge.config import EdgeMqttSection
 from edge.outbox import Entry, Outbox, Priority
 from edge.publisher import MqttPublisher
+from runtime.deadletters import DeadLetters
 from testkit.mqtt_collector import Collector
 from testkit.servers import MosquittoServer, ServerFactory, free_port, wait_until
 from tests.pki import Authority, Issued, make_authority
@@ -68,7 +69,11 @@ def tls_publisher(tmp_path: Path, broker: TlsBroker, client: Issued) -> MqttPubl
     topic = device_topic(SITE, DEVICE, Stream.PAYMENT)
     outbox.put_many([Entry(topic, b"hello", Priority.HIGH, DEVICE, 1)])
     return MqttPublisher(
-        msgspec.convert(settings, EdgeMqttSection), site=SITE, device=DEVICE, outbox=outbox
+        msgspec.convert(settings, EdgeMqttSection),
+        site=SITE,
+        device=DEVICE,
+        outbox=outbox,
+        deadletters=DeadLetters(tmp_path / "deadletters"),
     )
 
 
