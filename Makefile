@@ -4,13 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SERVERS := mosquitto influxdb victoria-metrics
 
-.PHONY: help venv test test-fast lint bench demo servers-check clean
+.PHONY: help venv test test-fast lint bench demo servers-check clean wheel
 
 help:
 	@echo "make demo    a simulated fleet through the whole local pipeline (DURATION=4m TERMINALS=200)"
 	@echo "make test    install what is missing into $(VENV) and run the whole test suite"
 	@echo "make lint    ruff + mypy --strict + the import contracts (lint-imports)"
 	@echo "make bench   run the benchmarks in bench/ (prints JSON lines)"
+	@echo "make wheel   build dist/tillpulse-<version>-py3-none-any.whl (docs/edge-install.md)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +42,7 @@ test-fast: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict wire runtime testkit tillpulse edge gateway firmware_sim cloud dashboards
+	$(VENV)/bin/mypy --strict wire runtime testkit tillpulse edge gateway firmware_sim cloud dashboards broker
 	$(VENV)/bin/lint-imports   # the layers and independence contracts in pyproject.toml
 
 bench: venv
@@ -61,6 +62,13 @@ demo: DURATION ?= 4m
 demo: TERMINALS ?= 200
 demo: venv
 	$(PY) -m tillpulse demo --install-missing --duration $(DURATION) --terminals $(TERMINALS)
+
+# The wheel a field engineer copies to a Pi. setuptools reuses build/lib, where a module
+# deleted from the tree would still be: start from an empty one.
+wheel: venv
+	rm -rf build
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/tillpulse-*.whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

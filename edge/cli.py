@@ -1,4 +1,5 @@
-"""``tillpulse edge``: run the agent, check its config, show its status.
+"""``tillpulse edge``: run the agent, check its config, show its status; write the
+example config and the systemd unit of this installation.
 
 Exit codes: 2 for a bad config or an unusable state dir (the systemd unit does
 not restart on it: a person must fix it); ``status`` exits 0 when the agent
@@ -11,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Final
 
 import msgspec
 
 from edge.agent import Agent
 from edge.config import load_edge_config
+from edge.deploy_files import DEFAULT_UNIT_DIR, UNIT_NAME, sample_config, unit_text, write_file
 from edge.errors import EdgeError
 from edge.status import AgentStatus, read_status
 from runtime.config import ConfigError
@@ -42,9 +45,28 @@ def main(argv: list[str]) -> int:
     commands.choices["run"].add_argument("--log-level", default="info")
     commands.choices["run"].add_argument("--log-json", action="store_true")
     commands.choices["status"].add_argument("--json", action="store_true")
+    sample = commands.add_parser("sample-config", help="print the example config to edit")
+    sample.add_argument("--out", metavar="FILE", help="write it to FILE instead of stdout")
+    sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    unit = commands.add_parser(
+        "install-unit", help=f"write the systemd unit {UNIT_NAME} of this installation"
+    )
+    unit.add_argument(
+        "--out", metavar="DIR", default=DEFAULT_UNIT_DIR, help="where to write it (%(default)s)"
+    )
+    unit.add_argument(
+        "--venv",
+        metavar="PATH",
+        default=sys.prefix,
+        help="the virtualenv ExecStart runs tillpulse from (default: this one, %(default)s)",
+    )
+    unit.add_argument("--print", action="store_true", help="print the unit, write nothing")
+    unit.add_argument("--force", action="store_true", help="replace an existing unit file")
     args = parser.parse_args(argv)
 
     try:
+        if args.command in ("sample-config", "install-unit"):
+            return _deploy_file(args)
         config = load_edge_config(args.config)
         if args.command == "check-config":
             sys.stdout.write(f"{args.config}: ok\n")
@@ -58,6 +80,23 @@ def main(argv: list[str]) -> int:
         return EXIT_CONFIG
     stop_on_signals(agent.stop, "edge agent")
     return agent.run()
+
+
+def _deploy_file(args: argparse.Namespace) -> int:
+    """``sample-config`` and ``install-unit``: print the file, or write it (an existing
+    file only with --force)."""
+    if args.command == "sample-config":
+        text, target = sample_config(), args.out
+    else:
+        text = unit_text(args.venv)
+        target = None if args.print else Path(args.out) / UNIT_NAME
+    if target is None:
+        sys.stdout.write(text)
+        return 0
+    sys.stdout.write(f"wrote {write_file(target, text, force=args.force)}\n")
+    if args.command == "install-unit":
+        sys.stdout.write("now: systemctl daemon-reload && systemctl enable --now tillpulse-edge\n")
+    return 0
 
 
 def _show_status(state_dir: str, *, as_json: bool) -> int:
@@ -98,7 +137,13 @@ def _render(status: AgentStatus) -> str:
         f" failures={link.connect_failures} last_ack={last_ack}"
         + (f" last_error={link.last_error!r}" if link.last_error else ""),
         f"published  {sent.published}  acked={sent.acked}  in_flight={sent.inflight}"
-        f"  rejected={sent.rejected}  errors={sent.errors}",
+        f"  refused={sent.refused}  dead_lettered={sent.dead_lettered}  errors={sent.errors}",
+        *(
+            f"refused    {device} refused={refusals.refused}"
+            f' dead_lettered={refusals.dead_lettered} last="{refusals.last_reason}"'
+            f" topic={refusals.last_topic}"
+            for device, refusals in sorted(sent.refusals.items())
+        ),
         f"outbox     high={box.depth_high} low={box.depth_low} bytes={box.size_bytes}"
         f" oldest={box.oldest_age_s or 0:.0f}s",
         f"dropped    overflow={box.dropped_overflow} expired={box.dropped_expired}"

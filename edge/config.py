@@ -2,13 +2,13 @@
 
     [agent]
     site = "s0042"
-    device = "s0042-pos1"          # this Pi's id: MQTT client id, HostHealth device
+    device = "s0042-pi1"           # the agent id: MQTT username, client id, HostHealth device
     state_dir = "/var/lib/tillpulse"
 
     [mqtt]
     host = "broker.example.net"
     port = 8883
-    username = "s0042-pos1"
+    username = "s0042-pi1"
     password_file = "/etc/tillpulse/mqtt-password"   # or env TILLPULSE_MQTT_PASSWORD
     [mqtt.tls]
     ca_file = "/etc/tillpulse/ca.pem"
