@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
 TEXT = DOC.read_text(encoding="utf-8")
-PRODUCT = ("wire", "runtime", "edge", "gateway", "cloud", "firmware_sim", "dashboards")
+PRODUCT = ("wire", "runtime", "edge", "gateway", "cloud", "firmware_sim", "dashboards", "broker")
 PACKAGES = (*PRODUCT, "testkit", "tillpulse")
 
 # `edge/outbox.py:Outbox.put_many`, `wire/points.py:to_line`, `runtime/logs.py`; not the

@@ -25,6 +25,9 @@ COMPONENTS: Final[dict[str, Component]] = {
     "cloud": Component("cloud", "cloud jobs: anomaly detection, alerts, evaluation", 6),
     "sim": Component("firmware_sim", "firmware simulator: fleets with injected faults", 3),
     "dashboards": Component("dashboards", "Grafana dashboards as code, push to Grafana", 7),
+    "broker": Component(
+        "broker", "broker accounts: provision agents and devices from the registry", 16
+    ),
     "demo": Component("tillpulse.demo", "a simulated fleet through the whole local pipeline", 8),
 }
 

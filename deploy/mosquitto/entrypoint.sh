@@ -4,15 +4,18 @@
 # - writes the service accounts from the environment: every name in
 #   MQTT_SERVICE_ACCOUNTS (the gateways, the cloud jobs) with the password in
 #   MQTT_<NAME>_PASSWORD (upper case, "-" as "_") into the device listener's password
-#   file, keeping every other entry (the devices, added with mosquitto_passwd;
-#   docs/operations.md), and the healthcheck's account "health" (MQTT_HEALTH_PASSWORD)
-#   into the health listener's own password file;
+#   file, keeping every other entry (the agents' accounts, which `tillpulse broker
+#   provision` writes; docs/operations.md), and the healthcheck's account "health"
+#   (MQTT_HEALTH_PASSWORD) into the health listener's own password file;
+# - seeds the device listener's ACL (the volume, next to the password file, where
+#   provision rewrites it) with the service accounts' grants (acl, next to this
+#   script) when there is none yet, so a new stack runs before its first provision;
 # - gives the healthcheck's mosquitto_sub that account in its own config file,
 #   $XDG_CONFIG_HOME/mosquitto_sub, so that no password is on a command line;
-# - opens the simulated fleet's listener (sim-listener.conf, next to this script) only
-#   when COMPOSE_PROFILES names "sim", the profile that runs the fleet;
-# - hands the password files, the included listeners and the data directory to the
-#   broker's user (it re-reads them on SIGHUP).
+# - opens the TLS listener (tls-listener.conf, next to this script) only when the
+#   certificates dir has server.crt, server.key and ca.crt;
+# - hands the password files, the ACL, the included listener and the data directory to
+#   the broker's user (it re-reads them on SIGHUP).
 # The passwords go to mosquitto_passwd -U through 0600 files, never through argv.
 # (The image's own entry point would chown all of /mosquitto, read-only config too.)
 set -eu
@@ -20,6 +23,7 @@ set -eu
 passwd_dir=${MQTT_PASSWD_DIR:-/mosquitto/passwd}
 data_dir=${MQTT_DATA_DIR:-/mosquitto/data}
 include_dir=${MQTT_INCLUDE_DIR:-/mosquitto/conf.d}
+certs_dir=${MQTT_CERTS_DIR:-/mosquitto/certs}
 : "${MQTT_SERVICE_ACCOUNTS:?is not set (docker-compose.yml)}"
 : "${XDG_CONFIG_HOME:?is not set (docker-compose.yml: the healthcheck client config)}"
 
@@ -72,10 +76,14 @@ write_accounts "$passwd_dir/health" health
 health_password=$(password_of health)
 printf -- '-u health\n-P %s\n' "$health_password" >"$XDG_CONFIG_HOME/mosquitto_sub"
 
+if [ ! -e "$passwd_dir/acl" ]; then
+  cp "$(dirname "$0")/acl" "$passwd_dir/acl"
+fi
+
 rm -f "$include_dir"/*.conf
-case ",$(printf '%s' "${COMPOSE_PROFILES:-}" | tr -d '[:space:]')," in
-  *,sim,*) cp "$(dirname "$0")/sim-listener.conf" "$include_dir/" ;;
-esac
+if [ -f "$certs_dir/server.crt" ] && [ -f "$certs_dir/server.key" ] && [ -f "$certs_dir/ca.crt" ]; then
+  cp "$(dirname "$0")/tls-listener.conf" "$include_dir/"
+fi
 chmod -R go+rX "$include_dir"  # no secrets: readable by the broker after SIGHUP
 
 if [ "$(id -u)" = 0 ] && id mosquitto >/dev/null 2>&1; then

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from testkit.servers import MosquittoServer, wait_until
+from tests.deploy.conftest import NOT_AUTHORIZED, Client
 from tillpulse.demo.cli import main as demo_main
 from tillpulse.demo.local_stack import (
     Demo,
@@ -29,6 +30,7 @@ from tillpulse.demo.local_stack import (
 )
 from wire.incidents import NOT_IN_THE_DATA, InjectionType
 from wire.messages import Alert
+from wire.topics import Stream, device_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,6 +80,7 @@ def test_the_demo_stores_every_event_and_detects_every_anomaly(tmp_path: Path) -
         result: DemoResult = demo.run()
         pids = [child.pid for child in demo.children]
         assert len(pids) == 4  # gateway, fleet, two edge agents
+        assert_devices_publish_only_for_themselves(demo)
     assert processes_using(state) == []
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
@@ -105,6 +108,21 @@ def test_the_demo_stores_every_event_and_detects_every_anomaly(tmp_path: Path) -
     assert any(s.approval is not None and s.latency_p95_ms is not None for s in running)
     assert view.alerts == result.alerts
     assert (state / "alerts.jsonl").read_bytes().count(b"\n") == len(result.alerts)
+
+
+def assert_devices_publish_only_for_themselves(demo: Demo) -> None:
+    """The demo's broker applies the ACL of its device registry: a simulated device,
+    with the password every simulated device has, may not publish for another one."""
+    assert demo.mosquitto is not None
+    device, other = sorted(demo.site_of)[:2]
+    password = (demo.state / "secrets" / "devices").read_text().strip()
+    client = Client(demo.mosquitto.port, username=device, password=password)
+    try:
+        own = client.publish(device_topic(demo.site_of[device], device, Stream.HEALTH), b"{}")
+        foreign = client.publish(device_topic(demo.site_of[other], other, Stream.PAYMENT), b"{}")
+    finally:
+        client.close()
+    assert (own.value, foreign.value) == (0, NOT_AUTHORIZED)
 
 
 def demo_command(state: Path) -> subprocess.Popen[str]:

@@ -21,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from broker.cli import main as broker_cli
 from gateway.config import load_gateway_config
 from testkit.servers import ManagedServer, MosquittoServer, free_port, wait_until
 from wire.topics import device_subscription, device_topic
@@ -31,10 +32,10 @@ MOSQUITTO_DIR = DEPLOY / "mosquitto"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 
-# The broker's listeners in deploy/mosquitto/mosquitto.conf (1884: sim-listener.conf,
-# included with the compose profile "sim" only)
+# The broker's listeners in deploy/mosquitto/mosquitto.conf (8883: tls-listener.conf,
+# included only when the certificates exist)
 DEVICE_LISTENER = 1883
-SIM_LISTENER = 1884
+TLS_LISTENER = 8883
 HEALTH_LISTENER = 1880
 INCLUDE_DIR = re.compile(r"^include_dir (\S+)$", re.MULTILINE)
 
@@ -57,16 +58,18 @@ class DeployBroker(MosquittoServer):
     """Mosquitto running deploy/mosquitto/mosquitto.conf as committed, with only what
     the compose file maps rewritten: the listeners to free ports on 127.0.0.1,
     /mosquitto/config to deploy/mosquitto, /mosquitto/passwd, /mosquitto/data and
-    /mosquitto/conf.d to the test's directories (and ``user root`` when the tests run
-    as root: see MosquittoServer). The included directory's files (what entrypoint.sh
-    put there) are inlined, so their listeners get free ports too. ``port`` is the
-    device listener's."""
+    /mosquitto/conf.d and /mosquitto/certs to the test's directories (and ``user root``
+    when the tests run as root: see MosquittoServer). The included directory's files
+    (what entrypoint.sh put there) are inlined, so their listeners get free ports too.
+    ``port`` is the device listener's."""
 
     def __init__(self, workdir: Path, **kwargs: Any) -> None:
         super().__init__(workdir, **kwargs)
-        self.sim_port = free_port()
+        self.tls_port = free_port()
         self.health_port = free_port()
         self.passwd_dir = self.workdir / "passwd"
+        self.certs_dir = self.workdir / "certs"
+        self.secrets_dir = self.workdir / "secrets"  # the agents' passwords (provision)
         self.include_dir = self.workdir / "conf.d"
         self.healthcheck_config_dir = self.workdir / "healthcheck"  # XDG_CONFIG_HOME
         self.listeners: set[int] = set()  # of the config it last ran, as committed
@@ -77,13 +80,13 @@ class DeployBroker(MosquittoServer):
 
     def _reassign_ports(self) -> None:
         super()._reassign_ports()
-        self.sim_port = free_port()
+        self.tls_port = free_port()
         self.health_port = free_port()
 
     def config_text(self) -> str:
         ports = {
             DEVICE_LISTENER: self.port,
-            SIM_LISTENER: self.sim_port,
+            TLS_LISTENER: self.tls_port,
             HEALTH_LISTENER: self.health_port,
         }
         text = INCLUDE_DIR.sub(self._included, (MOSQUITTO_DIR / "mosquitto.conf").read_text())
@@ -98,6 +101,7 @@ class DeployBroker(MosquittoServer):
             text.replace("/mosquitto/config/", f"{MOSQUITTO_DIR}/")
             .replace("/mosquitto/passwd/", f"{self.passwd_dir}/")
             .replace("/mosquitto/data/", f"{self.data_dir}/")
+            .replace("/mosquitto/certs/", f"{self.certs_dir}/")
         )
         settings = [line for line in text.splitlines() if not line.startswith("#")]
         left = [line for line in settings if re.search(r"\s/mosquitto/", line)]
@@ -115,12 +119,14 @@ class DeployBroker(MosquittoServer):
 def run_entrypoint(broker: DeployBroker, environ: Mapping[str, str]) -> None:
     """Run deploy/mosquitto/entrypoint.sh as the container does, then `true` instead of
     the broker: it (re)writes the service accounts of the broker's password files and
-    the healthcheck's client config, and fills the included listeners' directory."""
+    the healthcheck's client config, seeds the ACL, and fills the included listeners'
+    directory."""
     env = {
         "PATH": os.environ["PATH"],
         "MQTT_PASSWD_DIR": str(broker.passwd_dir),
         "MQTT_DATA_DIR": str(broker.data_dir),
         "MQTT_INCLUDE_DIR": str(broker.include_dir),
+        "MQTT_CERTS_DIR": str(broker.certs_dir),
         "XDG_CONFIG_HOME": str(broker.healthcheck_config_dir),
         **environ,
     }
@@ -133,24 +139,22 @@ def run_entrypoint(broker: DeployBroker, environ: Mapping[str, str]) -> None:
     )
 
 
-def add_device(broker: DeployBroker, device: str, password: str) -> None:
-    """What docs/operations.md says to do for a new terminal: mosquitto_passwd -b."""
-    broker.passwd_dir.mkdir(parents=True, exist_ok=True)
-    mosquitto_passwd = shutil.which("mosquitto_passwd")
-    if mosquitto_passwd is None:
-        pytest.fail("mosquitto_passwd not found: apt-get install mosquitto", pytrace=False)
-    broker.passwd_file.touch()
-    subprocess.run(
-        [mosquitto_passwd, "-b", str(broker.passwd_file), device, password],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+def provision_agents(broker: DeployBroker, registry: Path) -> None:
+    """What docs/operations.md says to do for new agents: `tillpulse broker provision`,
+    here without a reload (the caller starts or reloads the broker)."""
+    provision = ["provision", "--registry", str(registry), "--broker-dir", str(broker.passwd_dir)]
+    assert broker_cli([*provision, "--secrets-dir", str(broker.secrets_dir)]) == 0
+
+
+def agent_password(broker: DeployBroker, agent: str) -> str:
+    """The password provision wrote for ``agent`` (for its field engineer)."""
+    return (broker.secrets_dir / f"{agent}.password").read_text().strip()
 
 
 # Accounts of the test broker: the service accounts come from the environment
-# through entrypoint.sh (as docker-compose.yml passes them), the devices are added as
-# docs/operations.md says.
+# through entrypoint.sh (as docker-compose.yml passes them), the agents are provisioned
+# from a registry as docs/operations.md says: two single-terminal agents at SITE (an
+# agent's own id is a device id).
 SERVICE_PASSWORDS = {"gw1": "gw1-secret-1", "gw2": "gw2-secret-1", "cloud": "cloud-secret-1"}
 HEALTH_PASSWORD = "health-secret-1"
 ACCOUNTS = {
@@ -158,33 +162,32 @@ ACCOUNTS = {
     **{f"MQTT_{name.upper()}_PASSWORD": pw for name, pw in SERVICE_PASSWORDS.items()},
     "MQTT_HEALTH_PASSWORD": HEALTH_PASSWORD,
 }
-DEVICES = {"s0001-pos1": "pos1-secret", "s0001-pos2": "pos2-secret"}
+DEVICES = ("s0001-pos1", "s0001-pos2")
+SITE = "s0001"
+REGISTRY = (
+    f'[[site]]\nid = "{SITE}"\nname = "test site"\n'
+    + "".join(f'\n[[agent]]\nid = "{device}"\nsite = "{SITE}"\n' for device in DEVICES)
+    + f"\n{(DEPLOY / 'registry.toml').read_text()}"
+)
 
 
-def start_deploy_broker(
-    workdir: Path, started: list[ManagedServer], *, profiles: str = ""
-) -> DeployBroker:
-    """The committed broker config on a real Mosquitto, with two devices and the
-    service accounts; ``profiles`` is COMPOSE_PROFILES as entrypoint.sh gets it."""
+def start_deploy_broker(workdir: Path, started: list[ManagedServer]) -> DeployBroker:
+    """The committed broker config on a real Mosquitto, with the service accounts and
+    two agents provisioned."""
     MosquittoServer.binary_path()
     broker = DeployBroker(workdir)
-    for device, password in DEVICES.items():
-        add_device(broker, device, password)
-    run_entrypoint(broker, {**ACCOUNTS, "COMPOSE_PROFILES": profiles})
+    run_entrypoint(broker, ACCOUNTS)
+    registry = workdir / "registry.toml"
+    registry.write_text(REGISTRY)
+    provision_agents(broker, registry)
     started.append(broker)  # stopped at teardown, log tail in a failure report
     return broker.start()
 
 
 @pytest.fixture
 def deploy_broker(tmp_path: Path, _started_servers: list[ManagedServer]) -> DeployBroker:
-    """The broker as the stack runs it by default (no simulated fleet)."""
+    """The broker as the stack runs it."""
     return start_deploy_broker(tmp_path / "broker", _started_servers)
-
-
-@pytest.fixture
-def sim_broker(tmp_path: Path, _started_servers: list[ManagedServer]) -> DeployBroker:
-    """The broker as the stack runs it with the profile "sim" (the simulated fleet)."""
-    return start_deploy_broker(tmp_path / "broker", _started_servers, profiles="sim")
 
 
 # --------------------------------------------------------------------- MQTT clients
@@ -203,6 +206,7 @@ class Client:
         client_id: str | None = None,
         clean_start: bool = True,
         session_expiry_s: int = 0,
+        ca_file: Path | None = None,
     ) -> None:
         self.client_id = client_id or f"t-{uuid.uuid4().hex[:10]}"
         self.connack: ReasonCode | None = None
@@ -217,6 +221,8 @@ class Client:
         )
         if username is not None:
             self._client.username_pw_set(username, password)
+        if ca_file is not None:  # TLS, the server verified against this CA
+            self._client.tls_set(ca_certs=str(ca_file))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_publish = self._on_publish
@@ -265,9 +271,9 @@ class Client:
         wait_until(lambda: mid in self.subacks, 10, message=f"no SUBACK for {topic_filter}")
         return self.subacks[mid][0]
 
-    def publish(self, topic: str, payload: bytes) -> ReasonCode:
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> ReasonCode:
         """Publish at QoS 1; the PUBACK's reason code."""
-        info = self._client.publish(topic, payload, qos=1)
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         wait_until(lambda: info.mid in self.pubacks, 10, message=f"no PUBACK for {topic}")
         return self.pubacks[info.mid]
 
@@ -304,7 +310,6 @@ def clients() -> Iterator[list[Client]]:
 
 
 NOT_AUTHORIZED = 135  # MQTT v5 reason code, in CONNACK, SUBACK and PUBACK
-SITE = "s0001"
 
 
 def gateway_client(
@@ -337,9 +342,12 @@ def gateway_client(
 def device_client(
     broker: DeployBroker, clients: list[Client], device: str, **options: Any
 ) -> Client:
-    """A device with its own account; ``client_id`` and the session in ``options``."""
+    """A device with its own account (a single-terminal agent's); ``client_id`` and the
+    session in ``options``."""
     options.setdefault("client_id", device)
-    client = Client(broker.port, username=device, password=DEVICES[device], **options)
+    client = Client(
+        broker.port, username=device, password=agent_password(broker, device), **options
+    )
     clients.append(client)
     assert client.connected, client.connack
     return client
@@ -411,3 +419,64 @@ def resolved_compose() -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     resolved: dict[str, Any] = read_yaml(done.stdout)
     return resolved
+
+
+# ------------------------------------------------------ the simulated fleet's broker
+
+SIM_BROKER_CONFIG = DEPLOY / "mosquitto-sim" / "mosquitto.conf"
+
+
+class FleetBroker(MosquittoServer):
+    """Mosquitto running deploy/mosquitto-sim/mosquitto.conf (the simulated fleet's own
+    broker, service mosquitto-sim) as committed, with only its listener moved to a free
+    port on 127.0.0.1 (and ``user root`` when the tests run as root: see
+    MosquittoServer)."""
+
+    def config_text(self) -> str:
+        text, moved = re.subn(
+            r"^listener 1883$",
+            f"listener {self.port} {self.host}",
+            SIM_BROKER_CONFIG.read_text(),
+            flags=re.MULTILINE,
+        )
+        assert moved == 1, f"{SIM_BROKER_CONFIG}: not one `listener 1883`"
+        if os.geteuid() == 0:
+            text += "\nuser root\n"
+        return text
+
+
+@pytest.fixture
+def fleet_broker(tmp_path: Path, _started_servers: list[ManagedServer]) -> FleetBroker:
+    """The simulated fleet's broker (profile "sim") on a real Mosquitto."""
+    MosquittoServer.binary_path()
+    broker = FleetBroker(tmp_path / "fleet-broker")
+    _started_servers.append(broker)  # stopped at teardown, log tail in a failure report
+    return broker.start()
+
+
+# ------------------------------------------------------------------- the preflight
+
+PREFLIGHT_SCRIPT = DEPLOY / "preflight" / "check-env.sh"
+
+
+def run_preflight(service: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """The preflight script as the resolved compose service ``service`` runs it: its
+    environment, and its TLS mounts (/tls/...) as symlinks to their host directories."""
+    tls_root = workdir / "tls"
+    tls_root.mkdir(parents=True, exist_ok=True)
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if target.startswith("/tls/"):
+            (tls_root / target.removeprefix("/tls/")).symlink_to(source)
+    return subprocess.run(
+        ["sh", str(PREFLIGHT_SCRIPT)],
+        env={
+            "PATH": os.environ["PATH"],
+            "PREFLIGHT_TLS_ROOT": str(tls_root),
+            **service.get("environment", {}),
+        },
+        check=False,  # the callers assert on the exit code and the lines
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )

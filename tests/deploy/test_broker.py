@@ -1,12 +1,10 @@
 """The stack's broker config (deploy/mosquitto) on a real Mosquitto: who may connect,
-publish and subscribe, with the password file written by its entrypoint.sh."""
+publish and subscribe, with the service accounts written by its entrypoint.sh and the
+agents provisioned from a registry (`tillpulse broker provision`; tests/broker tests
+the registry's agents, their devices and the reloads)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,21 +15,25 @@ from testkit.servers import VictoriaMetricsServer, free_port, wait_until
 from tests.deploy.conftest import (
     ACCOUNTS,
     DEPLOY,
+    DEVICE_LISTENER,
     DEVICES,
+    HEALTH_LISTENER,
     NOT_AUTHORIZED,
     SERVICE_PASSWORDS,
     SITE,
+    TLS_LISTENER,
     Client,
     DeployBroker,
-    add_device,
+    agent_password,
     device_client,
     gateway_client,
     reads_nothing,
     run_entrypoint,
 )
 from tests.gateway.test_service import fetch, running_gateway
+from tests.pki import make_authority
 from wire.messages import encode
-from wire.topics import alert_topic, device_subscription, device_topic, parse_device_topic
+from wire.topics import alert_topic, device_subscription, device_topic
 
 pytestmark = pytest.mark.integration
 
@@ -80,12 +82,14 @@ def test_a_device_reads_nothing(deploy_broker: DeployBroker, clients: list[Clien
 
 @pytest.mark.parametrize(
     ("username", "password"),
-    [(None, None), (DEVICE_A, "wrong"), (DEVICE_A, DEVICES[DEVICE_B]), ("gw1", None)],
+    [(None, None), (DEVICE_A, "wrong"), (DEVICE_A, DEVICE_B), ("gw1", None)],
     ids=["anonymous", "wrong-password", "another-devices-password", "no-password"],
 )
 def test_the_device_listener_refuses_clients_without_valid_credentials(
     deploy_broker: DeployBroker, clients: list[Client], username: str | None, password: str | None
 ) -> None:
+    if password in DEVICES:
+        password = agent_password(deploy_broker, password)
     client = Client(deploy_broker.port, username=username, password=password)
     clients.append(client)
     assert client.connack is not None
@@ -100,28 +104,6 @@ def test_the_cloud_jobs_may_publish_alerts(
     assert cloud.connected, cloud.connack
     assert not cloud.publish(alert_topic(SITE, "tamper"), b"{}").is_failure
     assert cloud.publish(device_topic(SITE, DEVICE_A, "payment"), b"x").value == NOT_AUTHORIZED
-
-
-def test_a_simulated_device_publishes_only_under_its_client_id(
-    sim_broker: DeployBroker, clients: list[Client]
-) -> None:
-    gateway = gateway_client(sim_broker, clients)
-    simulated = Client(sim_broker.sim_port, client_id=DEVICE_A)  # anonymous, as sim fleet
-    clients.append(simulated)
-    assert simulated.connected, simulated.connack
-    own = device_topic(SITE, DEVICE_A, "status")
-
-    assert simulated.publish(device_topic(SITE, DEVICE_B, "status"), b"forged").value == (
-        NOT_AUTHORIZED
-    )
-    assert not simulated.publish(own, b"own").is_failure
-    wait_until(gateway.received, 10, message="nothing arrived")
-    assert gateway.received() == [(own, b"own")]
-
-    simulated.subscribe(device_subscription())
-    writer = Client(sim_broker.sim_port, client_id=DEVICE_B)
-    clients.append(writer)
-    assert reads_nothing(simulated, writer, device_topic(SITE, DEVICE_B, "status"), gateway)
 
 
 def test_restarting_the_broker_with_new_service_passwords_keeps_the_devices(
@@ -141,33 +123,7 @@ def test_restarting_the_broker_with_new_service_passwords_keeps_the_devices(
     assert not connects("gw1", SERVICE_PASSWORDS["gw1"])
     assert connects("gw2", SERVICE_PASSWORDS["gw2"])
     assert connects("cloud", SERVICE_PASSWORDS["cloud"])
-    assert connects(DEVICE_A, DEVICES[DEVICE_A])
-
-
-def test_the_simulated_fleet_gets_through_the_simulated_fleet_listener(
-    sim_broker: DeployBroker, clients: list[Client]
-) -> None:
-    # as the compose file's fleet service runs it (but 30 simulated minutes, at once)
-    gateway = gateway_client(sim_broker, clients)
-    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600))
-    fleet = [
-        *(sys.executable, "-m", "firmware_sim", "fleet", "--quiet", "--accel", "0"),
-        *("--mqtt", f"127.0.0.1:{sim_broker.sim_port}", "--start", start),
-        *("--terminals", "3", "--sensors", "1", "--duration", "30m"),
-    ]
-    done = subprocess.run(
-        fleet,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-
-    def devices() -> set[str]:
-        return {parse_device_topic(topic).device for topic, _ in gateway.received()}
-
-    wait_until(lambda: len(devices()) == 4, 10, message=lambda: f"devices seen: {devices()}")
+    assert connects(DEVICE_A, agent_password(deploy_broker, DEVICE_A))
 
 
 def test_a_gateway_run_from_the_stacks_config_gets_a_devices_payment_to_influxdb(
@@ -203,25 +159,6 @@ def test_a_gateway_run_from_the_stacks_config_gets_a_devices_payment_to_influxdb
         assert fetch(f"http://127.0.0.1:{http_port}/healthz")[0] == 200
 
 
-def test_a_device_added_with_a_sighup_connects_and_the_others_stay(
-    deploy_broker: DeployBroker, clients: list[Client]
-) -> None:
-    # docs/operations.md, "Devices": mosquitto_passwd -b, then SIGHUP to the broker
-    connected = device_client(deploy_broker, clients, DEVICE_A)
-    add_device(deploy_broker, "s0002-pos1", "new-secret")
-    assert deploy_broker.pid is not None
-    os.kill(deploy_broker.pid, signal.SIGHUP)
-
-    def new_device_connects() -> bool:
-        client = Client(deploy_broker.port, username="s0002-pos1", password="new-secret")
-        clients.append(client)
-        return client.connected
-
-    wait_until(new_device_connects, 10, message="the new device is still refused")
-    assert not connected.publish(device_topic(SITE, DEVICE_A, "status"), b"still here").is_failure
-    assert connected.disconnects == 0
-
-
 def test_a_packet_larger_than_any_device_payload_is_refused_by_the_broker(
     deploy_broker: DeployBroker, clients: list[Client]
 ) -> None:
@@ -235,3 +172,37 @@ def test_a_packet_larger_than_any_device_payload_is_refused_by_the_broker(
     assert not device.publish(topic, b"after").is_failure
     wait_until(gateway.received, 10, message="nothing arrived")
     assert gateway.received() == [(topic, b"after")]
+
+
+def test_without_certificates_the_broker_has_no_tls_listener(deploy_broker: DeployBroker) -> None:
+    assert deploy_broker.listeners == {DEVICE_LISTENER, HEALTH_LISTENER}
+
+
+def test_with_certificates_an_agent_publishes_over_the_tls_listener(
+    deploy_broker: DeployBroker, clients: list[Client]
+) -> None:
+    # docs/operations.md, "Devices": the certificates in the broker's certs dir, a restart
+    deploy_broker.stop()
+    authority = make_authority(deploy_broker.certs_dir, "broker")
+    server = authority.issue(deploy_broker.certs_dir, "localhost", server=True)
+    server.cert_file.rename(deploy_broker.certs_dir / "server.crt")
+    server.key_file.rename(deploy_broker.certs_dir / "server.key")
+    authority.cert_file.rename(deploy_broker.certs_dir / "ca.crt")
+    run_entrypoint(deploy_broker, ACCOUNTS)
+    deploy_broker.start()
+    assert deploy_broker.listeners == {DEVICE_LISTENER, HEALTH_LISTENER, TLS_LISTENER}
+    gateway = gateway_client(deploy_broker, clients)
+
+    password = agent_password(deploy_broker, DEVICE_A)
+    device = Client(
+        deploy_broker.tls_port,
+        username=DEVICE_A,
+        password=password,
+        ca_file=deploy_broker.certs_dir / "ca.crt",
+    )
+    clients.append(device)
+    assert device.connected, device.connack
+    topic = device_topic(SITE, DEVICE_A, "payment")
+    assert not device.publish(topic, b"over tls").is_failure
+    assert device.publish(device_topic(SITE, DEVICE_B, "payment"), b"x").value == NOT_AUTHORIZED
+    wait_until(lambda: gateway.received() == [(topic, b"over tls")], 10, message="not routed")

@@ -1,10 +1,14 @@
 """docker-compose.yml as docker-compose resolves it: valid with .env.example, clear
-about missing secrets, and consistent with the files it mounts (the services' TOML
-configs, the broker's accounts, Grafana's provisioning). No Docker engine needed."""
+about missing secrets, refusing to start insecurely (its preflight), the simulated
+fleet apart from the real pipeline, and consistent with the files it mounts (the
+services' TOML configs, the broker's accounts, Grafana's provisioning). No Docker
+engine needed: the preflight script and the simulated fleet's broker run here."""
 
 from __future__ import annotations
 
 import re
+import secrets
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +17,31 @@ import pytest
 from cloud.config import CloudConfig
 from gateway.config import GatewayConfig
 from runtime.config import load_config
+from testkit.servers import wait_until
 from tests.deploy.conftest import (
     COMPOSE_FILE,
+    DEPLOY,
     ENV_EXAMPLE,
     MOSQUITTO_DIR,
     REPO,
+    Client,
+    FleetBroker,
     env_example,
     read_yaml,
     run_compose,
+    run_preflight,
 )
 from wire.incidents import AlertType
+from wire.topics import device_subscription, device_topic
 
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?][^}]*)?\}")
 REQUIRED = sorted(
     {m.group(1) for m in VARIABLE.finditer(COMPOSE_FILE.read_text()) if "?" in (m.group(2) or "")}
 )
+SECRETS = [name for name in REQUIRED if name != "TILLPULSE_ALERT_WEBHOOK_URL"]
 GATEWAYS = ("gateway-1", "gateway-2")
+SIMULATION = {"mosquitto-sim", "gateway-sim", "cloud-sim", "fleet"}  # profile "sim"
+GENERATE = "openssl rand -hex 24"
 
 
 def mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -53,6 +66,30 @@ def broker_account(resolved: dict[str, Any], username: str | None) -> str:
     assert f"user {username}" in acl, f"no ACL block for {username}"
     password: str = broker[f"MQTT_{username.upper().replace('-', '_')}_PASSWORD"]
     return password
+
+
+def resolve(tmp_path: Path, **settings: str) -> dict[str, Any]:
+    """The compose file resolved with .env.example, secrets replaced by good ones
+    (``openssl rand -hex 24`` alike) and then ``settings`` applied."""
+    values = {**env_example(), **{name: secrets.token_hex(24) for name in SECRETS}, **settings}
+    env_file = tmp_path / "env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    done = run_compose(env_file, "config")
+    assert done.returncode == 0, done.stderr
+    resolved: dict[str, Any] = read_yaml(done.stdout)
+    return resolved
+
+
+def preflight(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """The preflight as the stack runs it with these settings in .env."""
+    service = resolve(tmp_path, **settings)["services"]["preflight"]
+    return run_preflight(service, tmp_path / "preflight")
+
+
+def published(service: dict[str, Any]) -> dict[str, str]:
+    """Container port -> the host address it is published on."""
+    pairs = (port.removesuffix("/tcp").rsplit(":", 2) for port in service.get("ports", []))
+    return {container: host_ip for host_ip, _, container in pairs}
 
 
 def load_service_config(
@@ -81,7 +118,8 @@ def test_the_compose_file_is_valid_with_the_variables_of_env_example() -> None:
 
 def test_env_example_has_every_variable_of_the_compose_file_and_no_other() -> None:
     used = {m.group(1) for m in VARIABLE.finditer(COMPOSE_FILE.read_text())}
-    assert set(env_example()) == used
+    # COMPOSE_PROFILES: compose's own setting, which it reads from .env
+    assert set(env_example()) == used | {"COMPOSE_PROFILES"}
 
 
 def test_the_secrets_and_the_alert_webhook_are_required() -> None:
@@ -108,33 +146,238 @@ def test_a_missing_required_variable_stops_compose_with_its_name(name: str, tmp_
     assert f"set {name} in .env" in done.stderr, done.stderr
 
 
-def test_every_service_has_a_healthcheck(resolved_compose: dict[str, Any]) -> None:
+def test_every_long_running_service_has_a_healthcheck(resolved_compose: dict[str, Any]) -> None:
     services = resolved_compose["services"]
-    assert {"mosquitto", "influxdb", "grafana", *GATEWAYS, "cloud", "fleet"} <= set(services)
+    assert {"mosquitto", "influxdb", "grafana", *GATEWAYS, "cloud", *SIMULATION} <= set(services)
+    assert services["preflight"]["restart"] == "no"  # a one-shot: it exits, nothing to check
     unchecked = [
-        name for name, service in services.items() if "test" not in service.get("healthcheck", {})
+        name
+        for name, service in services.items()
+        if service.get("restart") != "no" and "test" not in service.get("healthcheck", {})
     ]
     assert unchecked == []
 
 
-def test_the_simulated_fleet_runs_only_with_the_profile_that_opens_its_listener(
-    resolved_compose: dict[str, Any], tmp_path: Path
+# ---------------------------------------------------------------------- the preflight
+
+
+def test_every_service_starts_only_after_the_preflight_passed(
+    resolved_compose: dict[str, Any],
 ) -> None:
     services = resolved_compose["services"]
-    profiled = {name: s["profiles"] for name, s in services.items() if "profiles" in s}
-    assert profiled == {"fleet": ["sim"]}
-    assert "1884" in " ".join(services["fleet"]["entrypoint"])
-    # COMPOSE_PROFILES selects the profile and reaches the broker, whose entrypoint.sh
-    # opens the listener only for "sim" (tests/deploy/test_identity.py runs both ways)
-    assert services["mosquitto"]["environment"]["COMPOSE_PROFILES"] == ""
-    env_file = tmp_path / "env"
-    env_file.write_text(
-        ENV_EXAMPLE.read_text().replace("COMPOSE_PROFILES=\n", "COMPOSE_PROFILES=sim\n")
+    waiting = {
+        name: service.get("depends_on", {}).get("preflight", {}).get("condition")
+        for name, service in services.items()
+        if name != "preflight"
+    }
+    assert set(waiting.values()) == {"service_completed_successfully"}, waiting
+    # it checks every secret, with the value each service gets
+    assert set(SECRETS) <= set(services["preflight"]["environment"])
+
+
+def test_the_preflight_refuses_the_example_secrets_naming_each(
+    resolved_compose: dict[str, Any], tmp_path: Path
+) -> None:
+    done = run_preflight(resolved_compose["services"]["preflight"], tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    for name in SECRETS:
+        [line] = [line for line in lines if line.startswith(f"preflight: {name} ")]
+        assert "example value" in line and line.endswith(GENERATE), line
+    assert lines[-1] == f"preflight: {len(SECRETS)} problem(s) in .env: " + (
+        "the stack does not start until they are fixed"
     )
-    done = run_compose(env_file, "config")
+    assert len(lines) == len(SECRETS) + 1, lines  # the default binds are fine
+    # docs/operations.md ("Bring it up") shows this very output
+    guide = (REPO / "docs" / "operations.md").read_text().splitlines()
+    assert [line.strip() for line in guide if line.startswith("  preflight: ")] == lines
+
+
+def test_the_preflight_passes_generated_secrets_and_the_default_binds(tmp_path: Path) -> None:
+    done = preflight(tmp_path)
     assert done.returncode == 0, done.stderr
-    with_sim = read_yaml(done.stdout)["services"]["mosquitto"]["environment"]
-    assert with_sim["COMPOSE_PROFILES"] == "sim"
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("GRAFANA_ADMIN_PASSWORD", "", "is empty"),
+        ("MQTT_HEALTH_PASSWORD", "0123456789abcde", "has 15 characters, fewer than 16"),
+        ("INFLUX_ADMIN_PASSWORD", "s3cret-change-me-later", "is still the example value"),
+    ],
+    ids=["empty", "short", "change-me"],
+)
+def test_the_preflight_refuses_a_weak_secret_by_name(
+    setting: str, value: str, says: str, tmp_path: Path
+) -> None:
+    # compose itself stops on an empty one (`:?`); the script refuses it too
+    service = resolve(tmp_path)["services"]["preflight"]
+    done = run_preflight(
+        {**service, "environment": {**service["environment"], setting: value}}, tmp_path
+    )
+    assert done.returncode == 1
+    [line, _] = done.stderr.splitlines()
+    assert line.startswith(f"preflight: {setting} {says}") and line.endswith(GENERATE), line
+
+
+def test_the_preflight_refuses_two_equal_secrets_naming_both(tmp_path: Path) -> None:
+    shared = secrets.token_hex(24)
+    done = preflight(tmp_path, INFLUX_TOKEN=shared, MQTT_CLOUD_PASSWORD=shared)
+    assert done.returncode == 1
+    [line, _] = done.stderr.splitlines()
+    assert line.startswith("preflight: INFLUX_TOKEN is the same as MQTT_CLOUD_PASSWORD"), line
+
+
+# ----------------------------------------------------------------- what is published
+
+
+def test_by_default_only_mqtt_over_tls_is_published_beyond_the_loopback(
+    resolved_compose: dict[str, Any],
+) -> None:
+    services = resolved_compose["services"]
+    exposed = {
+        (name, container): host_ip
+        for name, service in services.items()
+        for container, host_ip in published(service).items()
+        if host_ip != "127.0.0.1"
+    }
+    assert exposed == {("mosquitto", "8883"): "0.0.0.0"}
+    assert published(services["mosquitto"])["1883"] == "127.0.0.1"
+    assert published(services["grafana"])["3000"] == "127.0.0.1"
+    # what the preflight checks is what compose publishes
+    checked = services["preflight"]["environment"]
+    assert checked["MQTT_BIND"] == "127.0.0.1" and checked["GRAFANA_BIND"] == "127.0.0.1"
+    assert checked["GRAFANA_PROTOCOL"] == services["grafana"]["environment"]["GF_SERVER_PROTOCOL"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "refused"),
+    [
+        ({"MQTT_BIND": "0.0.0.0"}, "MQTT_BIND=0.0.0.0 publishes plaintext MQTT"),
+        ({"MQTT_BIND": "0.0.0.0", "MQTT_ALLOW_PLAINTEXT": "yes-i-know"}, None),
+        ({"GRAFANA_BIND": "192.0.2.10"}, "GRAFANA_BIND=192.0.2.10 publishes Grafana over plain"),
+        ({"GRAFANA_BIND": "0.0.0.0", "GRAFANA_ALLOW_PLAINTEXT": "yes-i-know"}, None),
+        (
+            {"GRAFANA_BIND": "0.0.0.0", "GRAFANA_PROTOCOL": "https"},
+            "GRAFANA_PROTOCOL=https needs server.crt and server.key in GRAFANA_TLS_DIR"
+            " (./deploy/no-tls), missing: server.crt server.key",
+        ),
+        (
+            {"GRAFANA_BIND": "0.0.0.0", "GRAFANA_PROTOCOL": "https", "GRAFANA_TLS_DIR": "CERTS"},
+            None,
+        ),
+        ({"MQTT_TLS_DIR": "CERTS"}, "MQTT_TLS_DIR=CERTS needs server.crt, server.key and ca.crt"),
+    ],
+    ids=[
+        "mqtt-plaintext",
+        "mqtt-plaintext-opted-in",
+        "grafana-http",
+        "grafana-http-opted-in",
+        "grafana-https-without-certificate",
+        "grafana-https",
+        "mqtt-tls-without-ca",
+    ],
+)
+def test_the_preflight_refuses_plaintext_beyond_the_loopback(
+    settings: dict[str, str], refused: str | None, tmp_path: Path
+) -> None:
+    certs = tmp_path / "certs"  # "CERTS": a directory with a server's certificate and key
+    certs.mkdir()
+    for name in ("server.crt", "server.key"):
+        (certs / name).write_text("-----BEGIN PLACEHOLDER-----\n")
+    settings = {key: value.replace("CERTS", str(certs)) for key, value in settings.items()}
+    done = preflight(tmp_path, **settings)
+    if refused is None:
+        assert done.returncode == 0, done.stderr
+        return
+    assert done.returncode == 1
+    [line, _] = done.stderr.splitlines()
+    assert line.startswith(f"preflight: {refused.replace('CERTS', str(certs))}"), line
+
+
+# -------------------------------------------------------------- the simulated fleet
+
+
+def test_the_simulated_fleet_and_its_pipeline_run_only_with_the_profile_sim(
+    resolved_compose: dict[str, Any],
+) -> None:
+    services = resolved_compose["services"]
+    assert {name for name, s in services.items() if s.get("profiles") == ["sim"]} == SIMULATION
+    # what `docker-compose up` starts without the profile needs none of them
+    needed = {
+        dep for s in services.values() if "profiles" not in s for dep in s.get("depends_on", {})
+    }
+    assert needed & SIMULATION == set()
+
+
+def test_the_simulated_fleet_cannot_reach_the_real_broker(
+    resolved_compose: dict[str, Any],
+) -> None:
+    services = resolved_compose["services"]
+    fleet = services["fleet"]
+    assert "--mqtt mosquitto-sim:1883" in " ".join(fleet["entrypoint"])
+    # healthy: connected to that port (/proc/net/tcp spells it in hex)
+    assert f":{1883:04X}'" in " ".join(fleet["healthcheck"]["test"])
+    assert set(fleet["networks"]) == {"sim"}
+    assert set(services["mosquitto-sim"]["networks"]) == {"sim"}
+    assert resolved_compose["networks"]["sim"]["internal"] is True
+    # the network "sim" has the simulation alone; the real broker is not on it
+    on_sim = {name for name, s in services.items() if "sim" in s.get("networks", {})}
+    assert on_sim == {"fleet", "mosquitto-sim", "gateway-sim"}
+    assert "ports" not in services["mosquitto-sim"]
+
+
+def test_the_simulated_fleets_points_go_to_its_own_bucket(
+    resolved_compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = resolved_compose["services"]
+    influxdb = services["influxdb"]["environment"]
+    sim_bucket = influxdb["TILLPULSE_SIM_BUCKET"]
+    assert sim_bucket == "tillpulse-sim" != influxdb["DOCKER_INFLUXDB_INIT_BUCKET"]
+
+    gateway: GatewayConfig = load_service_config(
+        services["gateway-sim"], GatewayConfig, "gateway", monkeypatch
+    )
+    assert (gateway.mqtt.host, gateway.mqtt.port) == ("mosquitto-sim", 1883)
+    assert gateway.mqtt.username is None  # the fleet's broker is anonymous
+    assert gateway.influxdb.bucket == sim_bucket
+    assert gateway.influxdb.org == influxdb["DOCKER_INFLUXDB_INIT_ORG"]
+    assert gateway.influxdb.token() == influxdb["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
+    assert mounts(services["gateway-sim"])[gateway.gateway.state_dir] == "gateway-sim-state"
+    assert gateway.gateway.id not in {"gw1", "gw2"}
+    healthz = f"http://127.0.0.1:{gateway.http.address[1]}/healthz"
+    assert healthz in " ".join(services["gateway-sim"]["healthcheck"]["test"])
+
+    cloud: CloudConfig = load_service_config(
+        services["cloud-sim"], CloudConfig, "cloud", monkeypatch
+    )
+    assert cloud.influxdb is not None and cloud.influxdb.bucket == sim_bucket
+    assert cloud.query.database == sim_bucket  # the DBRP mapping deploy/influxdb/dbrp.sh makes
+    assert cloud.mqtt is None  # simulated alerts page nobody
+    assert mounts(services["cloud-sim"])[cloud.cloud.state_dir] == "cloud-sim-state"
+    memory = f"{cloud.cloud.state_dir}/shard-0-of-1/memory.json"
+    assert memory in " ".join(services["cloud-sim"]["healthcheck"]["test"])
+
+    init = mounts(services["influxdb"])["/docker-entrypoint-initdb.d/dbrp.sh"]
+    assert Path(init) == DEPLOY / "influxdb" / "dbrp.sh"
+    assert '--name "${TILLPULSE_SIM_BUCKET}"' in Path(init).read_text()
+
+
+@pytest.mark.integration
+def test_the_simulated_fleets_broker_carries_anonymous_devices_to_gateway_sim(
+    fleet_broker: FleetBroker, clients: list[Client]
+) -> None:
+    gateway_config = load_config(DEPLOY / "gateway-sim.toml", GatewayConfig, "gateway")
+    gateway = Client(fleet_broker.port, client_id=gateway_config.gateway.id)
+    clients.append(gateway)
+    assert gateway.connected, gateway.connack
+    assert gateway.subscribe(device_subscription(gateway_config.mqtt.shared_group)).value == 1
+    device = Client(fleet_broker.port, client_id="s0001-pos1")  # as `tillpulse sim fleet`
+    clients.append(device)
+    topic = device_topic("s0001", "s0001-pos1", "health")
+    assert not device.publish(topic, b"simulated").is_failure
+    wait_until(lambda: (topic, b"simulated") in gateway.received(), 10, message="not routed")
 
 
 # -------------------------------------------------------- the services' TOML configs
@@ -223,6 +466,7 @@ def test_grafana_gets_the_provisioning_and_every_variable_it_reads(
     datasource = read_yaml((provisioning / "datasources" / "tillpulse.yaml").read_text())
     influxdb = resolved_compose["services"]["influxdb"]["environment"]
     assert grafana["environment"]["INFLUX_DB"] == influxdb["DOCKER_INFLUXDB_INIT_BUCKET"]
+    assert grafana["environment"]["INFLUX_SIM_DB"] == influxdb["TILLPULSE_SIM_BUCKET"]
     assert datasource["datasources"][0]["jsonData"]["version"] == "InfluxQL"
 
 

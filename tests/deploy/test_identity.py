@@ -1,7 +1,7 @@
 """Client identities on the stack's broker (deploy/mosquitto on a real Mosquitto): no
 account can take another's MQTT session, the healthcheck's account reads $SYS and
-nothing else, and the simulated fleet's anonymous listener exists only with the
-compose profile "sim". Also the demo's broker (testkit.servers with accounts).
+nothing else, and the broker has no anonymous listener. Also the demo's broker
+(testkit.servers with accounts).
 
 Mosquitto's default lets the newest connection with a client id win: it closes the
 old one and resumes its session, queue included. These tests fail on a config that
@@ -19,12 +19,9 @@ import pytest
 
 from testkit.servers import ManagedServer, MosquittoServer, wait_until
 from tests.deploy.conftest import (
-    DEVICE_LISTENER,
     DEVICES,
-    HEALTH_LISTENER,
     HEALTH_PASSWORD,
     NOT_AUTHORIZED,
-    SIM_LISTENER,
     SITE,
     Client,
     DeployBroker,
@@ -189,20 +186,6 @@ def test_the_compose_healthcheck_gets_the_uptime_as_the_health_account(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip(), "no uptime printed"
     assert mosquitto["environment"]["XDG_CONFIG_HOME"], "the healthcheck needs its client config"
-
-
-# ------------------------------------------------------------- the simulated fleet
-
-
-def test_the_default_broker_has_no_simulated_fleet_listener(deploy_broker: DeployBroker) -> None:
-    assert deploy_broker.listeners == {DEVICE_LISTENER, HEALTH_LISTENER}
-
-
-def test_the_sim_profile_opens_the_simulated_fleet_listener(sim_broker: DeployBroker) -> None:
-    assert sim_broker.listeners == {DEVICE_LISTENER, HEALTH_LISTENER, SIM_LISTENER}
-    simulated = Client(sim_broker.sim_port, client_id=DEVICE_A)  # anonymous, as sim fleet
-    simulated.close()
-    assert simulated.connected, simulated.connack
 
 
 # ------------------------------------------------------- the demo's broker (make demo)

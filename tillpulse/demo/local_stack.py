@@ -5,7 +5,10 @@
                          username, so nothing can take another's session: the
                          gateway's, the cloud jobs', the demo's own watcher's, and
                          one per simulated device (its device id; one shared
-                         password), which its edge agent uses for a serial terminal
+                         password), which its edge agent uses for a serial terminal;
+                         the ACL rendered from the demo's device registry
+                         (<state>/registry.toml, `broker.acl`): each device may
+                         publish only under its own id at its own site
     gateway              ``python -m gateway run``: MQTT -> InfluxDB (v1 sink)
     history              ``python -m tillpulse.demo.fleet_process --quiet``: the quiet day before,
                          as fast as possible over MQTT; the model is trained on it
@@ -49,6 +52,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from broker.acl import render_acl
+from broker.registry import Registry, parse_registry
 from cloud.config import CloudConfig, CloudMqttSection, CloudSection, QuerySection
 from cloud.evaluation.scoring import Report, evaluate
 from cloud.jobs.cycle import CycleReport
@@ -339,8 +344,12 @@ class Demo:
         self.view.phase("starting Mosquitto and influxd")
         devices = self._password(DEVICES_SECRET)
         services = {name: self._password(name) for name in (GATEWAY_ID, CLOUD_ACCOUNT)}
+        acl = self.state / "mosquitto" / "acl"
+        acl.parent.mkdir(parents=True, exist_ok=True)
+        acl.write_text(render_acl(self._registry()))
         self.mosquitto = MosquittoServer(
             self.state / "mosquitto",
+            extra_config=f"acl_file {acl}",
             accounts={
                 **dict.fromkeys(self.site_of, devices),
                 **services,
@@ -352,6 +361,19 @@ class Demo:
         self.influx.start()
         self.influx.create_database(DATABASE)
         return self.influx
+
+    def _registry(self) -> Registry:
+        """The demo's device registry, kept as <state>/registry.toml: every simulated
+        device is an agent of its own (as its edge agent is for a serial terminal)."""
+        sites = sorted(set(self.site_of.values()))
+        text = "".join(f'[[site]]\nid = "{site}"\nname = "simulated {site}"\n' for site in sites)
+        agents = self.site_of.items()
+        text += "".join(f'[[agent]]\nid = "{device}"\nsite = "{site}"\n' for device, site in agents)
+        text += f'[[gateway]]\nid = "{GATEWAY_ID}"\n[[cloud]]\nid = "{CLOUD_ACCOUNT}"\n'
+        text += f'[[monitor]]\nid = "{WATCH_ACCOUNT}"\n'
+        path = self.state / "registry.toml"
+        path.write_text(text)
+        return parse_registry(text, str(path))
 
     def _start_gateway(self) -> str:
         self.view.phase("starting the gateway")

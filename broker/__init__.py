@@ -1,0 +1,1 @@
+"""Broker accounts: the device registry, and the Mosquitto password file and ACL made from it."""
