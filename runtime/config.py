@@ -16,18 +16,24 @@ holding the secret, or the secret comes from an environment variable
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from runtime.cli import OperatorError
+
 C = TypeVar("C", bound=msgspec.Struct)
 
 
-class ConfigError(Exception):
-    """A config file that is missing, unreadable or invalid; the text says where."""
+class ConfigError(OperatorError):
+    """A config file that is missing, unreadable or invalid, or an override that is:
+    the text names the file or the variable, the key, and the fix (exit 2)."""
 
 
 def load_config(
@@ -41,7 +47,12 @@ def load_config(
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(
+            f"config file {path} does not exist: write one (tillpulse {component} "
+            "sample-config prints an example), or name another with --config FILE"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory: name the TOML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -49,18 +60,17 @@ def load_config(
 
     prefix = f"TILLPULSE_{component.upper()}__"
     overrides = {
-        name: value
+        tuple(name[len(prefix) :].lower().split("__")): (name, value)
         for name, value in (os.environ if environ is None else environ).items()
         if name.startswith(prefix)
     }
-    for name, value in sorted(overrides.items()):
-        _set_path(document, name[len(prefix) :].lower().split("__"), _parse_env_value(value))
+    for keys, (name, value) in sorted(overrides.items()):
+        _set_path(document, keys, _parse_env_value(value), name)
 
     try:
         return msgspec.convert(document, schema)
     except msgspec.ValidationError as exc:
-        where = _override_hint(str(exc), overrides, prefix)
-        raise ConfigError(f"config file {path}: {_readable(str(exc))}{where}") from None
+        raise ConfigError(_explain(str(exc), schema, path, overrides)) from None
 
 
 def read_secret(file: str | None, env_var: str, environ: Mapping[str, str] | None = None) -> str:
@@ -83,27 +93,90 @@ def _parse_env_value(value: str) -> Any:
         return value
 
 
-def _set_path(document: dict[str, Any], keys: list[str], value: Any) -> None:
+def _set_path(document: dict[str, Any], keys: tuple[str, ...], value: Any, variable: str) -> None:
     table = document
     for key in keys[:-1]:
         child = table.setdefault(key, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override of {'.'.join(keys)}: {key} is not a table")
+            raise ConfigError(
+                f"{variable}: {key} is a value, not a table: fix or unset the variable"
+            )
         table = child
     table[keys[-1]] = value
 
 
-def _readable(message: str) -> str:
-    """msgspec's "... - at `$.mqtt.port`" as "mqtt.port: ..."."""
-    text, sep, location = message.rpartition(" - at `$.")
+def _explain(
+    message: str,
+    schema: type[msgspec.Struct],
+    path: Path,
+    overrides: Mapping[tuple[str, ...], tuple[str, str]],
+) -> str:
+    """msgspec's "<problem> - at `$.mqtt.port`" as a line naming the key, where its
+    value came from (the file, or the environment variable that set it) and the fix."""
+    problem, sep, location = message.rpartition(" - at `$.")
     if not sep:
-        return message
-    return f"{location.rstrip('`')}: {text}"
+        problem, location = message, ""
+    table = [part for part in location.rstrip("`").split(".") if part]
+    fields = _fields(schema, table)
+    unknown = re.fullmatch(r"Object contains unknown field `(.+)`", problem)
+    named = re.match(r"(\w+): (.*)", problem)  # a __post_init__ naming its key
+    if unknown:
+        key = [*table, unknown.group(1)]
+    elif named and named.group(1) in fields:
+        key, problem = [*table, named.group(1)], named.group(2)
+    else:
+        key = table
+    variable = _variable_of(tuple(part.partition("[")[0] for part in key), overrides)
+    if unknown:
+        section = f"[{'.'.join(table)}] " if table else ""
+        text = f"no key {section}{key[-1]} (known: {', '.join(fields)})"
+        if variable is not None:
+            return f"{variable[0]}: {text}: fix the variable's name or unset it"
+        return f"config file {path}: {text}: fix its spelling"
+    where = f"{'.'.join(key)}: " if key else ""
+    if variable is not None:
+        name, value = variable
+        return f"{name}={value}: {where}{problem}: fix or unset the variable"
+    return f"config file {path}: {where}{problem}"
 
 
-def _override_hint(message: str, overrides: Mapping[str, str], prefix: str) -> str:
-    location = message.rpartition(" - at `$.")[2].rstrip("`")
-    variable = prefix + location.replace(".", "__").upper()
-    if location and variable in overrides:
-        return f" (set by environment variable {variable})"
-    return ""
+def _variable_of(
+    key: tuple[str, ...], overrides: Mapping[tuple[str, ...], tuple[str, str]]
+) -> tuple[str, str] | None:
+    """The override (variable, value) that set ``key`` or something inside it."""
+    if not key:  # the whole document: no variable to blame
+        return None
+    if key in overrides:
+        return overrides[key]
+    inside = [overrides[keys] for keys in sorted(overrides) if keys[: len(key)] == key]
+    return inside[0] if inside else None
+
+
+def _fields(schema: type[msgspec.Struct], table: list[str]) -> list[str]:
+    """The keys of the table at ``table`` (e.g. ``["mqtt", "tls"]``, ``["serial[0]"]``)."""
+    current: Any = schema
+    for part in table:
+        name, _, index = part.partition("[")
+        types = {field.name: field.type for field in msgspec.structs.fields(current)}
+        current = _struct_of(types.get(name), index=bool(index))
+        if current is None:
+            return []
+    return [field.name for field in msgspec.structs.fields(current)]
+
+
+def _struct_of(annotation: Any, *, index: bool) -> Any:
+    """The Struct inside ``annotation`` (through Annotated, ``| None`` and, for an
+    indexed key, the list), or None."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            annotation = args[0] if len(args) == 1 else None
+        elif index and origin in (list, tuple):
+            annotation, index = typing.get_args(annotation)[0], False
+        else:
+            break
+    is_struct = isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+    return annotation if is_struct and not index else None

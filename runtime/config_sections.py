@@ -110,7 +110,7 @@ class InfluxSection(Section, kw_only=True, frozen=True):
         required = ("org", "bucket") if self.dialect == "v2" else ("database",)
         for key in required:
             if not getattr(self, key):
-                raise ValueError(f'influxdb.{key} is required when dialect = "{self.dialect}"')
+                raise ValueError(f'{key}: is required when dialect = "{self.dialect}"')
 
     def token(self) -> str:
         """The v2 API token (file or env)."""

@@ -1,23 +1,93 @@
-"""Process lifecycle shared by the long-running components."""
+"""Process lifecycle: how the commands stop on SIGINT (Ctrl-C) and SIGTERM."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
-from types import FrameType
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType, TracebackType
+from typing import Any
 
+from runtime.cli import EXIT_OK
 from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-def stop_on_signals(stop: threading.Event, component: str) -> None:
-    """Set ``stop`` on SIGTERM (systemd, docker stop) and SIGINT (Ctrl-C)."""
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        log.info("stopping", extra=kv(component=component, signal=signal.Signals(signum).name))
-        stop.set()
+class ServiceSignals:
+    """SIGINT and SIGTERM for a long-running command (``edge run``, ``gateway run``,
+    ``cloud detect --every``), with the exit codes of `runtime.cli`::
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+        with ServiceSignals("edge agent") as signals:
+            agent = Agent(config)              # a signal here abandons the start: 130
+            signals.running(agent.stop)        # from now on a signal stops it cleanly
+            return signals.exit_code(agent.run())
+
+    Before `running`, either signal raises KeyboardInterrupt (`run_command` prints
+    "interrupted", exit 130): there is nothing to stop cleanly yet. After it, either
+    sets the stop event; the command then exits 0 for SIGTERM (how systemd and docker
+    stop a service: a clean stop is a success) and 130 for SIGINT (Ctrl-C). The
+    previous handlers are back on leaving the block.
+    """
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.received: signal.Signals | None = None
+        self._stop: threading.Event | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> ServiceSignals:
+        for signum in _SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def running(self, stop: threading.Event) -> None:
+        """The work has started: a signal now sets ``stop``."""
+        self._stop = stop
+
+    def exit_code(self, code: int) -> int:
+        """The command's exit code once the work returned ``code``: after a clean stop
+        on Ctrl-C, KeyboardInterrupt (`run_command`: "interrupted", exit 130)."""
+        if code == EXIT_OK and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        return code
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum)
+        if self._stop is None:
+            raise KeyboardInterrupt
+        log.info("stopping", extra=kv(component=self.component, signal=self.received.name))
+        self._stop.set()
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within it SIGTERM (`kill`, `timeout`) stops a command as Ctrl-C does: a
+    KeyboardInterrupt, exit 130 by `runtime.cli.run_command`. For commands that are not
+    services (`ServiceSignals` is theirs). Only the main thread may set a handler;
+    elsewhere (main() in a thread, a test) SIGTERM is left be."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

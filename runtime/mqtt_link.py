@@ -252,6 +252,7 @@ class MqttLink:
                 client_id=self.settings.client_id,
                 host=self.settings.host,
                 port=self.settings.port,
+                username=self.settings.username,  # a refused login: which account
                 error=error,
             ),
         )

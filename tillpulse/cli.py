@@ -1,44 +1,88 @@
 """The `tillpulse` console entry point: one subcommand per component.
 
 Each component's command line lives in its own package (``<package>.cli``,
-also runnable as ``python -m <package>``); this module only dispatches.
+also runnable as ``python -m <package>``); this module only dispatches, after
+checking that the component's extra is installed (an ``[edge]``-only install on a
+Raspberry Pi has no gateway, cloud or simulator). The conventions every component
+follows (global options, exit codes) are in `runtime.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import importlib.metadata
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
+
+from runtime.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser
+from runtime.lifecycle import sigterm_interrupts
 
 
 class Component(NamedTuple):
     package: str
     help: str
-    issue: int  # the tracker issue that delivers it
+    extra: str  # pip install 'tillpulse[<extra>]' installs what it needs
+    needs: tuple[str, ...]  # the top-level modules of that extra's libraries
 
+
+_EDGE: Final = ("paho", "serial", "msgspec", "cobs")
+_GATEWAY: Final = (*_EDGE, "influxdb_client")
+_CLOUD: Final = (*_GATEWAY, "sklearn", "skops", "rich")
+_SIM: Final = (*_EDGE, "rich")
 
 COMPONENTS: Final[dict[str, Component]] = {
-    "edge": Component("edge", "edge agent: serial devices -> durable outbox -> MQTT", 4),
-    "gateway": Component("gateway", "gateway: MQTT -> validate, dedup, aggregate -> InfluxDB", 5),
-    "cloud": Component("cloud", "cloud jobs: anomaly detection, alerts, evaluation", 6),
-    "sim": Component("firmware_sim", "firmware simulator: fleets with injected faults", 3),
-    "dashboards": Component("dashboards", "Grafana dashboards as code, push to Grafana", 7),
-    "broker": Component(
-        "broker", "broker accounts: provision agents and devices from the registry", 16
+    "edge": Component(
+        "edge", "edge agent: serial devices -> durable outbox -> MQTT", "edge", _EDGE
     ),
-    "demo": Component("tillpulse.demo", "a simulated fleet through the whole local pipeline", 8),
+    "gateway": Component(
+        "gateway", "gateway: MQTT -> validate, dedup, aggregate -> InfluxDB", "gateway", _GATEWAY
+    ),
+    "cloud": Component(
+        "cloud", "cloud jobs: anomaly detection, alerts, evaluation", "cloud", _CLOUD
+    ),
+    "sim": Component(
+        "firmware_sim", "firmware simulator: fleets with injected faults", "sim", _SIM
+    ),
+    "dashboards": Component(
+        "dashboards",
+        "Grafana dashboards as code, push to Grafana",
+        "dashboards",
+        ("grafana_client",),
+    ),
+    "broker": Component(
+        "broker", "broker accounts: provision agents and devices from the registry", "", ()
+    ),
+    "demo": Component(
+        "tillpulse.demo",
+        "a simulated fleet through the whole local pipeline",
+        "cloud,sim",
+        (*_CLOUD, *_SIM),
+    ),
 }
-
-EXIT_NOT_AVAILABLE: Final = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="tillpulse", description="Edge-to-cloud telemetry for payment terminal fleets."
+    # Until a component sets its own handlers, SIGTERM stops as Ctrl-C does, and either
+    # during the imports below is "interrupted", exit 130, not a traceback.
+    try:
+        with sigterm_interrupts():
+            return _dispatch(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("tillpulse: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    parser = Parser(
+        prog="tillpulse",
+        description="Edge-to-cloud telemetry for payment terminal fleets.",
+        epilog="Each component: tillpulse COMPONENT --help. Conventions: README.md, "
+        '"Command line".',
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"tillpulse {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMPONENT", required=True)
     for name, component in COMPONENTS.items():
         commands.add_parser(name, help=component.help, add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -48,22 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_component(name: str, argv: Sequence[str]) -> int:
     """Run one component's command line with ``argv``; used by each ``__main__``."""
     component = COMPONENTS[name]
-    entry = _find_entry(component.package)
-    if entry is None:
+    missing = [module for module in component.needs if importlib.util.find_spec(module) is None]
+    if missing:
         sys.stderr.write(
-            f"tillpulse {name}: not available yet; it is delivered by issue #{component.issue} "
-            f"({component.help}).\n"
+            f"tillpulse {name}: not installed here (missing {', '.join(missing)}): "
+            f"pip install 'tillpulse[{component.extra}]'\n"
         )
-        return EXIT_NOT_AVAILABLE
+        return EXIT_USAGE
+    entry: Callable[[list[str]], int] = importlib.import_module(f"{component.package}.cli").main
     return entry(list(argv))
 
 
-def _find_entry(package: str) -> Callable[[list[str]], int] | None:
+def _version() -> str:
     try:
-        module = importlib.import_module(f"{package}.cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{package}.cli":
-            raise  # a real missing dependency inside an existing CLI
-        return None
-    entry: Callable[[list[str]], int] = module.main
-    return entry
+        return importlib.metadata.version("tillpulse")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown (not installed)"

@@ -31,6 +31,7 @@ import json
 import logging
 import re
 import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ _BAD_POINTS: Final = frozenset({400, 422})
 _TOO_MANY: Final = 429
 _MAX_ERROR_TEXT: Final = 1000
 _DROPPED: Final = re.compile(r"partial write.* dropped=(\d+)")
+# urllib3 starts its errors with the repr of its connection or pool
+_CONNECTION_REPR: Final = re.compile(
+    r"<[\w.]+ object at 0x[0-9a-f]+>: |HTTPS?ConnectionPool\(host=[^)]*\): "
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,17 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     except (TypeError, ValueError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """A failed connection as ``host:port: cause``: urllib3's own text starts with the
+    repr of its connection object (``<...HTTPConnection object at 0x...>``) or pool,
+    which says nothing to an operator."""
+    reason = getattr(exc, "reason", None)  # MaxRetryError wraps the cause
+    cause = _CONNECTION_REPR.sub("", str(reason if isinstance(reason, Exception) else exc))
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"cannot reach {parts.hostname}:{port}: {cause or type(exc).__name__}"
 
 
 def error_text(body: bytes | str | None) -> str:

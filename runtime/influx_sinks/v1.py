@@ -9,7 +9,7 @@ import urllib.parse
 
 import urllib3
 
-from runtime.influx_sinks.base import LineSink, Reply, error_text
+from runtime.influx_sinks.base import LineSink, Reply, error_text, unreachable
 from runtime.influx_sinks.errors import SinkRetriableError
 
 
@@ -41,7 +41,7 @@ class V1Sink(LineSink):
         try:
             response = self._http.request("POST", self._url, body=body, headers=self._headers)
         except urllib3.exceptions.HTTPError as exc:
-            raise SinkRetriableError(f"{self.name}: {exc}") from exc
+            raise SinkRetriableError(f"{self.name}: {unreachable(self._url, exc)}") from exc
         return Reply(
             response.status, error_text(response.data), response.headers.get("Retry-After")
         )

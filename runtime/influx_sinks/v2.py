@@ -13,7 +13,7 @@ from influxdb_client import InfluxDBClient, WritePrecision  # type: ignore[attr-
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from runtime.influx_sinks.base import LineSink, Reply, error_text
+from runtime.influx_sinks.base import LineSink, Reply, error_text, unreachable
 from runtime.influx_sinks.errors import SinkRetriableError
 
 
@@ -24,6 +24,7 @@ class V2Sink(LineSink):
         self.name = f"influxdb-v2 {url.rstrip('/')} org={org} bucket={bucket}"
         self._org = org
         self._bucket = bucket
+        self._url = url
         self._client = InfluxDBClient(
             url=url, token=token, org=org, timeout=int(timeout_s * 1000), retries=False
         )
@@ -43,7 +44,7 @@ class V2Sink(LineSink):
             retry_after: str | None = exc.headers.get("Retry-After") if exc.headers else None
             return Reply(exc.status, error_text(exc.body), retry_after)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise SinkRetriableError(f"{self.name}: {exc}") from exc
+            raise SinkRetriableError(f"{self.name}: {unreachable(self._url, exc)}") from exc
         return Reply(204, "")
 
     def close(self) -> None:

@@ -3,7 +3,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from runtime.cli import EXIT_USAGE, OperatorError
 from runtime.config import ConfigError, load_config, read_secret
+from runtime.durations import parse_duration
 
 
 class Mqtt(msgspec.Struct, forbid_unknown_fields=True):
@@ -16,6 +18,13 @@ class Sample(msgspec.Struct, forbid_unknown_fields=True):
     site: str
     mqtt: Mqtt
     ports: list[str] = []
+    window: str = "1h"
+
+    def __post_init__(self) -> None:
+        try:
+            parse_duration(self.window)
+        except ValueError as exc:
+            raise ValueError(f"window: {exc}") from None
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -33,7 +42,11 @@ def test_valid_file_loads(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ('site = "s1"\n[mqtt]\nhost = "b"\nport = "x"\n', r"mqtt\.port: Expected `int`, got `str`"),
-        ('site = "s1"\n[mqtt]\nhost = "b"\nprot = 1\n', r"mqtt: .*unknown field `prot`"),
+        (
+            'site = "s1"\n[mqtt]\nhost = "b"\nprot = 1\n',
+            r"no key \[mqtt\] prot \(known: host, port, tls\): fix its spelling",
+        ),
+        ('site = "s1"\n[mqtt]\nhost = "b"\n[mqtt.tls]\n', r"mqtt\.tls: Expected `bool`"),
         ('site = "s1"\n', r"missing required field `mqtt`"),
         ('site = "s1"\n[mqtt\nhost = "b"\n', r"not valid TOML"),
     ],
@@ -45,9 +58,15 @@ def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, expected: s
     assert str(path) in str(info.value)
 
 
-def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+def test_missing_file_is_a_clear_error_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"does not exist: .*tillpulse x sample-config"):
         load_config(tmp_path / "nope.toml", Sample, "x", environ={})
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path, Sample, "x", environ={})
+
+
+def test_a_config_error_is_an_operator_error_exit_2() -> None:
+    assert issubclass(ConfigError, OperatorError) and ConfigError("x").exit_code == EXIT_USAGE
 
 
 def test_environment_overrides_single_keys_with_toml_typing(tmp_path: Path) -> None:
@@ -64,10 +83,57 @@ def test_environment_overrides_single_keys_with_toml_typing(tmp_path: Path) -> N
     assert config.ports == ["/dev/ttyUSB0", "/dev/ttyUSB1"]
 
 
-def test_a_bad_override_names_the_variable(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "TILLPULSE_X__MQTT__PORT",
+            "eighty",
+            "TILLPULSE_X__MQTT__PORT=eighty: mqtt.port: Expected `int`, got `str`: "
+            "fix or unset the variable",
+        ),
+        (
+            "TILLPULSE_X__MQTT__HOTS",
+            "b",
+            "TILLPULSE_X__MQTT__HOTS: no key [mqtt] hots (known: host, port, tls): "
+            "fix the variable's name or unset it",
+        ),
+        (
+            "TILLPULSE_X__MQQT__HOST",
+            "b",
+            "TILLPULSE_X__MQQT__HOST: no key mqqt (known: site, mqtt, ports, window): "
+            "fix the variable's name or unset it",
+        ),
+        (
+            "TILLPULSE_X__WINDOW",
+            "soon",
+            "TILLPULSE_X__WINDOW=soon: window: 'soon' is not a duration: numbers with units "
+            "ms s m h d (e.g. '15m', '1h30m'): fix or unset the variable",
+        ),
+        (
+            "TILLPULSE_X__SITE__NAME",
+            "b",
+            "TILLPULSE_X__SITE__NAME: site is a value, not a table: fix or unset the variable",
+        ),
+    ],
+)
+def test_a_bad_override_blames_the_variable_not_the_file(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
     path = write(tmp_path, 'site = "s1"\n[mqtt]\nhost = "b"\n')
-    with pytest.raises(ConfigError, match="TILLPULSE_X__MQTT__PORT"):
-        load_config(path, Sample, "x", environ={"TILLPULSE_X__MQTT__PORT": "eighty"})
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Sample, "x", environ={variable: value})
+    assert str(info.value) == expected
+
+
+def test_a_key_checked_after_loading_is_named_with_its_table(tmp_path: Path) -> None:
+    path = write(tmp_path, 'site = "s1"\nwindow = "soon"\n[mqtt]\nhost = "b"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Sample, "x", environ={})
+    assert str(info.value) == (
+        f"config file {path}: window: 'soon' is not a duration: numbers with units ms s m h d "
+        "(e.g. '15m', '1h30m')"
+    )
 
 
 def test_secrets_come_from_a_file_or_the_environment(tmp_path: Path) -> None:

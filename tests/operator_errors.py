@@ -1,0 +1,138 @@
+"""The bad-input matrix's shared check: ``tillpulse ...`` run as an operator runs it,
+and what the operator must get back for a mistake (README.md, "Command line").
+
+    result = run_tillpulse("gateway", "run", "-c", str(missing))
+    assert_one_line(result, EXIT_USAGE, str(missing), "check-config")
+
+Each component's cases live in its own ``tests/<component>/test_operator_errors.py``
+and are marked ``operator_error`` (``pytest -m operator_error`` runs the matrix).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from testkit.servers import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    code: int
+    out: str
+    err: str
+
+    @property
+    def lines(self) -> list[str]:
+        """stderr's lines that are not log lines (``ts=... level=...`` or JSON)."""
+        return [
+            line
+            for line in self.err.splitlines()
+            if line.strip() and not line.startswith(("ts=", '{"ts"'))
+        ]
+
+
+def _env(env: Mapping[str, str] | None) -> dict[str, str]:
+    merged = {k: v for k, v in os.environ.items() if not k.startswith("TILLPULSE_")}
+    merged.update(env or {})
+    return merged
+
+
+def run_tillpulse(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+    stdin: str | None = None,
+) -> Result:
+    """``python -m tillpulse ARGS`` to its end; ``TILLPULSE_*`` variables of the test
+    process are not passed on (only those in ``env``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tillpulse", *args],
+        capture_output=True,
+        text=True,
+        env=_env(env),
+        cwd=cwd or REPO,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
+    return Result(tuple(args), done.returncode, done.stdout, done.stderr)
+
+
+def interrupt_tillpulse(
+    *args: str,
+    after: str | float,
+    signum: int = signal.SIGINT,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+) -> Result:
+    """Start ``tillpulse ARGS``, send ``signum`` once ``after`` (a text) appears on its
+    stderr or ``after`` seconds passed, and wait for its end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tillpulse", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(env),
+        cwd=cwd or REPO,
+    )
+    err: list[str] = []
+    try:
+        if isinstance(after, str):
+            assert process.stderr is not None
+            os.set_blocking(process.stderr.fileno(), False)
+
+            def seen() -> bool:
+                # os.read: a non-blocking text stream's read() raises TypeError
+                # when nothing is there yet.
+                try:
+                    chunk = os.read(process.stderr.fileno(), 1 << 16) if process.stderr else b""
+                except BlockingIOError:
+                    chunk = b""
+                if chunk:
+                    err.append(chunk.decode("utf-8", "replace"))
+                return after in "".join(err) or process.poll() is not None
+
+            wait_until(seen, timeout, message=f"{after!r} never appeared on stderr")
+        else:
+            time.sleep(after)
+        process.send_signal(signum)
+        out, rest = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return Result(tuple(args), process.returncode, out, "".join(err) + (rest or ""))
+
+
+def assert_one_line(result: Result, code: int, *names: str) -> str:
+    """Exit ``code``, no traceback, and one line on stderr (log lines aside) that
+    names each of ``names`` (a path, key, variable, or the fix); returns that line."""
+    assert TRACEBACK not in result.err, result.err
+    assert result.code == code, (result.code, result.err)
+    assert len(result.lines) == 1, result.err
+    line = result.lines[0]
+    for name in names:
+        assert name in line, (name, line)
+    return line
+
+
+def as_the_shell_sees(result: Result) -> Result:
+    """A process that died of signal N as ``$?`` shows it: 128 + N. CPython ends with
+    SIGINT itself after a KeyboardInterrupt that C code (a Cython module being imported)
+    saw, even one the command caught and reported: the shell shows 130 either way."""
+    if result.code < 0:
+        return replace(result, code=128 - result.code)
+    return result
