@@ -1,15 +1,17 @@
-"""``tillpulse broker``: provision the broker's accounts from the device registry.
+"""`tillpulse broker`: provision the broker's accounts from the device registry.
 
     provision   regenerate the ACL, reconcile the password file, reload the broker
     add         append an [[agent]] to the registry, then provision
     rotate      give an agent a new password, then provision
     revoke      append a [[revoked]] entry to the registry, then provision
 
+    sample-config   print the example registry to edit
+
 Every command prints one line per change and reloads the broker (SIGHUP to the pid
 in --pid-file), or prints the command that does. An error is one line naming the
-problem and the fix, exit code 2. Each option also comes from the environment
-(TILLPULSE_BROKER_REGISTRY, ..._DIR, ..._SECRETS_DIR, ..._PID_FILE), which the
-compose service broker-admin sets.
+problem and the fix, exit code 2 (130 interrupted). Each option also comes from the
+environment (TILLPULSE_BROKER_REGISTRY, ..._DIR, ..._SECRETS_DIR, ..._PID_FILE),
+which the compose service broker-admin sets.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from broker.registry import (
     parse_registry,
     revoked_block,
 )
+from runtime.cli import OperatorError, add_command, add_commands, component_parser, run_command
+from runtime.deploy_files import add_sample_config, packaged, print_or_write
+from runtime.preflight import check_file
 
-EXIT_ERROR: Final = 2
 _OPTIONS: Final = {  # option -> (environment variable, required, help)
     "--registry": ("TILLPULSE_BROKER_REGISTRY", True, "the registry TOML file"),
     "--broker-dir": ("TILLPULSE_BROKER_DIR", True, "the broker's directory of passwd and acl"),
@@ -45,6 +49,19 @@ _OPTIONS: Final = {  # option -> (environment variable, required, help)
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    return run_command("tillpulse broker", lambda: int(args.work(args)), debug=args.debug)
+
+
+def _provision(args: argparse.Namespace) -> int:
+    for option, (variable, required, _) in _OPTIONS.items():
+        if required and getattr(args, option[2:].replace("-", "_")) is None:
+            raise OperatorError(f"no {option}: pass {option} PATH or set {variable}")
+    check_file(
+        args.registry,
+        f"--registry ({_OPTIONS['--registry'][0]})",
+        None,
+        "write the registry there (tillpulse broker sample-config --out FILE)",
+    )
     try:
         registry = load_registry(args.registry)
         pid = None if args.pid_file is None else broker_pid(args.pid_file)
@@ -62,43 +79,42 @@ def main(argv: list[str]) -> int:
         else:
             reload_broker(pid)
             _say(f"reloaded the broker, pid {pid}")
-    except BrokerError as exc:
-        sys.stderr.write(f"tillpulse broker: {exc}\n")
-        return EXIT_ERROR
+    except BrokerError as exc:  # each names the problem and the fix
+        raise OperatorError(str(exc)) from exc
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tillpulse broker",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = component_parser("broker", __doc__)
+    commands = add_commands(parser)
     for name, help_text in [
         ("provision", "regenerate the ACL and password file from the registry, reload"),
         ("add", "add an agent (a Pi) with its devices to the registry, provision"),
         ("rotate", "give an agent a new password, provision"),
         ("revoke", "revoke an agent (the broker disconnects it at once), provision"),
     ]:
-        command = commands.add_parser(name, help=help_text)
-        for option, (variable, required, option_help) in _OPTIONS.items():
+        command = add_command(commands, "broker", name, help_text)
+        for option, (variable, _, option_help) in _OPTIONS.items():
             default = os.environ.get(variable)
             command.add_argument(
                 option,
                 type=Path,
+                metavar="PATH",
                 default=None if default is None else Path(default),
-                required=required and default is None,
                 help=f"{option_help} (env {variable})",
             )
         if name != "provision":
             command.add_argument("--agent", required=True, help="the agent's id")
+        command.set_defaults(work=_provision)
     add = commands.choices["add"]
     add.add_argument("--site", required=True, help="its site's id (a [[site]] of the registry)")
     add.add_argument(
         "--device", action="append", default=[], help="a device it reads (repeat the option)"
     )
     commands.choices["revoke"].add_argument("--reason", required=True, help="e.g. stolen")
+    add_sample_config(commands, "broker").set_defaults(
+        work=lambda args: print_or_write(args, packaged("broker", "registry.example.toml"))
+    )
     return parser
 
 

@@ -13,13 +13,13 @@ acknowledge a frame it could not store, so the terminal keeps the payment; the
 health sampler skips a sample it could not number) and tries again later, and
 the status file lists every such reason under ``degraded`` until it is gone.
 A state dir that cannot be written at all (read-only filesystem, permissions)
-is a `StateDirError` at start: a person must fix it, so the agent does not run.
+is refused before the agent starts (`edge.config.check_edge_config`, which
+``edge run`` and ``edge check-config`` share): a person must fix it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +51,10 @@ class Agent:
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
         self.state_dir = Path(config.agent.state_dir)
-        _check_writable(self.state_dir)
+        try:  # edge.config.check_edge_config checked it can, for the command line
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateDirError(f"cannot create the state dir {self.state_dir}: {exc}") from exc
         self.outbox = Outbox(
             config.outbox_path,
             max_bytes=config.outbox.max_bytes,
@@ -107,7 +110,7 @@ class Agent:
         while not self.stop.wait(STATUS_EVERY_S if watchdog_s is None else min(watchdog_s, 2.0)):
             self.write_status()
             dead = [w.name for w in workers if not w.is_alive()]
-            if dead:
+            if dead and not self.stop.is_set():  # a stop mid-turn: the workers just ended
                 log.error("worker_died", extra=kv(workers=",".join(dead)))
                 failed = True
                 self.stop.set()
@@ -232,20 +235,3 @@ class Agent:
         thread = threading.Thread(target=target, args=(self.stop,), name=name, daemon=True)
         thread.start()
         return thread
-
-
-def _check_writable(state_dir: Path) -> None:
-    """Raise `StateDirError` if the agent can never write to ``state_dir``.
-
-    A full disk passes (the agent runs degraded through it); a read-only
-    filesystem or missing permissions do not, and need a person.
-    """
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateDirError(f"cannot create the state dir {state_dir}: {exc}") from exc
-    if not os.access(state_dir, os.W_OK | os.X_OK):  # EROFS even for root
-        raise StateDirError(
-            f"the state dir {state_dir} is not writable (read-only filesystem, or not "
-            "the agent's user's): fix it, then start the agent"
-        )

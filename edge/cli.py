@@ -1,10 +1,11 @@
-"""``tillpulse edge``: run the agent, check its config, show its status; write the
+"""tillpulse edge: run the agent, check its config, show its status; write the
 example config and the systemd unit of this installation.
 
-Exit codes: 2 for a bad config or an unusable state dir (the systemd unit does
-not restart on it: a person must fix it); ``status`` exits 0 when the agent
-runs healthy, 3 when it runs degraded (the reasons are shown), 4 when there is
-no fresh status (not running, stopped, or died).
+Exit codes: 0 ok; 1 a runtime failure (check-config --connect: the broker refused
+or is unreachable); 2 a bad option, config or state dir (the systemd unit does not
+restart on it: a person must fix it); 130 interrupted. `status` exits 0 when the
+agent runs healthy, 3 when it runs degraded (the reasons are shown), 4 when there
+is no fresh status (not running, stopped, or died).
 """
 
 from __future__ import annotations
@@ -13,43 +14,73 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import msgspec
+from edge.deploy_files import DEFAULT_UNIT_DIR, EXAMPLE_CONFIG, UNIT_NAME
+from runtime.cli import (
+    EXIT_NOT_RUNNING,
+    OperatorError,
+    RuntimeFailure,
+    add_command,
+    add_commands,
+    component_parser,
+    log_level,
+    run_command,
+)
+from runtime.deploy_files import add_sample_config, packaged, print_or_write, write_file
+from runtime.preflight import check_file
 
-from edge.agent import Agent
-from edge.config import load_edge_config
-from edge.deploy_files import DEFAULT_UNIT_DIR, UNIT_NAME, sample_config, unit_text, write_file
-from edge.errors import EdgeError
-from edge.status import AgentStatus, read_status
-from runtime.config import ConfigError
-from runtime.lifecycle import stop_on_signals
-from runtime.logs import configure_logging
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
+    from edge.status import AgentStatus
 
-EXIT_CONFIG: Final = 2  # also an unusable state dir: RestartPreventExitStatus in the unit
+# The agent, paho, pyserial and msgspec are imported by the commands that use them,
+# so --help and the usage errors stay fast on a Raspberry Pi.
+
 EXIT_DEGRADED: Final = 3
-EXIT_STATUS_UNKNOWN: Final = 4
 STALE_AFTER_S: Final = 30.0
+PROG: Final = "tillpulse edge"
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tillpulse edge", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in [
-        ("run", "run the agent (what the systemd unit starts)"),
-        ("check-config", "validate the config file and exit"),
-        ("status", "outbox depth, link state, drops, per-port counters"),
-    ]:
-        command = commands.add_parser(name, help=help_text)
-        command.add_argument("--config", required=True, help="the agent's TOML config file")
-    commands.choices["run"].add_argument("--log-level", default="info")
-    commands.choices["run"].add_argument("--log-json", action="store_true")
-    commands.choices["status"].add_argument("--json", action="store_true")
-    sample = commands.add_parser("sample-config", help="print the example config to edit")
-    sample.add_argument("--out", metavar="FILE", help="write it to FILE instead of stdout")
-    sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    unit = commands.add_parser(
-        "install-unit", help=f"write the systemd unit {UNIT_NAME} of this installation"
+    args = _parser().parse_args(argv)
+    return run_command(PROG, lambda: int(args.work(args)), debug=args.debug)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = component_parser("edge", __doc__)
+    commands = add_commands(parser)
+    add_command(
+        commands, "edge", "run", "run the agent (what the systemd unit starts)", config=True
+    ).set_defaults(work=_run)
+    check = add_command(
+        commands,
+        "edge",
+        "check-config",
+        "check the config and what it names (files, state dir), as run does, and exit",
+        config=True,
+    )
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also log in to the broker as the agent (a running agent is disconnected "
+        "once and reconnects)",
+    )
+    check.set_defaults(work=_check_config)
+    status = add_command(
+        commands,
+        "edge",
+        "status",
+        "outbox depth, link state, drops, per-port counters",
+        config=True,
+    )
+    status.add_argument("--json", action="store_true", help="print JSON to stdout instead")
+    status.set_defaults(work=_status)
+    add_sample_config(commands, "edge").set_defaults(
+        work=lambda args: print_or_write(args, packaged("edge", EXAMPLE_CONFIG))
+    )
+    unit = add_command(
+        commands, "edge", "install-unit", f"write the systemd unit {UNIT_NAME} of this installation"
     )
     unit.add_argument(
         "--out", metavar="DIR", default=DEFAULT_UNIT_DIR, help="where to write it (%(default)s)"
@@ -62,58 +93,101 @@ def main(argv: list[str]) -> int:
     )
     unit.add_argument("--print", action="store_true", help="print the unit, write nothing")
     unit.add_argument("--force", action="store_true", help="replace an existing unit file")
-    args = parser.parse_args(argv)
+    unit.set_defaults(work=_install_unit)
+    return parser
 
+
+def _config(path: str, *, checked: bool = True) -> EdgeConfig:
+    """The config at ``path``; ``checked``: with what run needs (`check_edge_config`)."""
+    from edge.config import check_edge_config, load_edge_config  # noqa: PLC0415
+    from runtime.config import ConfigError  # noqa: PLC0415
+
+    check_file(path, "-c/--config", None, f"write one with `{PROG} sample-config --out {path}`")
     try:
-        if args.command in ("sample-config", "install-unit"):
-            return _deploy_file(args)
-        config = load_edge_config(args.config)
-        if args.command == "check-config":
-            sys.stdout.write(f"{args.config}: ok\n")
-            return 0
-        if args.command == "status":
-            return _show_status(config.agent.state_dir, as_json=args.json)
-        configure_logging(args.log_level, json_lines=args.log_json)
-        agent = Agent(config)
-    except (ConfigError, EdgeError) as exc:
-        sys.stderr.write(f"tillpulse edge: {exc}\n")
-        return EXIT_CONFIG
-    stop_on_signals(agent.stop, "edge agent")
-    return agent.run()
+        config = load_edge_config(path)
+    except ConfigError as exc:
+        raise OperatorError(str(exc)) from exc
+    if checked:
+        check_edge_config(config, path)
+    return config
 
 
-def _deploy_file(args: argparse.Namespace) -> int:
-    """``sample-config`` and ``install-unit``: print the file, or write it (an existing
-    file only with --force)."""
-    if args.command == "sample-config":
-        text, target = sample_config(), args.out
-    else:
-        text = unit_text(args.venv)
-        target = None if args.print else Path(args.out) / UNIT_NAME
-    if target is None:
-        sys.stdout.write(text)
+def _run(args: argparse.Namespace) -> int:
+    from edge.agent import Agent  # noqa: PLC0415
+    from edge.errors import EdgeError  # noqa: PLC0415
+    from runtime.config import ConfigError  # noqa: PLC0415
+    from runtime.lifecycle import ServiceSignals  # noqa: PLC0415
+    from runtime.logs import configure_logging  # noqa: PLC0415
+
+    with ServiceSignals("edge agent") as signals:
+        config = _config(args.config)
+        configure_logging(log_level(args), json_lines=args.log_json)
+        try:
+            agent = Agent(config)
+        except (ConfigError, EdgeError) as exc:  # e.g. an outbox file of a newer version
+            raise OperatorError(str(exc)) from exc
+        signals.running(agent.stop)
+        return signals.exit_code(agent.run())
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    sys.stdout.write(f"{args.config}: ok\n")
+    if not args.connect:
         return 0
-    sys.stdout.write(f"wrote {write_file(target, text, force=args.force)}\n")
-    if args.command == "install-unit":
-        sys.stdout.write("now: systemctl daemon-reload && systemctl enable --now tillpulse-edge\n")
+    from runtime.preflight import probe_mqtt  # noqa: PLC0415
+
+    mqtt = config.mqtt
+    problem = probe_mqtt(
+        mqtt.host,
+        mqtt.port,
+        mqtt.username,
+        mqtt.password(),
+        mqtt.tls,
+        client_id=config.agent.device,
+        session_expiry_s=mqtt.session_expiry_s,
+    )
+    if problem is not None:
+        raise RuntimeFailure(problem)
+    sys.stdout.write(f"mqtt {mqtt.host}:{mqtt.port}: ok\n")
     return 0
 
 
-def _show_status(state_dir: str, *, as_json: bool) -> int:
+def _install_unit(args: argparse.Namespace) -> int:
+    from edge.deploy_files import unit_text  # noqa: PLC0415
+
+    text = unit_text(args.venv)
+    if args.print:
+        sys.stdout.write(text)
+        return 0
+    target = write_file(Path(args.out) / UNIT_NAME, text, force=args.force)
+    sys.stdout.write(
+        f"wrote {target}\nnow: systemctl daemon-reload && systemctl enable --now tillpulse-edge\n"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import msgspec  # noqa: PLC0415
+
+    from edge.status import read_status  # noqa: PLC0415
+
+    state_dir = _config(args.config, checked=False).agent.state_dir
     try:
         status = read_status(state_dir)
     except (OSError, msgspec.DecodeError) as exc:
-        sys.stderr.write(
-            f"tillpulse edge: no status in {state_dir} (is the agent running?): {exc}\n"
-        )
-        return EXIT_STATUS_UNKNOWN
-    if as_json:
+        raise OperatorError(
+            f"no status in {state_dir} (is the agent running? systemctl status "
+            f"tillpulse-edge): {exc}",
+            exit_code=EXIT_NOT_RUNNING,
+        ) from exc
+    if args.json:
         sys.stdout.write(msgspec.json.encode(status).decode() + "\n")
     else:
         sys.stdout.write(_render(status))
     fresh = time.time() - status.written_unix < STALE_AFTER_S
     if not (status.running and fresh):
-        return EXIT_STATUS_UNKNOWN
+        return EXIT_NOT_RUNNING
     return EXIT_DEGRADED if status.degraded else 0
 
 

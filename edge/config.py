@@ -32,13 +32,17 @@ Any key can be overridden from the environment, e.g.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
 
+from runtime.cli import OperatorError
 from runtime.config import load_config
-from runtime.config_sections import MqttSection, Seconds, Section
+from runtime.config_sections import MQTT_PASSWORD_ENV, MqttSection, Seconds, Section
+from runtime.preflight import check_dir, check_secret, check_tls_files
 from wire.messages import Id
 
 
@@ -81,3 +85,26 @@ class EdgeConfig(Section, kw_only=True, frozen=True):
 
 def load_edge_config(path: str | Path) -> EdgeConfig:
     return load_config(path, EdgeConfig, "edge")
+
+
+def check_edge_config(
+    config: EdgeConfig, source: str | Path, environ: Mapping[str, str] | None = None
+) -> None:
+    """What ``edge run`` needs before it starts, checked by ``run`` and ``check-config``
+    alike: a serial port to read, a writable state dir (created), the broker's
+    password and TLS files. Raises `OperatorError` naming the key and the fix."""
+    if not config.serial:
+        raise OperatorError(
+            f"no [[serial]] port in {source}: add one per device the agent reads, "
+            '[[serial]] port = "/dev/ttyUSB0" (see tillpulse edge sample-config)'
+        )
+    check_dir(config.agent.state_dir, "[agent] state_dir", source)
+    if config.mqtt.username is not None:
+        check_secret(
+            config.mqtt.password_file,
+            MQTT_PASSWORD_ENV,
+            "[mqtt] password_file",
+            source,
+            os.environ if environ is None else environ,
+        )
+    check_tls_files(config.mqtt.tls, source)

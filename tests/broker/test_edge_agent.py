@@ -111,9 +111,10 @@ def test_a_pis_two_terminals_and_sensor_all_get_through_the_provisioned_broker(
 
 
 def test_revoking_the_pi_drops_its_agent_and_refuses_its_reconnects(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, devices: list[Terminal]
 ) -> None:
-    agent = start_agent(fleet, tmp_path, [])  # no terminal: it only keeps its link up
+    # one idle terminal (an agent needs a [[serial]] port): it only keeps its link up
+    agent = start_agent(fleet, tmp_path, devices[:1])
     try:
         wait_until(lambda: "event=broker_connected" in agent.log(), 10, message="not connected")
 
