@@ -37,14 +37,24 @@ loaded, with an error naming the key.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
 from runtime.config import load_config
-from runtime.config_sections import InfluxSection, MqttSection, Section
+from runtime.config_sections import (
+    INFLUX_PASSWORD_ENV,
+    INFLUX_TOKEN_ENV,
+    MQTT_PASSWORD_ENV,
+    InfluxSection,
+    MqttSection,
+    Section,
+)
 from runtime.durations import parse_duration
+from runtime.preflight import check_dir, check_secret, check_tls_files
 from wire.messages import Id
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -100,7 +110,7 @@ class SpoolSection(Section, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         if self.segment_bytes > self.max_bytes:
-            raise ValueError("spool.segment_bytes must not exceed spool.max_bytes")
+            raise ValueError("segment_bytes: must not exceed max_bytes")
 
 
 class ForwarderSection(Section, kw_only=True, frozen=True):
@@ -140,7 +150,7 @@ class HttpSection(Section, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         if int(self.listen.rpartition(":")[2]) > 65535:
-            raise ValueError(f"http.listen {self.listen!r}: port must be 0-65535")
+            raise ValueError(f"listen: {self.listen!r}: the port must be 0-65535")
 
     @property
     def address(self) -> tuple[str, int]:
@@ -173,3 +183,24 @@ class GatewayConfig(Section, kw_only=True, frozen=True):
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
     return load_config(path, GatewayConfig, "gateway")
+
+
+def load_checked(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The config, and what `run` needs of the machine before it starts: the state
+    directory writable (created if missing, as the spool would), the secrets and TLS
+    files readable. `run` and `check-config` both start here, so they agree.
+    Raises `OperatorError` naming the key, the file and the fix."""
+    config = load_gateway_config(path)
+    env = dict(os.environ if environ is None else environ)
+    check_dir(config.gateway.state_dir, "[gateway] state_dir", path)
+    mqtt = config.mqtt
+    if mqtt.username is not None:
+        check_secret(mqtt.password_file, MQTT_PASSWORD_ENV, "[mqtt] password_file", path, env)
+    check_tls_files(mqtt.tls, path)
+    influx = config.influxdb
+    if influx.dialect == "v2":
+        check_secret(influx.token_file, INFLUX_TOKEN_ENV, "[influxdb] token_file", path, env)
+    elif influx.username is not None:
+        key = "[influxdb] password_file"
+        check_secret(influx.password_file, INFLUX_PASSWORD_ENV, key, path, env)
+    return config

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from runtime.cli import OperatorError
+
 
 class GatewayError(Exception):
     """Base class of every error the gateway raises on purpose."""
+
+
+class StartError(GatewayError, OperatorError):
+    """The gateway cannot start as configured (a listen address in use, a state
+    directory another gateway holds): the text names the key and the fix (exit 2)."""
 
 
 class SpoolError(GatewayError):

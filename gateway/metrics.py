@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import json
 import logging
 import math
 import re
+import socket
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from gateway.errors import StartError
 from gateway.pipeline import PipelineStats
 from runtime.logs import kv
 from wire.lineproto import FieldValue, encode_point
@@ -272,7 +275,10 @@ class MetricsServer:
         health: Callable[[], Health],
     ) -> None:
         handler = _handler(metrics, health)
-        self._server = _Server(address, handler)
+        try:
+            self._server = _Server(address, handler)
+        except OSError as exc:
+            raise StartError(_listen_problem(address, exc)) from exc
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.1},  # how soon `stop` is noticed
@@ -293,6 +299,21 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def _listen_problem(address: tuple[str, int], exc: OSError) -> str:
+    where = f"[http] listen {address[0]}:{address[1]}"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{where}: not an address of this machine ({exc.strerror or exc}): "
+            "choose one it has (127.0.0.1, or 0.0.0.0 for all)"
+        )
+    fixes = {
+        errno.EADDRINUSE: "is in use by another process: stop it or choose another address",
+        errno.EACCES: "needs root (a port below 1024): choose a port from 1024 up",
+    }
+    other = f"cannot listen ({exc.strerror or exc}): choose another address"
+    return f"{where} {fixes.get(exc.errno or 0, other)}"
 
 
 class _Server(ThreadingHTTPServer):

@@ -22,7 +22,7 @@ import time
 from typing import Final
 
 from gateway.config import GatewayConfig
-from gateway.errors import SpoolError
+from gateway.errors import SpoolError, SpoolLockedError, StartError
 from gateway.forwarder import Forwarder, ForwarderSettings
 from gateway.ingest import Ingest
 from gateway.metrics import Degraded, GatewayMetrics, Health, MetricsServer
@@ -42,12 +42,18 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         gateway_id = config.gateway.id
-        self.spool = Spool(
-            config.spool_dir,
-            max_bytes=config.spool.max_bytes,
-            segment_bytes=config.spool.segment_bytes,
-            fsync=FsyncPolicy(FsyncMode(config.spool.fsync), config.spool.fsync_interval_s),
-        )
+        try:
+            self.spool = Spool(
+                config.spool_dir,
+                max_bytes=config.spool.max_bytes,
+                segment_bytes=config.spool.segment_bytes,
+                fsync=FsyncPolicy(FsyncMode(config.spool.fsync), config.spool.fsync_interval_s),
+            )
+        except SpoolLockedError as exc:
+            raise StartError(
+                f"[gateway] state_dir {config.gateway.state_dir}: {exc}: stop the other "
+                "gateway, or give this one a state_dir of its own"
+            ) from exc
         self.deadletters = DeadLetters(
             config.deadletters_dir, max_bytes=config.deadletters.max_bytes
         )

@@ -68,9 +68,9 @@ def test_v1_needs_a_database(tmp_path: Path) -> None:
         (V2 + '[http]\nlisten = "9464"\n', "http.listen"),
         (V2 + '[http]\nlisten = "0.0.0.0:99999"\n', "http.listen"),
         (V2 + "[forwarder]\nlinger_ms = 1.5\n", "forwarder.linger_ms"),
-        (V2 + '[timestamps]\nmax_event_age = "30 days"\n', "timestamps: max_event_age"),
+        (V2 + '[timestamps]\nmax_event_age = "30 days"\n', "timestamps.max_event_age"),
         (V2 + "[timestamps]\nmax_event_age = 30\n", "timestamps.max_event_age"),
-        (V2 + '[timestamps]\nmax_future_skew = "0s"\n', "timestamps: max_future_skew"),
+        (V2 + '[timestamps]\nmax_future_skew = "0s"\n', "timestamps.max_future_skew"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_key_and_the_file(
@@ -118,6 +118,6 @@ def test_a_bad_duration_stops_the_gateway_with_one_line(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert run.stderr == (
-        f"tillpulse gateway: config file {path}: timestamps: max_event_age: 'a month' is not a "
+        f"tillpulse gateway: config file {path}: timestamps.max_event_age: 'a month' is not a "
         "duration: numbers with units ms s m h d (e.g. '15m', '1h30m')\n"
     )
