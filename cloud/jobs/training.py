@@ -35,6 +35,7 @@ from cloud.detectors.trained_model import (
     metadata,
 )
 from cloud.detectors.volume_baseline import DailyHistory, VolumeFit, learn_volume
+from cloud.jobs.progress import Progress
 from cloud.reading.influxql_reader import InfluxQLReader, Series
 from cloud.reading.window import PAYMENT_COLUMNS, system_declines_by_acquirer
 from runtime.logs import kv
@@ -51,6 +52,10 @@ DECLINE_PRIOR: Final = (1.0, 20.0)  # Beta prior: a few declines in twenty, befo
 DECLINE_CODE_PRIOR: Final = 20.0  # a terminal's decline-code mix: its merchant category's, worth 20
 
 
+class HistoryTooShortError(ValueError):
+    """The span given to `train` cannot make a model."""
+
+
 def train(
     reader: InfluxQLReader,
     start_ns: int,
@@ -60,12 +65,14 @@ def train(
     fraud_hours: float = 48.0,
     seed: int = 0,
     calendar: Calendar | None = None,
+    progress: Progress | None = None,
 ) -> TrainedModel:
     """The model from ``[start, end)`` of history; the hours of ``calendar``'s days are
     left out of the volume baselines (a sale is not a usual day)."""
     if end_ns - start_ns < NS_PER_HOUR:
-        raise ValueError("train needs at least an hour of history")
-    hourly = _hourly_volume(reader, start_ns, end_ns)
+        raise HistoryTooShortError("train needs at least an hour of history")
+    progress = progress or Progress()
+    hourly = _hourly_volume(reader, start_ns, end_ns, progress)
     amounts = _per_device(
         reader,
         "SELECT percentile(amount_minor, 25), median(amount_minor), "
@@ -107,7 +114,9 @@ def train(
         for k in range(profiles_model.n_clusters if profiles_model is not None else 0)
     ]
     fraud_start = max(start_ns, end_ns - int(fraud_hours * NS_PER_HOUR))
-    fraud, multi_site_cards = _fit_fraud(reader, fraud_start, end_ns, window_s, seed)
+    fraud, multi_site_cards, fraud_windows = _fit_fraud(
+        reader, fraud_start, end_ns, window_s, seed, progress=progress
+    )
     baselines = Baselines(
         trained_from_ns=start_ns,
         trained_to_ns=end_ns,
@@ -132,8 +141,11 @@ def train(
             history_from=_iso(start_ns),
             history_to=_iso(end_ns),
             terminals=len(terminals),
+            payments=sum(h.payments for h in hourly.values()),
             window_s=window_s,
             fraud_features=list(FEATURES),
+            fraud_from=_iso(fraud_start),
+            fraud_windows=fraud_windows,  # terminal-windows with payments it learned from
         ),
     )
 
@@ -153,11 +165,13 @@ class _Hourly:
         self.first_ns = 0  # start of the first day of the history it took payments
 
 
-def _hourly_volume(reader: InfluxQLReader, start_ns: int, end_ns: int) -> dict[str, _Hourly]:
+def _hourly_volume(
+    reader: InfluxQLReader, start_ns: int, end_ns: int, progress: Progress
+) -> dict[str, _Hourly]:
     """Payments per terminal and hour of the week, a day per query."""
     per_device: dict[str, _Hourly] = defaultdict(_Hourly)
     day_start = start_ns - start_ns % NS_PER_HOUR
-    for lo in range(day_start, end_ns, NS_PER_DAY):
+    for lo in progress.track(range(day_start, end_ns, NS_PER_DAY), "train: days of history"):
         hi = min(lo + NS_PER_DAY, end_ns)
         series = reader.query(
             'SELECT count(approved), sum(approved), last(mcc) FROM "payment" '
@@ -373,13 +387,21 @@ def _acquirer_baselines(
 
 
 def _fit_fraud(
-    reader: InfluxQLReader, start_ns: int, end_ns: int, window_s: int, seed: int
-) -> tuple[IsolationForest | None, list[str]]:
-    """The fraud model over per-terminal windows, and the cards normally used at many sites."""
+    reader: InfluxQLReader,
+    start_ns: int,
+    end_ns: int,
+    window_s: int,
+    seed: int,
+    *,
+    progress: Progress,
+) -> tuple[IsolationForest | None, list[str], int]:
+    """The fraud model over per-terminal windows (None: fewer than `MIN_FRAUD_WINDOWS`),
+    the cards normally used at many sites, and how many terminal-windows it saw."""
     window_ns = window_s * NS_PER_S
     rows: list[np.ndarray[Any, Any]] = []
     sites_by_card_hour: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for lo in range(start_ns - start_ns % window_ns, end_ns, window_ns):
+    starts = range(start_ns - start_ns % window_ns, end_ns, window_ns)
+    for lo in progress.track(starts, "train: fraud windows"):
         payments = reader.select("payment", PAYMENT_COLUMNS, lo, min(lo + window_ns, end_ns))
         for ts, card, site in zip(
             payments.time, payments["card_token"], payments["site"], strict=True
@@ -389,6 +411,8 @@ def _fit_fraud(
         if windows:
             rows.append(feature_matrix(windows))
     multi_site = sorted({card for (card, _), sites in sites_by_card_hour.items() if len(sites) > 1})
-    if not rows or sum(len(r) for r in rows) < MIN_FRAUD_WINDOWS:
-        return None, multi_site
-    return IsolationForest(n_estimators=100, random_state=seed).fit(np.vstack(rows)), multi_site
+    seen = sum(len(r) for r in rows)
+    if seen < MIN_FRAUD_WINDOWS:
+        return None, multi_site, seen
+    forest = IsolationForest(n_estimators=100, random_state=seed).fit(np.vstack(rows))
+    return forest, multi_site, seen

@@ -46,6 +46,7 @@ class AlertOutputs:
     ) -> None:
         self._outputs: dict[str, Callable[[Sequence[Alert]], int]] = {}
         self._closers: list[Callable[[], None]] = []
+        self._failing: set[str] = set()  # outputs down: logged when they went, and came back
         if influxdb is not None:
             self._outputs["influxdb"] = influxdb.write
             self._closers.append(influxdb.close)
@@ -63,11 +64,19 @@ class AlertOutputs:
             try:
                 reports[name] = OutputReport(delivered=send(alerts))
             except OutputError as exc:
-                log.error("output_failed", extra=kv(output=name, error=str(exc)))
+                # once per outage: a live job retries every cycle
+                level = logging.DEBUG if name in self._failing else logging.ERROR
+                log.log(level, "output_failed", extra=kv(output=name, error=str(exc)))
+                self._failing.add(name)
                 reports[name] = OutputReport(error=str(exc))
+                continue
             except Exception as exc:  # a bug in one output must not stop the others
                 log.exception("output_crashed", extra=kv(output=name))
                 reports[name] = OutputReport(error=f"{type(exc).__name__}: {exc}")
+                continue
+            if name in self._failing:
+                self._failing.discard(name)
+                log.info("output_back", extra=kv(output=name))
         return reports
 
     def close(self) -> None:

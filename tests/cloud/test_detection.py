@@ -157,7 +157,7 @@ port = {mosquitto.port}
     write_labels(labels, fleet.labels)
     report = tmp_path / "report.json"
     evaluate_args = ["--labels", str(labels), "--alerts", str(alerts_file)]
-    evaluate_args += ["--terminals", str(TERMINALS), "--hours", "1", "--json", str(report)]
+    evaluate_args += ["--terminals", str(TERMINALS), "--hours", "1", "--report-out", str(report)]
     assert cloud_main(["evaluate", *evaluate_args]) == 0
     assert "tillpulse cloud evaluate" in capsys.readouterr().out  # the table; figures: JSON
     rows_by_type = {row["type"]: row for row in json.loads(report.read_bytes())["rows"]}

@@ -417,11 +417,27 @@ def test_the_cli_scores_a_vendor_label_file(
     alerts_path.write_bytes(encode(alert("site_network", 60, site="s0003")) + b"\n")
     report_path = tmp_path / "report.json"
     args = ["evaluate", "--labels", str(labels_path), "--alerts", str(alerts_path)]
-    args += ["--terminals", "10", "--hours", "1", "--window", "60s", "--json", str(report_path)]
-    assert cloud_main(args) == 0
+    args += ["--terminals", "10", "--hours", "1", "--window", "60s"]
+    assert cloud_main([*args, "--report-out", str(report_path)]) == 0
     assert "tillpulse cloud evaluate" in capsys.readouterr().out  # the table; figures: JSON
     report = msgspec.json.decode(report_path.read_bytes(), type=Report)
     assert (row(report, "site_network").f1, report.overall.micro_precision) == (1.0, 1.0)
+    assert cloud_main([*args, "--json"]) == 0  # the same report on stdout, for a pipe
+    assert msgspec.json.decode(capsys.readouterr().out, type=Report) == report
+
+
+def test_the_table_in_a_pipe_is_not_clipped_to_80_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels_path = tmp_path / "labels.jsonl"
+    labels_path.write_bytes(vendor_line("v-1", "site_network", 0, 900, sites=["s0003"]) + b"\n")
+    alerts_path = tmp_path / "alerts.jsonl"
+    alerts_path.write_bytes(encode(alert("site_network", 60, site="s0003")) + b"\n")
+    args = ["evaluate", "--labels", str(labels_path), "--alerts", str(alerts_path)]
+    assert cloud_main([*args, "--terminals", "10", "--hours", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "median delay" in out and "micro precision / recall, macro F1" in out
+    assert max(len(line) for line in out.splitlines()) > 80
 
 
 def test_a_label_of_an_unknown_type_is_a_one_line_error(
