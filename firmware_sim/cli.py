@@ -1,9 +1,14 @@
-"""``tillpulse sim``: run a simulated fleet into MQTT, a JSONL file or serial links.
+"""`tillpulse sim`: run a simulated fleet into MQTT, a JSONL file or serial links.
 
     tillpulse sim fleet --terminals 200 --sensors 50 --scenario demo --accel 60 \\
         --duration 1d --mqtt 127.0.0.1:1883 --seed 7 --labels labels.jsonl
     tillpulse sim fleet --terminals 50 --duration 1d --accel 0 --out events.jsonl
     tillpulse sim serial --terminals 2 --sensors 1 --ports ports.json --accel 60
+
+A scenario's incidents count from --start: a run that ends before one of them
+starts refuses to run (--allow-partial runs it anyway). Exit codes: 0 done,
+1 runtime failure (broker unreachable or refusing, not drained), 2 bad option,
+scenario or output file, 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -11,60 +16,89 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
-from rich.console import Console
-
-from firmware_sim.errors import OutputError, SimError
-from firmware_sim.mqtt_fleet import MqttFleet
-from firmware_sim.report import RunStats, render_summary
-from firmware_sim.run_loop import run
-from firmware_sim.run_setup import SimSettings, Simulation, build_simulation
-from firmware_sim.scenario_file import load_scenario, shipped_scenarios
-from firmware_sim.serial_link import SerialFleet
+from firmware_sim.errors import OutputError
+from firmware_sim.scenario_file import check_timing, load_scenario, shipped_scenarios
 from firmware_sim.simtime import default_start
-from firmware_sim.sinks import JsonlSink, Sink
+from runtime.cli import (
+    OperatorError,
+    RuntimeFailure,
+    add_command,
+    add_commands,
+    component_parser,
+    log_level,
+    run_command,
+)
+from runtime.config import read_secret
 from runtime.durations import parse_duration
+from runtime.lifecycle import sigterm_interrupts
 from runtime.logs import configure_logging, kv
-from wire.labels import write_labels
 from wire.timestamps import iso, parse_iso
 
+# The fleet model, paho and rich load only when a command runs, in the functions
+# that use them (PLC0415 below): `tillpulse sim --help` must stay fast.
+if TYPE_CHECKING:
+    from firmware_sim.report import RunStats
+    from firmware_sim.run_setup import SimSettings, Simulation
+    from firmware_sim.sinks import Sink
+
 log = logging.getLogger("firmware_sim")
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-CALENDAR_FILE = "calendar.toml"  # beside the labels, unless --calendar says where
+PROG: Final = "tillpulse sim"
+CALENDAR_FILE: Final = "calendar.toml"  # beside the labels, unless --calendar says where
+PASSWORD_ENV: Final = "TILLPULSE_SIM_MQTT_PASSWORD"  # or --mqtt-password-file
+PROGRESS_LOG_S: Final = 5.0  # a progress line this often when stderr is no terminal
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level, json_lines=args.log_json)
-    try:
-        simulation = build_simulation(_settings(args))
-        if args.labels is not None:
-            with _writing("--labels", args.labels):
-                count = write_labels(args.labels, simulation.labels)
-            log.info("labels_written", extra=kv(path=str(args.labels), labels=count))
-        _write_calendar(args, simulation)
-    except (SimError, ValueError) as exc:
-        parser.exit(EXIT_USAGE, f"tillpulse sim: error: {exc}\n")
-    console = None if args.quiet else Console(stderr=True)
+    with sigterm_interrupts():  # a run is a job: SIGTERM stops it as Ctrl-C does (130)
+        args = _parser().parse_args(argv)
+        configure_logging(log_level(args), json_lines=args.log_json)
+        return run_command(PROG, lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console  # noqa: PLC0415
+
+    from firmware_sim.report import RunStats, render_summary  # noqa: PLC0415
+    from firmware_sim.run_loop import run  # noqa: PLC0415
+    from firmware_sim.run_setup import build_simulation  # noqa: PLC0415
+    from wire.labels import write_labels  # noqa: PLC0415
+
+    settings = _settings(args)
+    if not args.allow_partial:
+        check_timing(settings.scenario, settings.start_ns, settings.duration_ns)
+    password = _password(args)
+    simulation = build_simulation(settings)
+    if args.labels is not None:
+        with _writing("--labels", args.labels):
+            count = write_labels(args.labels, simulation.labels)
+        log.info("labels_written", extra=kv(path=str(args.labels), labels=count))
+    _write_calendar(args, simulation)
     stats = RunStats()
-    try:
-        sink = _sink(args, simulation, stats)
-        run(simulation, sink, accel=args.accel, console=console, stats=stats)
-    except OutputError as exc:
-        parser.exit(EXIT_USAGE, f"tillpulse sim: error: {exc}\n")
-    except SimError as exc:
-        log.error("sim_failed", extra=kv(error=str(exc)))
-        return EXIT_ERROR
-    if console is not None:
+    sink = _sink(args, simulation, stats, password)
+    # a bar on a terminal; in a pipe or a journal, progress log lines (run_loop)
+    on_terminal = not args.quiet and sys.stderr.isatty()
+    run(
+        simulation,
+        sink,
+        accel=args.accel,
+        console=Console(stderr=True) if on_terminal else None,
+        stats=stats,
+        log_every_s=None if args.quiet or on_terminal else PROGRESS_LOG_S,
+    )
+    if not args.quiet:
         render_summary(stats, Console())
     if stats.refused:  # an ACL or a quota: those events never reached anyone
-        log.error("publishes_refused", extra=kv(refused=stats.refused))
-        return EXIT_ERROR
+        raise RuntimeFailure(
+            f"the broker at {args.mqtt} refused {stats.refused} publishes (PUBACK with a"
+            " failure reason): check the broker's ACL and quotas for the devices' topics"
+        )
     return 0
 
 
@@ -83,20 +117,41 @@ def _write_calendar(args: argparse.Namespace, simulation: Simulation) -> None:
 
 
 def _settings(args: argparse.Namespace) -> SimSettings:
+    from firmware_sim.run_setup import SimSettings  # noqa: PLC0415
+
     return SimSettings(
         terminals=args.terminals,
         sensors=args.terminals // 4 if args.sensors is None else args.sensors,
         seed=args.seed,
-        start_ns=default_start() if args.start is None else parse_iso(args.start),
-        duration_ns=parse_duration(args.duration),
+        start_ns=default_start() if args.start is None else args.start,
+        duration_ns=args.duration,
         scenario=load_scenario(args.scenario),
         status_every_s=args.status_every,
         sensor_every_s=args.sensor_every,
     )
 
 
-def _sink(args: argparse.Namespace, simulation: Simulation, stats: RunStats) -> Sink:
+def _password(args: argparse.Namespace) -> str | None:
+    """The devices' broker password (each logs in as its device id); None: anonymous."""
+    if args.command != "fleet" or args.mqtt is None:
+        return None
+    if args.mqtt_password_file is None:
+        return os.environ.get(PASSWORD_ENV) or None
+    try:
+        return read_secret(args.mqtt_password_file, PASSWORD_ENV)
+    except OperatorError as exc:
+        raise OperatorError(
+            f"--mqtt-password-file: {exc}: name a readable file with the password on its"
+            f" first line, or set {PASSWORD_ENV}"
+        ) from None
+
+
+def _sink(
+    args: argparse.Namespace, simulation: Simulation, stats: RunStats, password: str | None
+) -> Sink:
     if args.command == "serial":
+        from firmware_sim.serial_link import SerialFleet  # noqa: PLC0415
+
         devices = [d.device_id for d in simulation.fleet.devices]
         fleet = SerialFleet(devices, retransmit_s=args.retransmit, seed=args.seed)
         ports = fleet.ports()
@@ -107,10 +162,22 @@ def _sink(args: argparse.Namespace, simulation: Simulation, stats: RunStats) -> 
                 Path(args.ports).write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
         return fleet
     if args.out is not None:
+        from firmware_sim.sinks import JsonlSink  # noqa: PLC0415
+
         with _writing("--out", args.out):
             return JsonlSink(args.out, stats)
+    from firmware_sim.mqtt_fleet import MqttFleet  # noqa: PLC0415
+
     host, _, port = args.mqtt.rpartition(":")
-    return MqttFleet(host, int(port), stats, window=args.window, seed=args.seed)
+    return MqttFleet(
+        host,
+        int(port),
+        stats,
+        window=args.publish_window,
+        connect_timeout_s=args.connect_timeout,
+        seed=args.seed,
+        password=password,
+    )
 
 
 @contextmanager
@@ -152,6 +219,23 @@ def _interval(text: str) -> float:
     return _number(text, float, 0.0, strict=True)
 
 
+def _duration(text: str) -> int:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    return value
+
+
+def _time(text: str) -> int:
+    try:
+        return parse_iso(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _host_port(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -160,12 +244,9 @@ def _host_port(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tillpulse sim",
-        description="Simulated POS terminal and sensor fleets with injected faults and fraud.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fleet = commands.add_parser("fleet", help="publish a fleet over MQTT or write it to JSONL")
+    parser = component_parser("sim", __doc__)
+    commands = add_commands(parser)
+    fleet = add_command(commands, "sim", "fleet", "publish a fleet over MQTT or write it to JSONL")
     _common(fleet)
     target = fleet.add_mutually_exclusive_group(required=True)
     target.add_argument(
@@ -178,12 +259,26 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, metavar="FILE", help="write the events to a JSONL file instead"
     )
     fleet.add_argument(
-        "--window",
+        "--publish-window",
         type=_positive_int,
         default=20,
+        metavar="N",
         help="unacknowledged QoS 1 publishes per device (default 20)",
     )
-    serial = commands.add_parser("serial", help="speak wire framing over one pty per device")
+    fleet.add_argument(
+        "--connect-timeout",
+        type=_interval,
+        default=30.0,
+        metavar="SECONDS",
+        help="keep trying an unreachable broker this long, then fail (default 30)",
+    )
+    fleet.add_argument(
+        "--mqtt-password-file",
+        metavar="FILE",
+        help=f"the devices' broker password, each logging in as its device id (else"
+        f" ${PASSWORD_ENV}; neither: no login)",
+    )
+    serial = add_command(commands, "sim", "serial", "speak wire framing over one pty per device")
     _common(serial)
     serial.add_argument(
         "--ports",
@@ -218,17 +313,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help=f"scenario TOML file or shipped name ({', '.join(shipped_scenarios())})",
     )
     parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="run even if it ends before some of the scenario's incidents start",
+    )
+    parser.add_argument(
         "--accel",
         type=_rate,
         default=60.0,
         help="simulated seconds per wall second; 0 = as fast as possible",
     )
-    parser.add_argument("--duration", default="1d", help="simulated duration (e.g. 6h, 1d)")
+    parser.add_argument(
+        "--duration", type=_duration, default="1d", help="simulated duration (e.g. 6h, 1d)"
+    )
     parser.add_argument(
         "--start",
+        type=_time,
         default=None,
         metavar="ISO",
-        help=f"simulated start, UTC (default: start of yesterday, {iso(default_start())})",
+        help=f"simulated start, UTC (default: start of yesterday, {iso(default_start())});"
+        " the scenario's offsets count from it",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument(
@@ -255,6 +359,3 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="sensor sample interval (default 60)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress display or summary")
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--log-json", action="store_true", help="log JSON lines")

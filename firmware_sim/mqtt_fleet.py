@@ -66,6 +66,8 @@ from firmware_sim.corruption import mangle_payload
 from firmware_sim.errors import SimError
 from firmware_sim.event_engine import Emission, LinkChange, SimEvent
 from firmware_sim.report import RunStats
+from runtime.backoff import Backoff
+from runtime.cli import EXIT_FAILED
 from runtime.logs import kv
 from wire.messages import STREAM_FOR_MESSAGE, DeviceState, PaymentTransaction, StateReason, encode
 from wire.topics import Stream, device_topic
@@ -80,7 +82,10 @@ SERVICE_EVERY: Final = 4096  # events handed over between two rounds of network 
 
 
 class MqttSimError(SimError):
-    """The broker cannot be reached, or the fleet could not drain in time."""
+    """The broker cannot be reached, refused a device, or the fleet could not drain in
+    time (exit 1)."""
+
+    exit_code = EXIT_FAILED
 
 
 class _Device:
@@ -122,6 +127,7 @@ class MqttFleet:
         window: int = 20,
         max_backlog: int = 50_000,
         drain_timeout_s: float = 60.0,
+        connect_timeout_s: float = 30.0,
         seed: int = 0,
         password: str | None = None,
     ) -> None:
@@ -131,6 +137,8 @@ class MqttFleet:
         self.window = window
         self.max_backlog = max_backlog
         self.drain_timeout_s = drain_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._refused: MqttSimError | None = None  # a CONNACK refusal, raised by _service
         self._stats = stats
         self._devices: dict[str, _Device] = {}
         self._selector = selectors.DefaultSelector()
@@ -258,19 +266,38 @@ class MqttFleet:
         self._backlog += 1
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        try:
-            device.client.connect(
-                self.host,
-                self.port,
-                keepalive=KEEPALIVE_S,
-                clean_start=False,
-                properties=properties,
-            )
-        except OSError as exc:
-            self._broken = True
-            raise MqttSimError(
-                f"device {device.device} cannot connect to {self.host}:{self.port}: {exc}"
-            ) from exc
+        # a broker still starting (or restarting) is waited for, a bounded time
+        deadline = time.monotonic() + self.connect_timeout_s
+        backoff = Backoff(0.5, 5.0)
+        self._broken = True  # until connected: if this never returns, close() has nothing to drain
+        while True:
+            try:
+                device.client.connect(
+                    self.host,
+                    self.port,
+                    keepalive=KEEPALIVE_S,
+                    clean_start=False,
+                    properties=properties,
+                )
+                self._broken = False
+                return
+            except OSError as exc:
+                delay = backoff.next_delay()
+                if time.monotonic() + delay > deadline:
+                    raise MqttSimError(
+                        f"the broker at {self.host}:{self.port} is unreachable"
+                        f" ({exc.strerror or exc}; tried for {self.connect_timeout_s:g}s):"
+                        " start it, or check the address (--mqtt) and the firewall"
+                    ) from exc
+                log.warning(
+                    "broker_unreachable",
+                    extra=kv(
+                        broker=f"{self.host}:{self.port}",
+                        error=exc.strerror or str(exc),
+                        retry_in_s=round(delay, 1),
+                    ),
+                )
+                time.sleep(delay)
 
     def _cut(self, device: _Device) -> None:
         """Drop the TCP connection without DISCONNECT: the broker fires the last will.
@@ -338,6 +365,9 @@ class MqttFleet:
                 device.client.loop_read()
             if mask & selectors.EVENT_WRITE:
                 self._dirty.add(device)
+        if self._refused is not None:
+            self._broken = True
+            raise self._refused
         self._flush()
         now = time.monotonic()
         if now >= self._next_misc:
@@ -374,7 +404,16 @@ class MqttFleet:
         self, client: mqtt.Client, device: _Device, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("connect_refused", extra=kv(device=device.device, reason=str(reason)))
+            # not authorised, banned, a bad client id: retrying cannot help, so the run ends
+            who = (
+                f"the login of username {device.device}"
+                if self._password is not None
+                else f"device {device.device} (no username and password given)"
+            )
+            self._refused = MqttSimError(
+                f"the broker at {self.host}:{self.port} refused {who}: {reason}:"
+                " check the devices' password and the broker's accounts"
+            )
             return
         device.connected = True
         self._pump(device)

@@ -2,6 +2,10 @@
 
 ``accel`` is simulated seconds per wall-clock second (60: a day in 24 minutes);
 0 means as fast as possible: no waiting, the rate is set by the sink alone.
+
+Progress: a `rich` bar on a terminal (``console``); in a pipe or a journal, where a
+bar shows nothing until the end, a ``sim_progress`` log line every ``log_every_s``
+seconds (a log record, so ``--log-json`` keeps stderr JSON).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ def run(
     accel: float = 0.0,
     console: Console | None = None,
     stats: RunStats | None = None,
+    log_every_s: float | None = None,
 ) -> RunStats:
-    """Feed every event of ``simulation`` to ``sink``; returns what happened."""
+    """Feed every event of ``simulation`` to ``sink``; returns what happened. Ctrl-C
+    closes the sink (what is in flight is delivered) and logs ``sim_stopped``."""
     stats = stats if stats is not None else RunStats()
     stats.add_labels(simulation.labels)
     settings = simulation.settings
@@ -50,6 +56,7 @@ def run(
         ),
     )
     wall_start = time.monotonic()
+    next_log = wall_start + log_every_s if log_every_s is not None else float("inf")
     progress = Progress(
         TextColumn("[bold]sim[/bold] {task.description}"),
         BarColumn(),
@@ -76,21 +83,43 @@ def run(
                         description=iso(event.at_ns),
                         events=stats.total_events,
                     )
+                if log_every_s is not None and time.monotonic() >= next_log:
+                    next_log = time.monotonic() + log_every_s
+                    done = (event.at_ns - start_ns) / settings.duration_ns
+                    _log_progress(stats, event.at_ns, done, wall_start)
+        except KeyboardInterrupt:
+            stats.wall_s = time.monotonic() - wall_start
+            log.warning("sim_stopped", extra=kv(reason="interrupted", **_counts(stats)))
+            raise
         finally:
             sink.close()
         progress.update(task, completed=settings.duration_ns / NS_PER_S, events=stats.total_events)
     stats.wall_s = time.monotonic() - wall_start
     stats.simulated_s = settings.duration_ns / NS_PER_S
+    log.info("sim_finished", extra=kv(**_counts(stats)))
+    return stats
+
+
+def _counts(stats: RunStats) -> dict[str, float]:
+    return {
+        "events": stats.total_events,
+        "wall_s": round(stats.wall_s, 3),
+        "events_per_s": round(stats.events_per_s),
+        "published": stats.published,
+        "acknowledged": stats.acknowledged,
+        "duplicates": stats.duplicates,
+        "corrupted": stats.corrupted,
+    }
+
+
+def _log_progress(stats: RunStats, reached_ns: int, done: float, wall_start: float) -> None:
+    wall_s = time.monotonic() - wall_start
     log.info(
-        "sim_finished",
+        "sim_progress",
         extra=kv(
+            reached=iso(reached_ns),
+            done_pct=round(100 * done, 1),
             events=stats.total_events,
-            wall_s=round(stats.wall_s, 3),
-            events_per_s=round(stats.events_per_s),
-            published=stats.published,
-            acknowledged=stats.acknowledged,
-            duplicates=stats.duplicates,
-            corrupted=stats.corrupted,
+            events_per_s=round(stats.total_events / wall_s) if wall_s > 0 else 0,
         ),
     )
-    return stats

@@ -33,6 +33,10 @@ fleet's ordinary traffic (context, never labelled; docs/simulator.md)::
 
 It is decoded with ``msgspec.toml`` into the Structs below, so a wrong key or
 type is an error naming the key; `load_scenario` adds the file name.
+
+Offsets count from the run's start (``--start``), not from midnight: a run that
+ends before an injection starts would leave it out, so `check_timing` refuses
+such a run and names the duration that covers every incident.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import msgspec
 from firmware_sim.errors import ScenarioError
 from runtime.durations import parse_duration
 from wire.incidents import InjectionType
+from wire.timestamps import duration_text, iso
 
 SCENARIO_DIR: Final = Path(__file__).parent / "scenarios"
 _RANDOM: Final = re.compile(r"\Arandom\s+(\d+)\Z")
@@ -227,6 +232,23 @@ def load_scenario(path: str | Path) -> Scenario:
             except ValueError as exc:
                 raise ScenarioError(f"scenario {path}: injection[{index}].{key}: {exc}") from None
     return scenario
+
+
+def check_timing(scenario: Scenario, start_ns: int, duration_ns: int) -> None:
+    """Raise ScenarioError, naming the offsets and the duration that covers them all,
+    if an injection may start at or after the run's end (and so never happen)."""
+    late = [i for i in scenario.injection if i.start_ns() + i.jitter_ns() >= duration_ns]
+    if not late:
+        return
+    offsets = ", ".join(duration_text(i.start_ns()) for i in scenario.injection)
+    needed = max(i.start_ns() + i.jitter_ns() + i.duration_ns() for i in scenario.injection)
+    raise ScenarioError(
+        f"scenario {scenario.name} injects at {offsets} after --start ({iso(start_ns)});"
+        f" --duration {duration_text(duration_ns)} ends at {iso(start_ns + duration_ns)},"
+        f" before {len(late)} of its {len(scenario.injection)} incidents start:"
+        f" use --duration {duration_text(needed)} (the last incident's end) or more,"
+        " or --allow-partial to run anyway"
+    )
 
 
 def shipped_scenarios() -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_sim import cli
 from firmware_sim.cli import main
 from firmware_sim.errors import ScenarioError
 from firmware_sim.scenario_file import load_scenario, shipped_scenarios
@@ -147,30 +148,8 @@ def test_cli_reports_a_target_the_fleet_lacks(
         'targets = { devices = ["s9999-pos1"] }\n',
         encoding="utf-8",
     )
-    with pytest.raises(SystemExit) as caught:
-        main(["fleet", "--scenario", str(path), "--out", str(tmp_path / "x"), "--quiet"])
-    assert caught.value.code == 2
+    assert main(["fleet", "--scenario", str(path), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "injection[0]: no device s9999-pos1 in this fleet" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("command", "option"),
-    [("fleet", "--out"), ("fleet", "--labels"), ("serial", "--ports")],
-)
-def test_an_output_that_cannot_be_written_is_one_line_naming_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, option: str
-) -> None:
-    argv = [command, "--terminals", "1", "--duration", "1m", "--quiet"]
-    if command == "fleet" and option != "--out":
-        argv += ["--out", str(tmp_path / "events.jsonl")]
-    with pytest.raises(SystemExit) as caught:
-        main([*argv, option, str(tmp_path)])  # a directory
-    assert caught.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.splitlines()[-1].startswith(
-        f"tillpulse sim: error: {option} {tmp_path}: cannot write it (Is a directory); name a file"
-    )
 
 
 def test_time_acceleration_paces_the_run(tmp_path: Path) -> None:
@@ -248,7 +227,8 @@ def _read_ports(path: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("argument", "complaint"),
     [(["--terminals", "0"], "0 is not > 0"), (["--accel", "-1"], "-1 is not >= 0.0"),
-     (["--status-every", "0"], "0 is not > 0.0"), (["--window", "x"], "'x' is not a number"),
+     (["--status-every", "0"], "0 is not > 0.0"),
+     (["--publish-window", "x"], "'x' is not a number"),
      (["--duration", "soon"], "'soon' is not a duration")],
 )  # fmt: skip
 def test_bad_arguments_exit_2_with_the_reason(
@@ -258,3 +238,31 @@ def test_bad_arguments_exit_2_with_the_reason(
         main(["fleet", *argument, "--out", str(tmp_path / "x.jsonl"), "--quiet"])
     assert caught.value.code == 2
     assert complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["kv", "json", "quiet"])
+def test_in_a_pipe_progress_is_log_lines_every_few_seconds(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    """stderr is no terminal here (captured): no rich bar, which would print nothing
+    until the end, but a progress log line now and then; JSON with --log-json."""
+    monkeypatch.setattr(cli, "PROGRESS_LOG_S", 0.05)
+    argv = ["fleet", "--terminals", "30", "--duration", "1d", "--accel", "0"]
+    argv += ["--start", "2026-11-23T00:00:00Z", "--out", str(tmp_path / "events.jsonl")]
+    argv += {"kv": [], "json": ["--log-json"], "quiet": ["-q"]}[mode]
+    assert main(argv) == 0
+    lines = capsys.readouterr().err.splitlines()
+    if mode == "quiet":
+        assert lines == []
+        return
+    if mode == "json":
+        records = [json.loads(line) for line in lines]  # nothing but JSON on stderr
+        progress = [r for r in records if r["event"] == "sim_progress"]
+        assert {"reached", "done_pct", "events", "events_per_s"} <= set(progress[0])
+    else:
+        progress = [line for line in lines if "event=sim_progress" in line]
+        assert "reached=2026-11-23T" in progress[0] and " events=" in progress[0]
+    assert len(progress) >= 2
