@@ -2,13 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SERVERS := mosquitto influxdb victoria-metrics
 
 .PHONY: help venv test test-fast lint bench demo servers-check clean wheel
 
 help:
 	@echo "make demo    a simulated fleet through the whole local pipeline (DURATION=4m TERMINALS=200)"
-	@echo "make test    install what is missing into $(VENV) and run the whole test suite"
+	@echo "make test    install what is missing (the venv; the Debian servers as root) and run the whole test suite"
 	@echo "make lint    ruff + mypy --strict + the import contracts (lint-imports)"
 	@echo "make bench   run the benchmarks in bench/ (prints JSON lines)"
 	@echo "make wheel   build dist/tillpulse-<version>-py3-none-any.whl (docs/edge-install.md)"
@@ -21,17 +20,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The test suite starts real servers; say which Debian packages are missing.
-servers-check:
-	@missing=""; \
-	for bin in mosquitto:mosquitto influxd:influxdb victoria-metrics:victoria-metrics mosquitto_sub:mosquitto-clients; do \
-	  command -v $${bin%%:*} >/dev/null || [ -x /usr/sbin/$${bin%%:*} ] || missing="$$missing $${bin##*:}"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "missing Debian packages:$$missing"; \
-	  echo "install them with: sudo apt-get update && sudo apt-get install -y$$missing"; \
-	  exit 1; \
-	fi
+# The test suite starts real servers: install the missing Debian packages with apt-get
+# as root (or with passwordless sudo), else print the one command to run and stop.
+# The demo's --install-missing does the same (testkit/install_servers.py).
+servers-check: venv
+	$(PY) -m testkit.install_servers --for tests
 
 test: venv servers-check
 	$(PY) -m pytest
@@ -52,6 +45,7 @@ bench: venv
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.reader
 	$(PY) -m bench.streaming_detector
+	$(PY) -m bench.cli_help
 	$(PY) -m bench.detector_quality   # ~20 minutes: three fleets simulated, trained, replayed
 
 # The main job in one command: Mosquitto, influxd, gateway, edge agents, a simulated

@@ -1,7 +1,10 @@
-"""``tillpulse dashboards``: generate the dashboard and provisioning files, push to Grafana.
+"""`tillpulse dashboards`: generate the dashboard and provisioning files, push to Grafana.
 
-``push`` and ``check-config`` read a TOML file (dashboards.config); a missing or
-invalid one, or an unreadable secret, is one line on stderr and exit code 2.
+`push` and `check-config` read a TOML config (-c/--config; `sample-config` prints
+the annotated example) and the secret files it names; `check-config` checks exactly
+what `push` reads before it sends anything, and with --connect asks Grafana too.
+Exit codes: 0 ok, 1 Grafana unreachable or refusing (or `generate --check`: a file
+not up to date), 2 a bad option, config or secret, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,70 +12,111 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from dashboards import generate
-from dashboards.config import load_dashboards_config
-from dashboards.errors import DashboardsError
-from dashboards.push import push
-from runtime.config import ConfigError
-from runtime.logs import configure_logging
+from runtime.cli import (
+    OperatorError,
+    RuntimeFailure,
+    add_command,
+    add_commands,
+    component_parser,
+    log_level,
+    run_command,
+)
+from runtime.deploy_files import add_sample_config, packaged, print_or_write
+from runtime.lifecycle import sigterm_interrupts
+
+if TYPE_CHECKING:
+    from dashboards.push import PushSettings
 
 EXIT_STALE: Final = 1
-EXIT_ERROR: Final = 2
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tillpulse dashboards", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser(
+    parser = component_parser("dashboards", __doc__)
+    commands = add_commands(parser)
+    gen = add_command(
+        commands,
+        "dashboards",
         "generate",
-        help="write the dashboards (json/, import/) and the provisioning files",
-        description="Writes json/ (for provisioning and push), import/ (for Grafana's "
-        "Dashboards > New > Import) and provisioning/ under --out.",
+        "write the dashboards: json/ (for provisioning and push), import/ (for Grafana's "
+        "Dashboards > New > Import) and provisioning/ under --out",
     )
     gen.add_argument(
         "--out",
         type=Path,
         default=generate.DEFAULT_OUT,
-        help=f"root directory (default: ./{generate.DEFAULT_OUT}; the repository's is dashboards)",
+        metavar="DIR",
+        help=f"root directory (default ./{generate.DEFAULT_OUT}; the repository's is dashboards)",
     )
     gen.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if a file is not up to date"
     )
-    up = commands.add_parser(
+    add_command(
+        commands,
+        "dashboards",
         "push",
-        help="upload folder, datasource, dashboards, alert rules and contact point to Grafana",
-        description="Grafana, its credentials, the datasource and the webhook come from the "
-        "config file (keys: dashboards/deploy/dashboards.example.toml); secrets from the files "
-        "it names or TILLPULSE_GRAFANA_TOKEN / TILLPULSE_GRAFANA_PASSWORD and "
-        "TILLPULSE_INFLUX_PASSWORD.",
+        "upload folder, datasource, dashboards, alert rules and contact point to Grafana "
+        "(secrets from the files the config names, or TILLPULSE_GRAFANA_TOKEN / "
+        "TILLPULSE_GRAFANA_PASSWORD and TILLPULSE_INFLUX_PASSWORD)",
+        config=True,
     )
-    check = commands.add_parser("check-config", help="validate the push config file and exit")
-    for command in (up, check):
-        command.add_argument("--config", required=True, help="the push's TOML config file")
-    up.add_argument("--log-level", default="warning")
+    check = add_command(
+        commands,
+        "dashboards",
+        "check-config",
+        "check the config and the secrets push reads, and exit",
+        config=True,
+    )
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also ask Grafana (its version, the credentials, the datasource), changing nothing",
+    )
+    add_sample_config(commands, "dashboards")
     args = parser.parse_args(argv)
+    prog = f"tillpulse dashboards {args.command}"
+    with sigterm_interrupts():  # a push is a job, not a service: SIGTERM stops it as Ctrl-C
+        return run_command(prog, lambda: _run(args), debug=args.debug)
 
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         return _generate(args.out, check=args.check)
-    prog = f"tillpulse dashboards {args.command}"
+    if args.command == "sample-config":
+        return print_or_write(args, packaged("dashboards", "dashboards.example.toml"))
+    settings = push_settings(args.config)
+    # imported here: Grafana's client library is most of --help's time otherwise
+    from dashboards.errors import PushError  # noqa: PLC0415
+    from dashboards.push import check_grafana, push  # noqa: PLC0415
+    from runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(log_level(args), json_lines=args.log_json)
     try:
-        config = load_dashboards_config(args.config)
         if args.command == "check-config":
             sys.stdout.write(f"{args.config}: ok\n")
+            if args.connect:
+                version = check_grafana(settings)
+                sys.stdout.write(f"Grafana {settings.url}: ok (version {version})\n")
             return 0
-        configure_logging(args.log_level)
-        report = push(config.push_settings())
-    except (ConfigError, DashboardsError) as exc:
-        sys.stderr.write(f"{prog}: {exc}\n")
-        return EXIT_ERROR
+        report = push(settings)
+    except PushError as exc:  # Grafana's answer, or none: not the config's fault
+        raise RuntimeFailure(str(exc)) from exc
     contact = "contact point updated" if report.contact_point else "contact point left alone"
     sys.stdout.write(
         f"pushed to Grafana {report.grafana_version}: {report.dashboards} dashboards, "
         f"{report.rules} alert rules, {contact}\n"
     )
     return 0
+
+
+def push_settings(config: str) -> PushSettings:
+    """What push needs, its secrets read: the one check of push and check-config. A
+    `runtime.config.ConfigError` (an OperatorError) names the file or key and the fix."""
+    from dashboards.config import load_dashboards_config  # noqa: PLC0415
+
+    return load_dashboards_config(config).push_settings()
 
 
 def _generate(root: Path, *, check: bool) -> int:
@@ -86,7 +130,9 @@ def _generate(root: Path, *, check: bool) -> int:
     try:
         written = generate.write(root)
     except OSError as exc:
-        sys.stderr.write(f"tillpulse dashboards generate: {exc}\n")
-        return EXIT_ERROR
+        raise OperatorError(
+            f"--out {root}: cannot write {exc.filename}: {exc.strerror}: "
+            "choose a directory you can write with --out DIR"
+        ) from exc
     sys.stdout.write(f"wrote {len(written)} files under {root.resolve()}\n")
     return 0

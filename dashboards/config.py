@@ -66,13 +66,24 @@ class GrafanaSection(Section, kw_only=True, frozen=True):
     def credential(self) -> Credential:
         """A token, or (username, password); from the named file or else the environment."""
         if self.username is not None:
-            return (self.username, read_secret(self.password_file, GRAFANA_PASSWORD_ENV))
+            return (
+                self.username,
+                _secret("password_file", self.password_file, GRAFANA_PASSWORD_ENV),
+            )
         if not self.token_file and not os.environ.get(GRAFANA_TOKEN_ENV):
             raise ConfigError(
                 f"no Grafana credentials: set grafana.token_file or {GRAFANA_TOKEN_ENV}, "
                 f"or grafana.username with grafana.password_file or {GRAFANA_PASSWORD_ENV}"
             )
-        return read_secret(self.token_file, GRAFANA_TOKEN_ENV)
+        return _secret("token_file", self.token_file, GRAFANA_TOKEN_ENV)
+
+
+def _secret(key: str, file: str | None, env_var: str) -> str:
+    """`read_secret`, its error naming the config key too."""
+    try:
+        return read_secret(file, env_var)
+    except ConfigError as exc:
+        raise ConfigError(f"grafana.{key}: {exc}") from None
 
 
 class DatasourceSection(InfluxQuerySection, kw_only=True, frozen=True):

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,10 +74,9 @@ class PushReport:
 
 def push(settings: PushSettings) -> PushReport:
     """Push everything; raises PushError with a one-line reason."""
-    api: Grafana = GrafanaApi.from_url(  # the trailing slash keeps a sub-path (/grafana/)
-        settings.url.rstrip("/") + "/", credential=settings.credential, timeout=settings.timeout_s
-    )
-    try:
+    api = _api(settings)
+    log.debug("push_started", extra=kv(url=settings.url))
+    with _errors(settings.url):
         version = _check_version(api)
         _upsert_folder(api)
         if settings.influx is None:
@@ -103,13 +104,42 @@ def push(settings: PushSettings) -> PushReport:
         )
         if settings.webhook_url:
             _upsert_contact_point(api, settings.webhook_url)
-    except GrafanaTimeoutError as exc:
-        raise PushError(f"Grafana at {settings.url} did not answer in time: {exc}") from exc
-    except GrafanaException as exc:
-        raise _refused(settings.url, exc) from exc
-    except niquests.exceptions.RequestException as exc:
-        raise PushError(f"cannot reach Grafana at {settings.url}: {_cause(exc)}") from exc
     return PushReport(version, len(ALL), len(RULES), bool(settings.webhook_url))
+
+
+def check_grafana(settings: PushSettings) -> str:
+    """What push needs of Grafana, changing nothing: it answers, is new enough, takes
+    the credentials (and has the datasource to use); returns its version or raises
+    PushError as push would."""
+    api = _api(settings)
+    with _errors(settings.url):
+        version = _check_version(api)
+        api.folder.get_all_folders()  # needs the credentials
+        if settings.influx is None:
+            _require_datasource(api, settings.url, settings.datasource_uid)
+    return version
+
+
+def _api(settings: PushSettings) -> Grafana:
+    return GrafanaApi.from_url(  # the trailing slash keeps a sub-path (/grafana/)
+        settings.url.rstrip("/") + "/", credential=settings.credential, timeout=settings.timeout_s
+    )
+
+
+@contextmanager
+def _errors(url: str) -> Iterator[None]:
+    """The client's and the HTTP library's exceptions as one-line PushErrors."""
+    try:
+        yield
+    except GrafanaTimeoutError as exc:
+        raise PushError(f"Grafana at {url} did not answer in time: {exc}") from exc
+    except GrafanaException as exc:
+        raise _refused(url, exc) from exc
+    except niquests.exceptions.RequestException as exc:
+        raise PushError(
+            f"cannot reach Grafana at {url}: {_cause(exc)}: check that it runs "
+            "there and the config's [grafana] url"
+        ) from exc
 
 
 def _check_version(api: Grafana) -> str:

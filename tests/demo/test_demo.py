@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from testkit.servers import MosquittoServer, wait_until
+from testkit.servers import wait_until
 from tests.deploy.conftest import NOT_AUTHORIZED, Client
-from tillpulse.demo.cli import main as demo_main
 from tillpulse.demo.local_stack import (
     Demo,
     DemoResult,
@@ -173,29 +172,3 @@ def test_a_killed_demo_takes_its_processes_with_it(tmp_path: Path) -> None:
         interval=0.1,
         message=lambda: f"left running: {processes_using(state)}",
     )
-
-
-def test_a_directory_the_demo_did_not_make_is_left_alone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(SystemExit) as exit_info:
-        demo_main(["--state-dir", str(tmp_path), "--duration", "10s"])
-    assert exit_info.value.code == 2
-    assert "not made by the demo" in capsys.readouterr().err
-    assert (tmp_path / "precious.txt").read_text() == "keep me"
-
-
-def test_a_missing_server_names_the_one_command_to_install_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(MosquittoServer, "binary", "tillpulse-no-such-broker")
-    monkeypatch.setattr(MosquittoServer, "apt_package", "tillpulse-no-such-package")
-    with pytest.raises(SystemExit) as exit_info:
-        demo_main(["--state-dir", str(tmp_path / "demo")])
-    assert exit_info.value.code == 2
-    assert (
-        "install them with: sudo apt-get update && sudo apt-get install -y "
-        "tillpulse-no-such-package" in capsys.readouterr().err
-    )
-    assert not (tmp_path / "demo").exists()

@@ -1,128 +1,109 @@
-"""``tillpulse demo``: a simulated fleet through the whole local pipeline, in one command.
+"""`tillpulse demo`: a simulated fleet through the whole local pipeline, in one command.
 
-Starts Mosquitto and influxd on free local ports (data in ``--state-dir``),
-the gateway, a simulated trading day of ``--terminals`` terminals and
-``--sensors`` sensors (``--serial`` of the terminals over ptys, each read by
-its own edge agent) with a card-testing attack, an acquirer outage, a
-terminal going offline and a tamper, and the cloud detection job. Shows the
-pipeline live, then what was sent vs stored and what was injected vs
-detected. Ctrl-C stops everything it started.
+Starts Mosquitto and influxd on free local ports (data in --state-dir), the gateway,
+a simulated trading day of --terminals terminals and --sensors sensors (--serial of
+the terminals over ptys, each read by its own edge agent) with a card-testing attack,
+an acquirer outage, a terminal going offline and a tamper, and the cloud detection
+job. Shows the pipeline live, then what was sent vs stored and what was injected vs
+detected. Ctrl-C stops everything it started. Its own log (--log-level) goes to
+<state-dir>/logs/demo.log.
 
-Exit codes: 0 every event stored and every anomaly detected; 1 not so, or a
-part of the pipeline failed (the error names its log); 2 bad arguments or a
-missing server binary (the message names the apt package); 130 interrupted.
+Exit codes: 0 every event stored and every anomaly detected; 1 not so, or a part of
+the pipeline failed (the error names its log); 2 bad arguments, a state dir it cannot
+use or a missing server binary (the message names the apt package); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Final
 
-from rich.console import Console
-
-from runtime.durations import parse_duration
-from runtime.logs import KeyValueFormatter
-from testkit.servers import (
-    BinaryNotFoundError,
-    InfluxDB1Server,
-    MosquittoServer,
-    ServerError,
+from runtime.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    OperatorError,
+    RuntimeFailure,
+    component_parser,
+    log_level,
+    run_command,
 )
-from tillpulse.demo.local_stack import Demo, DemoError, DemoSettings, prepare_state_dir
-from tillpulse.demo.view import LiveView, PlainView, render_summary
+from runtime.durations import parse_duration
+from runtime.lifecycle import sigterm_interrupts
 from wire.timestamps import NS_PER_S
 
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_INTERRUPTED: Final = 130
-SERVERS: Final = (MosquittoServer, InfluxDB1Server)
+PROG: Final = "tillpulse demo"
 PLAIN_WIDTH: Final = 120
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    # Ctrl-C even when started with SIGINT ignored (a background job of a script does
+    # that, and Python then leaves it ignored); `kill`, `timeout`: stop like Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with sigterm_interrupts():
+        return run_command(PROG, lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # imported here: the servers, the stack and rich are most of --help's time otherwise
+    from rich.console import Console  # noqa: PLC0415
+
+    from testkit.install_servers import ensure_installed  # noqa: PLC0415
+    from testkit.servers import BinaryNotFoundError, ServerError  # noqa: PLC0415
+    from tillpulse.demo.local_stack import (  # noqa: PLC0415
+        Demo,
+        DemoError,
+        DemoSettings,
+        prepare_state_dir,
+    )
+    from tillpulse.demo.view import LiveView, PlainView, render_summary  # noqa: PLC0415
+
+    settings = DemoSettings(
+        terminals=args.terminals,
+        sensors=args.terminals // 4 if args.sensors is None else args.sensors,
+        serial=min(args.serial, args.terminals),
+        duration_s=args.duration,
+        seed=args.seed,
+        state_dir=args.state_dir,
+    )
     try:
-        duration_s = parse_duration(args.duration) / NS_PER_S
-        if duration_s <= 0 or args.terminals < 1 or args.serial < 0 or (args.sensors or 0) < 0:
-            raise ValueError(
-                "--duration and --terminals must be positive, --serial and --sensors not negative"
-            )
-        settings = DemoSettings(
-            terminals=args.terminals,
-            sensors=args.terminals // 4 if args.sensors is None else args.sensors,
-            serial=min(args.serial, args.terminals),
-            duration_s=duration_s,
-            seed=args.seed,
-            state_dir=args.state_dir,
-        )
-        _servers_installed(install=args.install_missing)
+        ensure_installed("demo", install=args.install_missing)
         state = prepare_state_dir(args.state_dir)
-    except (ValueError, BinaryNotFoundError, DemoError) as exc:
-        parser.exit(EXIT_USAGE, f"tillpulse demo: {exc}\n")
-    _log_to(state / "logs" / "demo.log", args.log_level)
+    except (BinaryNotFoundError, DemoError) as exc:
+        raise OperatorError(str(exc)) from exc
+    except OSError as exc:
+        raise OperatorError(
+            f"--state-dir {args.state_dir}: cannot make {exc.filename}: {exc.strerror}: "
+            "choose a directory you can write with --state-dir DIR"
+        ) from exc
+    _log_to(state / "logs" / "demo.log", log_level(args))
     console = Console()
     if not console.is_terminal:  # a log or a pipe: wide enough for the summary's tables
         console = Console(width=max(console.width, PLAIN_WIDTH))
     view: LiveView | PlainView = (
         LiveView(console) if console.is_terminal and not args.plain else PlainView(console)
     )
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `timeout`: stop like Ctrl-C
-    # Ctrl-C even when started with SIGINT ignored (a background job of a script does
-    # that, and Python then leaves it ignored)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with Demo(settings, view) as demo, view:
             result = demo.run()
     except KeyboardInterrupt:
-        sys.stderr.write("tillpulse demo: interrupted; every process it started is stopped\n")
+        sys.stderr.write(f"{PROG}: interrupted; every process it started is stopped\n")
         return EXIT_INTERRUPTED
     except ServerError as exc:  # a server, a child process or a step of the demo failed
-        sys.stderr.write(f"tillpulse demo: {exc}\n")
-        return EXIT_FAILED
+        raise RuntimeFailure(str(exc)) from exc
     render_summary(result, console)
     return 0 if result.ok else EXIT_FAILED
 
 
-def _servers_installed(*, install: bool) -> None:
-    """Raise BinaryNotFoundError with the one command to run if a server is missing;
-    with ``install`` and as root, install the missing Debian packages instead."""
-    missing = []
-    for server in SERVERS:
-        try:
-            server.binary_path()
-        except BinaryNotFoundError:
-            missing.append(server.apt_package)
-    if not missing:
-        return
-    packages = " ".join(missing)
-    if not install or os.geteuid() != 0:
-        raise BinaryNotFoundError(
-            f"the demo needs the Debian packages {packages}; install them with: "
-            f"sudo apt-get update && sudo apt-get install -y {packages}"
-        )
-    sys.stderr.write(f"tillpulse demo: installing {packages} with apt-get\n")
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", *missing]):
-        if subprocess.run(command, env=environment, check=False).returncode != 0:
-            raise BinaryNotFoundError(f"`{' '.join(command)}` failed (its output is above)")
-    for server in SERVERS:
-        server.binary_path()
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _log_to(path: Path, level: str) -> None:
     """The demo's own logs (cloud jobs included) go to a file: the terminal is the view's."""
+    from runtime.logs import KeyValueFormatter  # noqa: PLC0415
+
     handler = logging.FileHandler(path)
     handler.setFormatter(KeyValueFormatter())
     root = logging.getLogger()
@@ -130,42 +111,67 @@ def _log_to(path: Path, level: str) -> None:
     root.setLevel(level.upper())
 
 
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is less than {least}")
+        return value
+
+    return parse
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text) / NS_PER_S
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tillpulse demo",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    defaults = DemoSettings()
+    parser = component_parser("demo", __doc__)
     parser.add_argument(
-        "--terminals", type=int, default=defaults.terminals, help="POS terminals (default 200)"
+        "--terminals", type=_count(1), default=200, help="POS terminals (default 200)"
     )
     parser.add_argument(
-        "--sensors", type=int, default=None, help="sensors (default: a quarter of the terminals)"
+        "--sensors",
+        type=_count(0),
+        default=None,
+        help="sensors (default: a quarter of the terminals)",
     )
     parser.add_argument(
         "--serial",
-        type=int,
-        default=defaults.serial,
+        type=_count(0),
+        default=3,
         help="terminals over ptys through real edge agents (default 3)",
     )
     parser.add_argument(
         "--duration",
+        type=_duration,
         default="4m",
         help="wall-clock time for the simulated trading day, 08:00-18:00 (default 4m)",
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default 7)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=defaults.state_dir,
+        default=Path(".demo"),
+        metavar="DIR",
         help="servers' data, configs and logs; emptied on every run (default .demo)",
     )
     parser.add_argument("--plain", action="store_true", help="plain lines, no live view")
     parser.add_argument(
         "--install-missing",
         action="store_true",
-        help="as root, apt-get install a missing Mosquitto or InfluxDB (make demo does)",
+        help="as root (or with passwordless sudo), apt-get install a missing Mosquitto or "
+        "InfluxDB (make demo does)",
     )
-    parser.add_argument("--log-level", default="info", help="for <state-dir>/logs/demo.log")
     return parser
