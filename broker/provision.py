@@ -33,6 +33,7 @@ from broker.errors import ProvisionError
 from broker.files import read_text, replace_file
 from broker.passwords import PasswordFile, new_password
 from broker.registry import Registry
+from runtime.lifecycle import pid_exists
 
 ACL: Final = "acl"
 PASSWD: Final = "passwd"
@@ -116,7 +117,7 @@ def broker_pid(pid_file: Path) -> int:
     if Path("/proc/self").is_dir():  # Linux: the name tells a reused pid from the broker
         running = comm.is_file() and comm.read_text().strip() == "mosquitto"
     else:
-        running = _exists(pid)
+        running = pid_exists(pid)
     if not running:
         raise ProvisionError(
             f"pid file {pid_file} is stale: pid {pid} is not a running mosquitto; "
@@ -134,16 +135,6 @@ def reload_broker(pid: int) -> None:
             f"cannot signal the broker (pid {pid}): {exc.strerror}; run as root or as the "
             "broker's user, in its pid namespace (compose: broker-admin)"
         ) from exc
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_secrets(passwords: dict[str, str], secrets_dir: Path | None) -> dict[str, Path]:

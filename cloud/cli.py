@@ -37,11 +37,11 @@ from runtime.cli import (
     run_command,
 )
 from runtime.deploy_files import add_sample_config, packaged, print_or_write
-from runtime.durations import parse_duration
 from runtime.lifecycle import ServiceSignals, sigterm_interrupts
 from runtime.logs import configure_logging, kv
+from runtime.option_types import duration_s, iso_time, positive, positive_int
 from runtime.preflight import check_dir, check_file, probe_influx, probe_mqtt
-from wire.timestamps import NS_PER_DAY, NS_PER_S, parse_iso
+from wire.timestamps import NS_PER_DAY, NS_PER_S
 
 if TYPE_CHECKING:
     from cloud.config import CloudConfig
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cloud.cli")
 T = TypeVar("T")
-N = TypeVar("N", int, float)
 
 COMMAND_LINE: Final = "the command line"  # where an option's value comes from, in errors
 PIPE_WIDTH: Final = 200  # the evaluate table's width when stdout is not a terminal
@@ -85,11 +84,11 @@ def _parser() -> Parser:
         commands, "cloud", "train", "learn baselines, profiles, fraud model", config=True
     )
     train.add_argument(
-        "--from", dest="start", type=_iso, metavar="ISO", help="history from (default: --days)"
+        "--from", dest="start", type=iso_time, metavar="ISO", help="history from (default: --days)"
     )
-    train.add_argument("--to", dest="end", type=_iso, metavar="ISO", help="up to (default now)")
+    train.add_argument("--to", dest="end", type=iso_time, metavar="ISO", help="up to (default now)")
     train.add_argument(
-        "--days", type=_positive(float), default=14.0, help="history length without --from (14)"
+        "--days", type=positive, default=14.0, help="history length without --from (14)"
     )
     train.add_argument("--out", type=Path, metavar="FILE", help="model file (default: config's)")
     train.add_argument(
@@ -104,12 +103,12 @@ def _parser() -> Parser:
     when = detect.add_mutually_exclusive_group(required=True)
     when.add_argument("--once", action="store_true", help="the windows due now, then exit")
     when.add_argument(
-        "--every", type=_duration, metavar="DURATION", help="run every DURATION (e.g. 60s)"
+        "--every", type=duration_s, metavar="DURATION", help="run every DURATION (e.g. 60s)"
     )
     when.add_argument(
-        "--from", dest="start", type=_iso, metavar="ISO", help="replay stored history from"
+        "--from", dest="start", type=iso_time, metavar="ISO", help="replay stored history from"
     )
-    detect.add_argument("--to", dest="end", type=_iso, metavar="ISO", help="replay up to")
+    detect.add_argument("--to", dest="end", type=iso_time, metavar="ISO", help="replay up to")
     detect.add_argument(
         "--shard",
         type=_shard,
@@ -138,11 +137,11 @@ def _parser() -> Parser:
         "--alerts", required=True, type=Path, metavar="FILE", help="detect --alerts-out FILE"
     )
     ev.add_argument(
-        "--terminals", required=True, type=_positive(int), help="fleet size, for the rates"
+        "--terminals", required=True, type=positive_int, help="fleet size, for the rates"
     )
-    ev.add_argument("--hours", required=True, type=_positive(float), help="hours the alerts cover")
+    ev.add_argument("--hours", required=True, type=positive, help="hours the alerts cover")
     ev.add_argument(
-        "--window", type=_duration, default="5m", help="the detection window (default 5m)"
+        "--window", type=duration_s, default="5m", help="the detection window (default 5m)"
     )
     ev.add_argument("--json", action="store_true", help="print the report as JSON, not a table")
     ev.add_argument("--report-out", type=Path, metavar="FILE", help="write the report as JSON")
@@ -153,37 +152,6 @@ def _parser() -> Parser:
 
 
 # -- option values: a bad one is argparse's one-line usage error naming the option ------
-
-
-def _iso(text: str) -> int:
-    try:
-        return parse_iso(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration(text: str) -> float:
-    try:
-        seconds = parse_duration(text) / NS_PER_S
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be longer than 0")
-    return seconds
-
-
-def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
-    def parse(text: str) -> N:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 def _shard(text: str) -> Shard:

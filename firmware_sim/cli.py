@@ -36,10 +36,10 @@ from runtime.cli import (
     run_command,
 )
 from runtime.config import read_secret
-from runtime.durations import parse_duration
 from runtime.lifecycle import sigterm_interrupts
 from runtime.logs import configure_logging, kv
-from wire.timestamps import iso, parse_iso
+from runtime.option_types import duration_ns, iso_time, non_negative, positive, positive_int, whole
+from wire.timestamps import iso
 
 # The fleet model, paho and rich load only when a command runs, in the functions
 # that use them (PLC0415 below): `tillpulse sim --help` must stay fast.
@@ -192,50 +192,6 @@ def _writing(option: str, path: str | Path) -> Iterator[None]:
         ) from None
 
 
-def _number(text: str, cast: type[int] | type[float], minimum: float, strict: bool) -> float:
-    try:
-        value = cast(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > minimum if strict else value >= minimum):  # NaN fails both
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise argparse.ArgumentTypeError(f"{text} is not {bound}")
-    return value
-
-
-def _whole(text: str) -> int:
-    return int(_number(text, int, 0, strict=False))
-
-
-def _positive_int(text: str) -> int:
-    return int(_number(text, int, 0, strict=True))
-
-
-def _rate(text: str) -> float:
-    return _number(text, float, 0.0, strict=False)
-
-
-def _interval(text: str) -> float:
-    return _number(text, float, 0.0, strict=True)
-
-
-def _duration(text: str) -> int:
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
-    return value
-
-
-def _time(text: str) -> int:
-    try:
-        return parse_iso(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _host_port(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -260,14 +216,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     fleet.add_argument(
         "--publish-window",
-        type=_positive_int,
+        type=positive_int,
         default=20,
         metavar="N",
         help="unacknowledged QoS 1 publishes per device (default 20)",
     )
     fleet.add_argument(
         "--connect-timeout",
-        type=_interval,
+        type=positive,
         default=30.0,
         metavar="SECONDS",
         help="keep trying an unreachable broker this long, then fail (default 30)",
@@ -288,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serial.add_argument(
         "--retransmit",
-        type=_interval,
+        type=positive,
         default=2.0,
         metavar="SECONDS",
         help="re-send an unacknowledged payment after this long (default 2)",
@@ -298,11 +254,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--terminals", type=_positive_int, default=20, help="POS terminals (default 20)"
+        "--terminals", type=positive_int, default=20, help="POS terminals (default 20)"
     )
     parser.add_argument(
         "--sensors",
-        type=_whole,
+        type=whole,
         default=None,
         help="environmental sensors (default: a quarter of the terminals)",
     )
@@ -319,16 +275,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--accel",
-        type=_rate,
+        type=non_negative,
         default=60.0,
         help="simulated seconds per wall second; 0 = as fast as possible",
     )
     parser.add_argument(
-        "--duration", type=_duration, default="1d", help="simulated duration (e.g. 6h, 1d)"
+        "--duration", type=duration_ns, default="1d", help="simulated duration (e.g. 6h, 1d)"
     )
     parser.add_argument(
         "--start",
-        type=_time,
+        type=iso_time,
         default=None,
         metavar="ISO",
         help=f"simulated start, UTC (default: start of yesterday, {iso(default_start())});"
@@ -347,14 +303,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--status-every",
-        type=_interval,
+        type=positive,
         default=60.0,
         metavar="SECONDS",
         help="terminal heartbeat interval (default 60)",
     )
     parser.add_argument(
         "--sensor-every",
-        type=_interval,
+        type=positive,
         default=60.0,
         metavar="SECONDS",
         help="sensor sample interval (default 60)",

@@ -1,8 +1,10 @@
-"""Process lifecycle: how the commands stop on SIGINT (Ctrl-C) and SIGTERM."""
+"""Process lifecycle: how the commands stop on SIGINT (Ctrl-C) and SIGTERM, and
+whether a process is alive."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -91,3 +93,14 @@ def sigterm_interrupts() -> Iterator[None]:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def pid_exists(pid: int) -> bool:
+    """True if a process with this pid exists (zombies count as existing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -41,6 +41,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from runtime.lifecycle import pid_exists
+
 __all__ = [
     "BinaryNotFoundError",
     "InfluxDB1Server",
@@ -142,17 +144,6 @@ def free_port(host: str = LOCALHOST) -> int:
                 _handed_out_ports.add(port)
                 return port
     raise ServerError("could not find a free port that was not handed out already")
-
-
-def pid_exists(pid: int) -> bool:
-    """True if a process with this pid exists (zombies count as existing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _listening_inodes(port: int) -> set[str]:

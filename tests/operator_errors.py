@@ -15,11 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
+
 from testkit.servers import wait_until
+from tillpulse.cli import main as tillpulse_main
 
 REPO = Path(__file__).resolve().parents[1]
 TRACEBACK = "Traceback (most recent call last)"
@@ -68,6 +71,34 @@ def run_tillpulse(
         check=False,
     )
     return Result(tuple(args), done.returncode, done.stdout, done.stderr)
+
+
+def call_tillpulse(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
+    """``tillpulse ARGS`` in this process (no interpreter start: for the cases that do
+    not need a process boundary), its output taken from ``capsys``."""
+    try:
+        code = tillpulse_main(list(args))
+    except SystemExit as exc:  # argparse: --help, a usage error
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return Result(tuple(args), code, out, err)
+
+
+def in_process(
+    component: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Result]:
+    """``run(*args, env=None)``: ``tillpulse COMPONENT ARGS`` in this process with no
+    ``TILLPULSE_*`` variables but those of ``env``, as `run_tillpulse` runs it."""
+    for name in list(os.environ):
+        if name.startswith("TILLPULSE_"):
+            monkeypatch.delenv(name)
+
+    def run(*args: str, env: Mapping[str, str] | None = None) -> Result:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        return call_tillpulse(capsys, component, *args)
+
+    return run
 
 
 def interrupt_tillpulse(

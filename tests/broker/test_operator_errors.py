@@ -9,7 +9,6 @@ in test_provision.py; these need none and run `main` in-process, but for
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +17,7 @@ import pytest
 from broker import cli as broker_cli
 from runtime.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from tests.broker.conftest import REGISTRY
-from tests.operator_errors import TRACEBACK, Result, assert_one_line, run_tillpulse
-from tillpulse.cli import main as tillpulse_main
+from tests.operator_errors import TRACEBACK, Result, assert_one_line, in_process, run_tillpulse
 
 pytestmark = pytest.mark.operator_error
 
@@ -31,21 +29,7 @@ def broker(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Result]:
     """``tillpulse broker ARGS`` in this process, with only the variables of ``env``."""
-    for name in list(os.environ):
-        if name.startswith("TILLPULSE_"):
-            monkeypatch.delenv(name)
-
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        try:
-            code = tillpulse_main(["broker", *args])
-        except SystemExit as exc:  # argparse: a usage error
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(("broker", *args), code, out, err)
-
-    return run
+    return in_process("broker", capsys, monkeypatch)
 
 
 @pytest.fixture

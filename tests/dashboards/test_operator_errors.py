@@ -22,10 +22,10 @@ from tests.operator_errors import (
     Result,
     as_the_shell_sees,
     assert_one_line,
+    call_tillpulse,
     interrupt_tillpulse,
     run_tillpulse,
 )
-from tillpulse.cli import main
 
 pytestmark = pytest.mark.operator_error
 
@@ -42,12 +42,7 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def tillpulse(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     """``tillpulse dashboards ARGS`` in this process, as an operator sees it."""
-    try:
-        code = main(["dashboards", *args])
-    except SystemExit as exc:  # argparse: --help, a usage error
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return Result(("dashboards", *args), code, captured.out, captured.err)
+    return call_tillpulse(capsys, "dashboards", *args)
 
 
 def config(tmp_path: Path, url: str = "http://grafana:3000", token_file: str = "") -> Path:

@@ -20,22 +20,17 @@ from tests.operator_errors import (
     Result,
     as_the_shell_sees,
     assert_one_line,
+    call_tillpulse,
     interrupt_tillpulse,
     run_tillpulse,
 )
-from tillpulse.cli import main
 
 pytestmark = pytest.mark.operator_error
 
 
 def demo(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     """``tillpulse demo ARGS`` in this process, as an operator sees it."""
-    try:
-        code = main(["demo", *args])
-    except SystemExit as exc:  # argparse: --help, a usage error
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return Result(("demo", *args), code, captured.out, captured.err)
+    return call_tillpulse(capsys, "demo", *args)
 
 
 @pytest.mark.parametrize(

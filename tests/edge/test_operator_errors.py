@@ -28,11 +28,11 @@ from tests.operator_errors import (
     TRACEBACK,
     Result,
     assert_one_line,
+    in_process,
     interrupt_tillpulse,
     run_tillpulse,
 )
 from tests.pki import make_authority
-from tillpulse.cli import main as tillpulse_main
 
 pytestmark = pytest.mark.operator_error
 
@@ -47,22 +47,8 @@ COMMANDS = ("run", "check-config")  # check-config rejects what run would
 def edge_cli(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Result]:
-    """``tillpulse edge ARGS`` in this process, as `run_tillpulse` runs it."""
-    for name in list(os.environ):
-        if name.startswith("TILLPULSE_"):
-            monkeypatch.delenv(name)
-
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        try:
-            code = tillpulse_main(["edge", *args])
-        except SystemExit as exc:  # argparse: --help, a usage error
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(("edge", *args), code, out, err)
-
-    return run
+    """``tillpulse edge ARGS`` in this process, with only the variables of ``env``."""
+    return in_process("edge", capsys, monkeypatch)
 
 
 def write_config(tmp_path: Path, *, mqtt: str = "", serial: str = SERIAL, port: int = 1) -> Path:

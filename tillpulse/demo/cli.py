@@ -19,7 +19,6 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -32,9 +31,8 @@ from runtime.cli import (
     log_level,
     run_command,
 )
-from runtime.durations import parse_duration
 from runtime.lifecycle import sigterm_interrupts
-from wire.timestamps import NS_PER_S
+from runtime.option_types import duration_s, positive_int, whole
 
 PROG: Final = "tillpulse demo"
 PLAIN_WIDTH: Final = 120
@@ -111,51 +109,26 @@ def _log_to(path: Path, level: str) -> None:
     root.setLevel(level.upper())
 
 
-def _count(least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``least``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value} is less than {least}")
-        return value
-
-    return parse
-
-
-def _duration(text: str) -> float:
-    try:
-        seconds = parse_duration(text) / NS_PER_S
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
-    return seconds
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = component_parser("demo", __doc__)
     parser.add_argument(
-        "--terminals", type=_count(1), default=200, help="POS terminals (default 200)"
+        "--terminals", type=positive_int, default=200, help="POS terminals (default 200)"
     )
     parser.add_argument(
         "--sensors",
-        type=_count(0),
+        type=whole,
         default=None,
         help="sensors (default: a quarter of the terminals)",
     )
     parser.add_argument(
         "--serial",
-        type=_count(0),
+        type=whole,
         default=3,
         help="terminals over ptys through real edge agents (default 3)",
     )
     parser.add_argument(
         "--duration",
-        type=_duration,
+        type=duration_s,
         default="4m",
         help="wall-clock time for the simulated trading day, 08:00-18:00 (default 4m)",
     )
