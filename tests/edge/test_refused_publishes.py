@@ -29,6 +29,7 @@ from edge.publisher import MAX_REFUSED_TRIES, MqttPublisher
 from runtime.deadletters import DeadLetters
 from testkit.mqtt_collector import Collector
 from testkit.servers import MosquittoServer, ServerFactory, wait_until
+from tests.edge.test_publisher import Running
 from wire.topics import Stream, device_topic
 
 pytestmark = pytest.mark.integration
@@ -73,21 +74,6 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
 def payment(device: str, seq: int, size: int = 0) -> Entry:
     body = f"{device}:{seq}".encode().ljust(size, b"p")
     return Entry(device_topic(SITE, device, Stream.PAYMENT), body, Priority.HIGH, device, seq)
-
-
-class Running:
-    """A publisher on its own thread, stopped cleanly by `close`."""
-
-    def __init__(self, publisher: MqttPublisher) -> None:
-        self.publisher = publisher
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=publisher.run, args=(self.stop,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=15)
-        assert not self.thread.is_alive()
 
 
 def start_publisher(broker: MosquittoServer, outbox: Outbox, deadletters: DeadLetters) -> Running:
