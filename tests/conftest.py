@@ -23,6 +23,7 @@ A missing server binary fails the test with the apt package to install.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Generator, Iterator
@@ -41,6 +42,19 @@ from testkit.servers import (
 )
 
 S = TypeVar("S", bound=ManagedServer)
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """A command run in-process (``main(argv)``) configures logging: its handler writes
+    to that test's captured stderr, closed once the test ends. Without this every later
+    test's log records would fail on it (``Logging error ... closed file``)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
 
 _STARTED_KEY = pytest.StashKey[list[ManagedServer]]()
 
