@@ -19,6 +19,7 @@ from testkit.servers import InfluxDB1Server, ServerFactory, free_port
 from tests.operator_errors import (
     TRACEBACK,
     Result,
+    as_the_shell_sees,
     assert_one_line,
     interrupt_tillpulse,
     run_tillpulse,
@@ -299,14 +300,6 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert TRACEBACK in result.err and result.code != EXIT_OK
 
 
-def shell_status(result: Result) -> Result:
-    """The exit status as a shell shows it (``$?``): killed by signal N is 128 + N.
-    CPython (3.11) sometimes ends a process whose KeyboardInterrupt was handled (and
-    "interrupted" printed) by killing itself with SIGINT; the shell sees 130 either way."""
-    code = 128 - result.code if result.code < 0 else result.code
-    return Result(result.args, code, result.out, result.err)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_an_interrupt_of_train_is_130(tmp_path: Path, signum: int) -> None:
     with socket.create_server(("127.0.0.1", 0), backlog=1) as silent:  # never answers
@@ -314,7 +307,7 @@ def test_an_interrupt_of_train_is_130(tmp_path: Path, signum: int) -> None:
         result = interrupt_tillpulse(
             "cloud", "train", "-c", str(config), after="train_started", signum=signum
         )
-    assert_one_line(shell_status(result), EXIT_INTERRUPTED, "interrupted")
+    assert_one_line(as_the_shell_sees(result), EXIT_INTERRUPTED, "interrupted")
 
 
 @pytest.mark.integration

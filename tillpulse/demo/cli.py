@@ -33,6 +33,7 @@ from runtime.cli import (
 )
 from runtime.lifecycle import sigterm_interrupts
 from runtime.option_types import duration_s, positive_int, whole
+from tillpulse.demo import defaults
 
 PROG: Final = "tillpulse demo"
 PLAIN_WIDTH: Final = 120
@@ -112,7 +113,10 @@ def _log_to(path: Path, level: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = component_parser("demo", __doc__)
     parser.add_argument(
-        "--terminals", type=positive_int, default=200, help="POS terminals (default 200)"
+        "--terminals",
+        type=positive_int,
+        default=defaults.TERMINALS,
+        help="POS terminals (default %(default)s)",
     )
     parser.add_argument(
         "--sensors",
@@ -123,22 +127,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--serial",
         type=whole,
-        default=3,
-        help="terminals over ptys through real edge agents (default 3)",
+        default=defaults.SERIAL,
+        help="terminals over ptys through real edge agents (default %(default)s)",
     )
     parser.add_argument(
         "--duration",
         type=duration_s,
-        default="4m",
-        help="wall-clock time for the simulated trading day, 08:00-18:00 (default 4m)",
+        default=f"{defaults.DURATION_S:g}s",
+        help="wall-clock time for the simulated trading day, 08:00-18:00 (default %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument(
+        "--seed", type=int, default=defaults.SEED, help="random seed (default %(default)s)"
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=Path(".demo"),
+        default=defaults.STATE_DIR,
         metavar="DIR",
-        help="servers' data, configs and logs; emptied on every run (default .demo)",
+        help="servers' data, configs and logs; emptied on every run (default %(default)s)",
     )
     parser.add_argument("--plain", action="store_true", help="plain lines, no live view")
     parser.add_argument(

@@ -71,7 +71,7 @@ from testkit.servers import (
     http_request,
     wait_until,
 )
-from tillpulse.demo import watch
+from tillpulse.demo import defaults, watch
 from tillpulse.demo.fleet_process import FleetMessage
 from tillpulse.demo.processes import Child
 from tillpulse.demo.trading_day import day_length_ns, day_start_ns
@@ -99,12 +99,12 @@ class DemoError(ServerError):
 
 @dataclass(frozen=True, slots=True)
 class DemoSettings:
-    terminals: int = 200
-    sensors: int = 50
-    serial: int = 3  # terminals over ptys, each through its own edge agent
-    duration_s: float = 240.0  # wall clock for the simulated day
-    seed: int = 7
-    state_dir: Path = Path(".demo")
+    terminals: int = defaults.TERMINALS
+    sensors: int = defaults.SENSORS
+    serial: int = defaults.SERIAL
+    duration_s: float = defaults.DURATION_S
+    seed: int = defaults.SEED
+    state_dir: Path = defaults.STATE_DIR
     lag_s: float = 1.0  # and at least this long (wall) after the fleet got past a window's end
     drain_timeout_s: float = 90.0  # after the fleet is done: until every event is stored
     start_ns: int = field(default_factory=day_start_ns)
