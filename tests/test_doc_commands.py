@@ -1,15 +1,22 @@
 """The commands the docs tell a reader to run, run.
 
 A fenced block opened with ```` ```sh doc-test ```` (the info string's second word is
-invisible on GitHub) is run here, command by command, in a temporary directory as
-cwd: `tillpulse` is this checkout's console script, a path of the repository
-(``edge/deploy/edge.example.toml``) is made absolute, and a broker or InfluxDB on
-localhost's default port is one a fixture started. Every command must exit 0.
+invisible on GitHub) is run here as a reader's shell would (tests/doc_blocks.py reads
+it), in a temporary directory as cwd: `tillpulse` is this checkout's console script,
+a path of the repository (``edge/deploy/edge.example.toml``) is made absolute, and a
+broker or InfluxDB on localhost's default port (1883, 8086) is one a fixture started,
+in the commands and in the files the block writes (``port = 1883`` too), as is the
+gateway's HTTP port 9464. Every command must exit 0 with no traceback; a service
+started with ``&`` must get ready and, stopped with SIGTERM (``kill %N``, or at the
+block's end), exit 0. A block that scores a run (``cloud evaluate --report-out F``)
+promises what its doc says: every labelled incident detected.
 
 A ```` ```sh ```` block that cannot run here (systemctl, sudo on a Pi, docker-compose,
-an editor, a service that runs until stopped) stays unmarked; it is listed as a
-skipped test with the reason (``pytest -ra`` shows them), and an unmarked block with
-no such reason fails: mark it or make it runnable.
+an editor) stays unmarked; it is listed as a skipped test with the reason (``pytest
+-ra`` shows them), and an unmarked block with no such reason fails: mark it or make it
+runnable. Its commands still cannot drift (tests/doc_static.py): each `tillpulse`
+command parses with the real command line, each docker-compose service and profile,
+make target and repository path it names exists.
 
 Running every `python -m <module>` the docs cite would take minutes (benchmarks,
 figure tables), so for those this checks what goes stale on a rename: the module
@@ -19,23 +26,29 @@ exists and is a command. The README's two commands are run by CI itself.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
-import shlex
+import shutil
+import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
-DOCS = sorted([ROOT / "README.md", ROOT / "BENCHMARKS.md", *(ROOT / "docs").glob("*.md")])
+from testkit.servers import free_port, wait_until
+from tests.doc_blocks import DOCS, MARKER, ROOT, Block, Run, Start, Stop, Write, shell_blocks, steps
+from tests.doc_static import Compose, check_command
+
 COMMAND = re.compile(r"python3? -m ((?:tillpulse|bench|tests|cloud|edge|gateway|firmware_sim|"
                      r"dashboards)(?:\.\w+)*)")  # fmt: skip
-MARKER: Final = "doc-test"
 TILLPULSE: Final = str(Path(sys.executable).with_name("tillpulse"))
+READY_S: Final = 60.0
+STOP_S: Final = 30.0
+SERVERS: Final = re.compile(r"(localhost|127\.0\.0\.1):(1883|8086)")
+_SERVER_MARKS: Final = (pytest.mark.integration, pytest.mark.slow)
 # why a block is not run here, by what it contains
 NOT_HERE: Final = (
     (re.compile(r"\bmake (demo|test)\b"), "the README's two commands: CI runs them"),
@@ -46,86 +59,159 @@ NOT_HERE: Final = (
     (re.compile(r"\$EDITOR"), "an editor"),
     (re.compile(r"\b(scp|ssh|git clone)\b"), "another machine or a download"),
     (re.compile(r"<[^>]+>|\[--?\w"), "placeholders (<...>) or optional parts ([...])"),
-    (re.compile(r"\bgateway run\b|--every\b"), "a service: runs until stopped"),
     (re.compile(r"python -m (bench|tests)\."), "a benchmark or figure table: minutes"),
+    (re.compile(r"--accel [1-9]"), "simulated hours at a wall-clock pace: minutes"),
 )
 
 
-@dataclass(frozen=True)
-class Block:
-    doc: str
-    line: int
-    marked: bool
-    text: str
+class Job:
+    """A service a block left running: its process and its log."""
 
-    @property
-    def id(self) -> str:
-        return f"{self.doc}:{self.line}"
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], number: int) -> None:
+        self.command = " ".join(argv)
+        self.log = cwd / f".job{number}.stderr"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
 
-    def commands(self) -> list[str]:
-        """One command a line: continuations joined, comments and blanks dropped."""
-        joined = re.sub(r"\\\n\s*", " ", self.text)
-        return [line for line in joined.splitlines() if shlex.split(line, comments=True)]
+    def wait_ready(self, event: str) -> None:
+        def ready() -> bool:
+            assert self.process.poll() is None, f"`{self.command}` exited:\n{self.stderr()}"
+            return f"event={event}" in self.stderr()
 
+        wait_until(ready, READY_S, message=lambda: f"`{self.command}`: no event={event}")
 
-def shell_blocks() -> list[Block]:
-    found = []
-    for doc in DOCS:
-        lines = doc.read_text(encoding="utf-8").splitlines()
-        start: int | None = None
-        for number, line in enumerate(lines):
-            fence = line.strip()
-            if start is None and fence.startswith("```sh"):
-                start, marked = number, fence.split()[1:] == [MARKER]
-            elif start is not None and fence == "```":
-                text = "\n".join(lines[start + 1 : number])
-                found.append(Block(str(doc.relative_to(ROOT)), start + 1, marked, text))
-                start = None
-    return found
+    def stop(self) -> None:
+        """SIGTERM, as ``kill %N``: a clean stop, exit 0, no traceback."""
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=STOP_S)
+        assert code == 0, f"`{self.command}` exited {code} on SIGTERM:\n{self.stderr()}"
+        assert "Traceback" not in self.stderr(), f"`{self.command}`:\n{self.stderr()}"
+
+    def stderr(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
 
 
-def _runnable(argv: list[str], servers: dict[str, str]) -> list[str]:
+def _substitutions(block: Block, request: pytest.FixtureRequest) -> list[tuple[str, str]]:
+    """localhost's default ports as this test's servers (fresh ones: a block's gateway
+    must not resume another test's session on a shared broker)."""
+    pairs = []
+    if re.search(r"(localhost|127\.0\.0\.1):1883", block.text):
+        broker = request.getfixturevalue("mosquitto")
+        pairs += [(f"{h}:1883", f"{broker.host}:{broker.port}") for h in ("localhost", "127.0.0.1")]
+        pairs.append(("port = 1883", f"port = {broker.port}"))
+    if re.search(r"(localhost|127\.0\.0\.1):8086", block.text):
+        influx = request.getfixturevalue("influxdb")
+        pairs += [(f"{h}:8086", f"{influx.host}:{influx.port}") for h in ("localhost", "127.0.0.1")]
+    if ":9464" in block.text:
+        pairs.append((":9464", f":{free_port()}"))
+    return pairs
+
+
+def _substituted(text: str, pairs: list[tuple[str, str]]) -> str:
+    for default, actual in pairs:
+        text = text.replace(default, actual)
+    return text
+
+
+def _runnable(argv: list[str], pairs: list[tuple[str, str]]) -> list[str]:
     """A documented command as run here: this checkout's tillpulse, the repository's
-    paths absolute, the fixtures' servers for localhost's default ports."""
+    paths absolute, the test's servers for localhost's default ports."""
     out = []
     for documented in argv:
         arg = TILLPULSE if documented in ("tillpulse", ".venv/bin/tillpulse") else documented
-        for default, actual in servers.items():
-            arg = arg.replace(default, actual)
+        arg = _substituted(arg, pairs)
         if "/" in arg and not arg.startswith(("/", "-", "http")) and (ROOT / arg).exists():
             arg = str(ROOT / arg)
         out.append(arg)
     return out
 
 
-@pytest.mark.parametrize("block", [b for b in shell_blocks() if b.marked], ids=lambda b: b.id)
+def _marked_blocks() -> list[object]:
+    """The blocks to run; one that needs the servers is an integration test, and slow."""
+    return [
+        pytest.param(block, id=block.id, marks=_SERVER_MARKS if SERVERS.search(block.text) else ())
+        for block in shell_blocks()
+        if block.marked
+    ]
+
+
+@pytest.mark.parametrize("block", _marked_blocks())
 def test_a_marked_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    servers = {}
-    if re.search(r"(localhost|127\.0\.0\.1):1883", block.text):
-        broker = request.getfixturevalue("mosquitto_session")
-        servers |= {f"{h}:1883": f"{broker.host}:{broker.port}" for h in ("localhost", "127.0.0.1")}
-    if re.search(r"(localhost|127\.0\.0\.1):8086", block.text):
-        influx = request.getfixturevalue("influxdb_session")
-        servers |= {f"{h}:8086": f"{influx.host}:{influx.port}" for h in ("localhost", "127.0.0.1")}
+    plan = steps(block)
+    pairs = _substitutions(block, request)
     # as a reader's shell has it: no override of the test run's config
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TILLPULSE_")}
-    for command in block.commands():
-        for part in command.split("&&"):
-            argv = _runnable(shlex.split(part, comments=True), servers)
-            done = subprocess.run(
-                argv,
-                cwd=tmp_path,
-                env=environment,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert done.returncode == 0, f"{block.id}: `{part.strip()}`\n{done.stderr}"
+    jobs: list[Job] = []
+    try:
+        for step in plan:
+            if isinstance(step, Write):
+                (tmp_path / step.path).write_text(_substituted(step.text, pairs), "utf-8")
+            elif isinstance(step, Run):
+                argv = _runnable(step.argv, pairs)
+                done = subprocess.run(
+                    argv,
+                    cwd=tmp_path,
+                    env=environment,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                shown = " ".join(step.argv)
+                assert done.returncode == 0, f"{block.id}: `{shown}`\n{done.stderr}"
+                assert "Traceback" not in done.stderr, f"{block.id}: `{shown}`\n{done.stderr}"
+            elif isinstance(step, Start):
+                jobs.append(Job(_runnable(step.argv, pairs), tmp_path, environment, len(jobs) + 1))
+                jobs[-1].wait_ready(step.ready)
+            elif isinstance(step, Stop):
+                for number in step.jobs:
+                    jobs[number - 1].stop()
+        for job in jobs:
+            if job.process.poll() is None:
+                job.stop()
+    finally:
+        for job in jobs:
+            if job.process.poll() is None:
+                job.process.kill()
+                job.process.wait()
+    for report in _evaluation_reports(block, tmp_path):
+        _assert_every_incident_detected(block, report)
+
+
+def _evaluation_reports(block: Block, cwd: Path) -> list[Path]:
+    return [
+        cwd / step.argv[step.argv.index("--report-out") + 1]
+        for step in steps(block)
+        if isinstance(step, Run) and "evaluate" in step.argv and "--report-out" in step.argv
+    ]
+
+
+def _assert_every_incident_detected(block: Block, report_file: Path) -> None:
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    overall = report["overall"]
+    assert overall["labels"] > 0, f"{block.id}: no labelled incident to score"
+    assert report["missed"] == [], f"{block.id}: incidents not detected: {report['missed']}"
+    assert overall["detected"] == overall["labels"], f"{block.id}: {overall}"
 
 
 def test_the_docs_mark_blocks_to_run() -> None:
-    assert sum(block.marked for block in shell_blocks()) >= 2
+    assert sum(block.marked for block in shell_blocks()) >= 3
+
+
+@pytest.fixture(scope="module")
+def compose() -> Compose | None:
+    binary = shutil.which("docker-compose")
+    return None if binary is None else Compose.load(binary)
+
+
+@pytest.mark.parametrize("block", [b for b in shell_blocks() if not b.marked], ids=lambda b: b.id)
+def test_an_unmarked_block_names_only_what_exists(block: Block, compose: Compose | None) -> None:
+    found = [problem for line in block.commands() for problem in check_command(line, compose)]
+    assert found == [], f"{block.id}:\n" + "\n".join(found)
+    if compose is None and "docker" in block.text:
+        pytest.skip("docker-compose is not installed: the services it names are not checked")
 
 
 @pytest.mark.parametrize("block", [b for b in shell_blocks() if not b.marked], ids=lambda b: b.id)
