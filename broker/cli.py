@@ -170,4 +170,5 @@ def _append(registry: Registry, block: str, change: str) -> Registry:
 
 
 def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
+    # what it changed, like every "wrote FILE" of tillpulse: stderr (stdout is for output)
+    sys.stderr.write(line + "\n")

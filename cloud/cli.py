@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -37,7 +38,7 @@ from runtime.cli import (
     run_command,
 )
 from runtime.deploy_files import add_sample_config, packaged, print_or_write
-from runtime.lifecycle import ServiceSignals, sigterm_interrupts
+from runtime.lifecycle import ServiceSignals, lock_directory, sigterm_interrupts
 from runtime.logs import configure_logging, kv
 from runtime.option_types import duration_s, iso_time, positive, positive_int
 from runtime.preflight import check_dir, check_file, probe_influx, probe_mqtt
@@ -226,6 +227,7 @@ def _influx(args: argparse.Namespace, work: Callable[[], T]) -> T:
 
 def _check_config(args: argparse.Namespace) -> int:
     config = _load(args)
+    _check_model(config, args.config)
     sys.stdout.write(f"{args.config}: ok\n")
     if not config.model_path.exists():
         sys.stdout.write(
@@ -238,6 +240,18 @@ def _check_config(args: argparse.Namespace) -> int:
     for problem in problems:
         sys.stderr.write(f"tillpulse cloud check-config: {problem}\n")
     return 1 if problems else 0
+
+
+def _check_model(config: CloudConfig, source: str) -> None:
+    """The model detect would load, loaded: a corrupt or foreign file fails here too."""
+    if not config.model_path.is_file():
+        return
+    from cloud.detectors.trained_model import TrainedModel  # noqa: PLC0415
+
+    try:
+        TrainedModel.load(config.model_path)
+    except ValueError as exc:  # as detect says it
+        raise OperatorError(f"{exc}: train a new one (tillpulse cloud train -c {source})") from None
 
 
 def _probes(config: CloudConfig) -> list[str]:
@@ -338,6 +352,33 @@ def _detect(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.alerts_out is not None:
         _output_file(args.alerts_out, "--alerts-out")
+    if replay:  # its state in memory: nothing to share with a live job
+        return _run_detect(args, config, replay)
+    lock = _own_shard(config, args.shard, args.config)
+    try:
+        return _run_detect(args, config, replay)
+    finally:
+        os.close(lock)
+
+
+def _own_shard(config: CloudConfig, shard: Shard, source: str) -> int:
+    """This job's lock on its shard's state (a descriptor to close when it ends): two
+    jobs on one shard (a cron run while the last one still runs, a service and a
+    manual run) would each raise and send the same alerts."""
+    from cloud.jobs.schedule import shard_state_dir  # noqa: PLC0415
+
+    state_dir = shard_state_dir(config, shard)
+    lock = lock_directory(state_dir)
+    if lock is None:
+        raise OperatorError(
+            f"another cloud detect runs shard {shard.index}/{shard.count} with [cloud] "
+            f"state_dir {config.state_dir} (in {source}): stop it or let it finish, or give "
+            "this one another --shard"
+        )
+    return lock
+
+
+def _run_detect(args: argparse.Namespace, config: CloudConfig, replay: bool) -> int:
     from cloud.jobs.schedule import make_detection, make_outputs, run_live, run_range  # noqa: PLC0415
     from wire.messages import encode  # noqa: PLC0415
 
@@ -365,26 +406,36 @@ def _detect(args: argparse.Namespace) -> int:
     try:
         with ServiceSignals("cloud detect") as signals:
             signals.running(stop)  # a signal now ends it after the window in hand
-            if replay:
-                delivery = _influx(
-                    args,
-                    lambda: run_range(
-                        detection,
-                        outputs,
-                        args.start,
-                        args.end,
-                        record,
-                        stop=stop,
-                        progress=_progress(args),
-                    ),
-                )
-            else:
-                delivery = _influx(
-                    args,
-                    lambda: run_live(
-                        config, detection, outputs, every_s=args.every, stop=stop, on_cycle=record
-                    ),
-                )
+            try:
+                if replay:
+                    delivery = _influx(
+                        args,
+                        lambda: run_range(
+                            detection,
+                            outputs,
+                            args.start,
+                            args.end,
+                            record,
+                            stop=stop,
+                            progress=_progress(args),
+                        ),
+                    )
+                else:
+                    delivery = _influx(
+                        args,
+                        lambda: run_live(
+                            config,
+                            detection,
+                            outputs,
+                            every_s=args.every,
+                            stop=stop,
+                            on_cycle=record,
+                        ),
+                    )
+            except RuntimeFailure:  # e.g. a query that timed out after a signal
+                if signals.received is None:
+                    raise
+                raise KeyboardInterrupt from None  # the stop asked for, not what it met
     finally:
         outputs.close()
         detection.reader.close()

@@ -49,6 +49,7 @@ from runtime.config_sections import (
     InfluxSection,
     MqttSection,
     Section,
+    require_http_url,
 )
 from runtime.preflight import check_dir, check_file, check_secret, check_tls_files
 from wire.calendar import Calendar, load_calendar
@@ -96,6 +97,9 @@ class WebhookSection(Section, kw_only=True, frozen=True):
     url: str
     token_file: str | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+    def __post_init__(self) -> None:
+        require_http_url("url", self.url)
 
 
 class CloudConfig(Section, kw_only=True, frozen=True):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from dashboards import generate
 from runtime.cli import (
+    MACHINE_ERRORS,
     OperatorError,
     RuntimeFailure,
     add_command,
@@ -130,9 +131,11 @@ def _generate(root: Path, *, check: bool) -> int:
     try:
         written = generate.write(root)
     except OSError as exc:
+        if exc.errno in MACHINE_ERRORS:  # a full disk: `run_command` names the fix
+            raise OSError(exc.errno, exc.strerror, exc.filename or str(root)) from exc
         raise OperatorError(
             f"--out {root}: cannot write {exc.filename}: {exc.strerror}: "
             "choose a directory you can write with --out DIR"
         ) from exc
-    sys.stdout.write(f"wrote {len(written)} files under {root.resolve()}\n")
+    sys.stderr.write(f"wrote {len(written)} files under {root.resolve()}\n")
     return 0

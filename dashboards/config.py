@@ -30,22 +30,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
 from dashboards.grafana_json import DATASOURCE_UID
 from dashboards.provisioning import InfluxSettings
 from dashboards.push import Credential, PushSettings
 from runtime.config import ConfigError, load_config, read_secret
-from runtime.config_sections import InfluxQuerySection, Seconds, Section
+from runtime.config_sections import InfluxQuerySection, Seconds, Section, require_http_url
 
 GRAFANA_TOKEN_ENV: Final = "TILLPULSE_GRAFANA_TOKEN"
 GRAFANA_PASSWORD_ENV: Final = "TILLPULSE_GRAFANA_PASSWORD"
-
-
-def _require_http(key: str, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{key} must be http(s)://host[:port][/path], not {url!r}")
 
 
 class GrafanaSection(Section, kw_only=True, frozen=True):
@@ -57,7 +50,7 @@ class GrafanaSection(Section, kw_only=True, frozen=True):
     datasource_uid: str | None = None  # an InfluxDB datasource Grafana has, instead of [datasource]
 
     def __post_init__(self) -> None:
-        _require_http("grafana.url", self.url)
+        require_http_url("grafana.url", self.url)
         if self.datasource_uid is not None and not self.datasource_uid.strip():
             raise ValueError("grafana.datasource_uid must not be empty")
         if self.token_file and self.username is not None:
@@ -92,7 +85,7 @@ class DatasourceSection(InfluxQuerySection, kw_only=True, frozen=True):
     a token as its password)."""
 
     def __post_init__(self) -> None:
-        _require_http("datasource.url", self.url)
+        require_http_url("datasource.url", self.url)
         if not self.database:
             raise ValueError("datasource.database must not be empty")
 
@@ -109,7 +102,7 @@ class WebhookSection(Section, kw_only=True, frozen=True):
     url: str  # where Grafana's contact point POSTs alerts
 
     def __post_init__(self) -> None:
-        _require_http("webhook.url", self.url)
+        require_http_url("webhook.url", self.url)
 
 
 class DashboardsConfig(Section, kw_only=True, frozen=True):

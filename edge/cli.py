@@ -11,6 +11,7 @@ is no fresh status (not running, stopped, or died).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from runtime.preflight import check_file
 if TYPE_CHECKING:
     from edge.config import EdgeConfig
     from edge.status import AgentStatus
+    from runtime.lifecycle import ServiceSignals
 
 # The agent, paho, pyserial and msgspec are imported by the commands that use them,
 # so --help and the usage errors stay fast on a Raspberry Pi.
@@ -113,21 +115,44 @@ def _config(path: str, *, checked: bool = True) -> EdgeConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge.agent import Agent  # noqa: PLC0415
-    from edge.errors import EdgeError  # noqa: PLC0415
-    from runtime.config import ConfigError  # noqa: PLC0415
     from runtime.lifecycle import ServiceSignals  # noqa: PLC0415
     from runtime.logs import configure_logging  # noqa: PLC0415
 
     with ServiceSignals("edge agent") as signals:
         config = _config(args.config)
-        configure_logging(log_level(args), json_lines=args.log_json)
+        lock = _own_state_dir(config.agent.state_dir, args.config)
         try:
-            agent = Agent(config)
-        except (ConfigError, EdgeError) as exc:  # e.g. an outbox file of a newer version
-            raise OperatorError(str(exc)) from exc
-        signals.running(agent.stop)
-        return signals.exit_code(agent.run())
+            configure_logging(log_level(args), json_lines=args.log_json)
+            return _run_agent(config, signals)
+        finally:
+            os.close(lock)
+
+
+def _run_agent(config: EdgeConfig, signals: ServiceSignals) -> int:
+    from edge.agent import Agent  # noqa: PLC0415
+    from edge.errors import EdgeError  # noqa: PLC0415
+    from runtime.config import ConfigError  # noqa: PLC0415
+
+    try:
+        agent = Agent(config)
+    except (ConfigError, EdgeError) as exc:  # e.g. an outbox file of a newer version
+        raise OperatorError(str(exc)) from exc
+    signals.running(agent.stop)
+    return signals.exit_code(agent.run())
+
+
+def _own_state_dir(state_dir: str, source: str) -> int:
+    """This agent's lock on its state dir (a descriptor to close when it stops): a second
+    agent on it would publish the same sequence numbers under the same client id."""
+    from runtime.lifecycle import lock_directory  # noqa: PLC0415
+
+    lock = lock_directory(state_dir)
+    if lock is None:
+        raise OperatorError(
+            f"[agent] state_dir {state_dir} (in {source}): another edge agent runs with it: "
+            "stop that one (systemctl stop tillpulse-edge), or give this one its own state_dir"
+        )
+    return lock
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -161,7 +186,7 @@ def _install_unit(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     target = write_file(Path(args.out) / UNIT_NAME, text, force=args.force)
-    sys.stdout.write(
+    sys.stderr.write(
         f"wrote {target}\nnow: systemctl daemon-reload && systemctl enable --now tillpulse-edge\n"
     )
     return 0

@@ -33,6 +33,7 @@ Any key can be overridden from the environment, e.g.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -78,6 +79,12 @@ class EdgeConfig(Section, kw_only=True, frozen=True):
     serial: list[SerialSection] = msgspec.field(default_factory=list)
     health: HealthSection = HealthSection()
 
+    def __post_init__(self) -> None:
+        ports = [section.port for section in self.serial]
+        for port in ports:
+            if ports.count(port) > 1:  # two readers of one tty each get half its bytes
+                raise ValueError(f"serial: port {port} is listed twice: remove one [[serial]]")
+
     @property
     def outbox_path(self) -> Path:
         return Path(self.agent.state_dir) / "outbox.sqlite3"
@@ -98,6 +105,8 @@ def check_edge_config(
             f"no [[serial]] port in {source}: add one per device the agent reads, "
             '[[serial]] port = "/dev/ttyUSB0" (see tillpulse edge sample-config)'
         )
+    for index, section in enumerate(config.serial):
+        _check_tty(section.port, f"[[serial]] #{index + 1} port", source)
     check_dir(config.agent.state_dir, "[agent] state_dir", source)
     if config.mqtt.username is not None:
         check_secret(
@@ -108,3 +117,17 @@ def check_edge_config(
             os.environ if environ is None else environ,
         )
     check_tls_files(config.mqtt.tls, source)
+
+
+def _check_tty(port: str, key: str, source: str | Path) -> None:
+    """A port that exists must be a terminal device (a missing one may be unplugged:
+    the agent waits for it)."""
+    try:
+        mode = os.stat(port).st_mode
+    except OSError:
+        return
+    if not stat.S_ISCHR(mode):
+        raise OperatorError(
+            f"{key} {port} (in {source}): is not a serial device (a tty): name the "
+            "device, e.g. /dev/serial/by-id/... or /dev/ttyUSB0"
+        )

@@ -38,7 +38,15 @@ from runtime.cli import (
 from runtime.config import read_secret
 from runtime.lifecycle import sigterm_interrupts
 from runtime.logs import configure_logging, kv
-from runtime.option_types import duration_ns, iso_time, non_negative, positive, positive_int, whole
+from runtime.option_types import (
+    at_most,
+    duration_ns,
+    iso_time,
+    non_negative,
+    positive,
+    positive_int,
+    whole,
+)
 from wire.timestamps import iso
 
 # The fleet model, paho and rich load only when a command runs, in the functions
@@ -53,6 +61,9 @@ PROG: Final = "tillpulse sim"
 CALENDAR_FILE: Final = "calendar.toml"  # beside the labels, unless --calendar says where
 PASSWORD_ENV: Final = "TILLPULSE_SIM_MQTT_PASSWORD"  # or --mqtt-password-file
 PROGRESS_LOG_S: Final = 5.0  # a progress line this often when stderr is no terminal
+# a hundred times the fleet docs/capacity.md checks on one machine; more is a typo
+MAX_DEVICES: Final = 1_000_000
+_TOO_MANY: Final = "one simulator runs at most that many devices of a kind"
 
 
 def main(argv: list[str]) -> int:
@@ -254,11 +265,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--terminals", type=positive_int, default=20, help="POS terminals (default 20)"
+        "--terminals",
+        type=at_most(MAX_DEVICES, positive_int, _TOO_MANY),
+        default=20,
+        help="POS terminals (default 20)",
     )
     parser.add_argument(
         "--sensors",
-        type=whole,
+        type=at_most(MAX_DEVICES, whole, _TOO_MANY),
         default=None,
         help="environmental sensors (default: a quarter of the terminals)",
     )

@@ -17,6 +17,7 @@ from typing import Final
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from firmware_sim.errors import SimError
 from firmware_sim.report import RunStats
 from firmware_sim.run_setup import Simulation
 from firmware_sim.sinks import Sink
@@ -90,9 +91,15 @@ def run(
         except KeyboardInterrupt:
             stats.wall_s = time.monotonic() - wall_start
             log.warning("sim_stopped", extra=kv(reason="interrupted", **_counts(stats)))
+            try:
+                sink.close()
+            except SimError as exc:  # stopped mid-run: not drained is expected, not the failure
+                log.warning("sink_not_drained", extra=kv(error=str(exc)))
             raise
-        finally:
+        except BaseException:
             sink.close()
+            raise
+        sink.close()
         progress.update(task, completed=settings.duration_ns / NS_PER_S, events=stats.total_events)
     stats.wall_s = time.monotonic() - wall_start
     stats.simulated_s = settings.duration_ns / NS_PER_S

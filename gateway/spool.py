@@ -82,7 +82,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import fcntl
 import itertools
 import logging
 import os
@@ -96,6 +95,7 @@ from pathlib import Path
 from typing import Final, NoReturn
 
 from gateway.errors import SpoolCorruptError, SpoolError, SpoolFullError, SpoolLockedError
+from runtime.lifecycle import lock_directory
 from runtime.logs import kv
 from runtime.statefile import write_atomically
 
@@ -618,12 +618,9 @@ class Spool:
 
 
 def _lock_directory(directory: Path) -> int:
-    fd = os.open(directory, os.O_RDONLY)  # no lock file: creating one may fail on a full disk
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SpoolLockedError(f"spool {directory} is in use by another process") from None
+    fd = lock_directory(directory)
+    if fd is None:
+        raise SpoolLockedError(f"spool {directory} is in use by another process")
     return fd
 
 

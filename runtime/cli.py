@@ -23,12 +23,15 @@ Exit codes, the same for every component (README.md, "Command line"):
 An `OperatorError` (or a subclass) carries its exit code and a message that names
 the problem (path, key or variable) and the fix; `run_command` prints it as one
 line on stderr. Anything else escaping a command is a bug: one line saying so,
-with where it was raised, exit 1; the traceback only with ``--debug``.
+with where it was raised, exit 1; the traceback only with ``--debug``. An OSError of
+the machine (a full disk, a read-only file system, a failing disk) is one line with
+the fix, exit 2, as a directory it cannot write is.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable
 from typing import Any, Final, NoReturn, TypeAlias
@@ -40,6 +43,14 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_NOT_RUNNING: Final = 4
 EXIT_INTERRUPTED: Final = 130
+
+# An OSError of the machine, not of our code: one line with the fix, exit 2.
+MACHINE_ERRORS: Final = {
+    errno.ENOSPC: "free space on that disk (df -h), or write elsewhere",
+    errno.EDQUOT: "raise the user's disk quota or free space, or write elsewhere",
+    errno.EROFS: "the file system is read-only: remount it read-write, or write elsewhere",
+    errno.EIO: "the disk or device failed: check it (dmesg)",
+}
 
 # What add_subparsers returns (argparse documents the object, not the class name);
 # subscripted for the type checker only.
@@ -198,6 +209,10 @@ def run_command(prog: str, work: Callable[[], int], *, debug: bool) -> int:
     except Exception as exc:
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.errno in MACHINE_ERRORS:
+            where = exc.filename or "a file or stdout"  # a write to an open file names none
+            sys.stderr.write(f"{prog}: {exc.strerror} ({where}): {MACHINE_ERRORS[exc.errno]}\n")
+            return EXIT_USAGE  # as a directory it cannot write: retrying will not help
         sys.stderr.write(
             f"{prog}: internal error: {type(exc).__name__}: {str(exc)[:300]} "
             f"(at {raised_at(exc)}); run again with --debug for the traceback and "

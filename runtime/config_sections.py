@@ -13,6 +13,7 @@ or else the environment variable below holds the secret (`read_secret`).
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -24,6 +25,20 @@ INFLUX_PASSWORD_ENV = "TILLPULSE_INFLUX_PASSWORD"
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Host = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+def require_http_url(key: str, url: str) -> None:
+    """ValueError naming ``key`` unless ``url`` is http(s)://host[:port][/path] (no
+    scheme, another scheme or a port out of range otherwise fails only at the first
+    request, after check-config said ok)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port when asked for it)
+    except ValueError:
+        parts = parts._replace(scheme="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{key} must be http(s)://host[:port][/path], not {url!r}")
 
 
 class TlsFiles(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -55,7 +70,7 @@ class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
 
 
 class MqttSection(Section, kw_only=True, frozen=True):
-    host: str
+    host: Host
     port: Port = 1883
     username: str | None = None
     password_file: str | None = None  # else env TILLPULSE_MQTT_PASSWORD when username is set
@@ -64,6 +79,13 @@ class MqttSection(Section, kw_only=True, frozen=True):
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 24 * 3600
     reconnect_min_s: Seconds = 1.0
     reconnect_max_s: Seconds = 60.0
+
+    def __post_init__(self) -> None:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s: {self.reconnect_min_s} is more than reconnect_max_s "
+                f"{self.reconnect_max_s}: the backoff grows from min to max"
+            )
 
     def password(self) -> str | None:
         """The broker password (file or env), or None when no username is configured."""
@@ -107,6 +129,7 @@ class InfluxSection(Section, kw_only=True, frozen=True):
     password_file: str | None = None  # else env TILLPULSE_INFLUX_PASSWORD when username is set
 
     def __post_init__(self) -> None:
+        require_http_url("url", self.url)
         required = ("org", "bucket") if self.dialect == "v2" else ("database",)
         for key in required:
             if not getattr(self, key):
@@ -131,6 +154,9 @@ class InfluxQuerySection(Section, kw_only=True, frozen=True):
     database: str  # InfluxDB 2.x: the DBRP-mapped database of the bucket
     username: str | None = None
     password_file: str | None = None  # else env TILLPULSE_INFLUX_PASSWORD when username is set
+
+    def __post_init__(self) -> None:
+        require_http_url("url", self.url)
 
     def password(self) -> str | None:
         """The read password (file or env), or None when no username is configured."""

@@ -1,8 +1,9 @@
-"""Process lifecycle: how the commands stop on SIGINT (Ctrl-C) and SIGTERM, and
-whether a process is alive."""
+"""Process lifecycle: how the commands stop on SIGINT (Ctrl-C) and SIGTERM, which
+process owns a state directory, and whether a process is alive."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -32,8 +33,9 @@ class ServiceSignals:
     Before `running`, either signal raises KeyboardInterrupt (`run_command` prints
     "interrupted", exit 130): there is nothing to stop cleanly yet. After it, either
     sets the stop event; the command then exits 0 for SIGTERM (how systemd and docker
-    stop a service: a clean stop is a success) and 130 for SIGINT (Ctrl-C). The
-    previous handlers are back on leaving the block.
+    stop a service: a clean stop is a success) and 130 for SIGINT (Ctrl-C). A second
+    signal during that stop raises KeyboardInterrupt at once (130): Ctrl-C twice does
+    not wait for a slow stop. The previous handlers are back on leaving the block.
     """
 
     def __init__(self, component: str) -> None:
@@ -68,8 +70,9 @@ class ServiceSignals:
         return code
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        again = self.received is not None
         self.received = signal.Signals(signum)
-        if self._stop is None:
+        if self._stop is None or again:  # not started yet, or a second Ctrl-C: stop now
             raise KeyboardInterrupt
         log.info("stopping", extra=kv(component=self.component, signal=self.received.name))
         self._stop.set()
@@ -93,6 +96,19 @@ def sigterm_interrupts() -> Iterator[None]:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def lock_directory(path: str | os.PathLike[str]) -> int | None:
+    """An exclusive lock on the directory ``path``, held by the returned descriptor until
+    it is closed or the process ends; None if another process holds it. On the directory
+    itself, not a lock file: creating one may fail on a full disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def pid_exists(pid: int) -> bool:

@@ -10,14 +10,16 @@ follows (global options, exit codes) are in `runtime.cli`.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
-from runtime.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser
-from runtime.lifecycle import sigterm_interrupts
+# Only the standard library's light modules here: everything else is imported inside
+# main's try, so a Ctrl-C during those imports (msgspec's C extension among them) is
+# "interrupted", exit 130, not a traceback and death by SIGINT.
+EXIT_INTERRUPTED: Final = 130  # = runtime.cli.EXIT_INTERRUPTED (README, "Command line")
 
 
 class Component(NamedTuple):
@@ -64,9 +66,23 @@ COMPONENTS: Final[dict[str, Component]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script's entry (``argv`` None: this process's own arguments)."""
+    try:
+        return _interruptible(argv)
+    finally:  # also after --help and a usage error (SystemExit)
+        if argv is None:
+            # The work is over and the exit code decided: a Ctrl-C while the interpreter
+            # exits (flushing, joining threads, after it put SIGINT back to the default)
+            # would end the process by SIGINT or with a traceback instead.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interruptible(argv: Sequence[str] | None) -> int:
     # Until a component sets its own handlers, SIGTERM stops as Ctrl-C does, and either
     # during the imports below is "interrupted", exit 130, not a traceback.
     try:
+        from runtime.lifecycle import sigterm_interrupts  # noqa: PLC0415
+
         with sigterm_interrupts():
             return _dispatch(argv)
     except KeyboardInterrupt:
@@ -75,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
+    from runtime.cli import Parser  # noqa: PLC0415
+
     parser = Parser(
         prog="tillpulse",
         description="Edge-to-cloud telemetry for payment terminal fleets.",
@@ -94,6 +112,8 @@ def run_component(name: str, argv: Sequence[str]) -> int:
     component = COMPONENTS[name]
     missing = [module for module in component.needs if importlib.util.find_spec(module) is None]
     if missing:
+        from runtime.cli import EXIT_USAGE  # noqa: PLC0415
+
         sys.stderr.write(
             f"tillpulse {name}: not installed here (missing {', '.join(missing)}): "
             f"pip install 'tillpulse[{component.extra}]'\n"
@@ -104,6 +124,8 @@ def run_component(name: str, argv: Sequence[str]) -> int:
 
 
 def _version() -> str:
+    import importlib.metadata  # noqa: PLC0415 (a tenth of a second: only for --version)
+
     try:
         return importlib.metadata.version("tillpulse")
     except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed

@@ -118,6 +118,13 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+def shard_state_dir(config: CloudConfig, shard: Shard) -> Path:
+    """The live state of ``shard`` (its memory and open alerts), created if missing."""
+    state_dir = config.state_dir / f"shard-{shard.index}-of-{shard.count}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return state_dir
+
+
 def make_detection(
     config: CloudConfig,
     shard: Shard,
@@ -131,8 +138,7 @@ def make_detection(
     days = config.calendar(calendar)  # an unusable calendar stops it before anything else
     state_dir = None
     if not replay:
-        state_dir = config.state_dir / (f"shard-{shard.index}-of-{shard.count}")
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = shard_state_dir(config, shard)
     model = None
     if config.model_path.exists():
         try:
@@ -221,6 +227,7 @@ def run_live(
         started = time.monotonic()
         due = time.time_ns() - config.cloud.lag_s * NS_PER_S
         earliest = due - MAX_CATCH_UP_WINDOWS * window_ns
+        kept = outputs.pending  # alerts of earlier cycles an output could not take yet
         try:
             cycle = run_range(detection, outputs, earliest, due, on_cycle, stop=stop)
         except (InfluxAuthError, DatabaseNotFoundError):
@@ -239,6 +246,10 @@ def run_live(
             outage_since = 0.0
             backoff.reset()
         total.add(cycle)
+        if outputs.pending and not cycle.alerts:
+            outputs.emit([])  # an outage's alerts go out once it is over, not with the next
+        # those of earlier cycles that went out now are delivered after all
+        total.undelivered -= min(total.undelivered, max(0, kept - outputs.pending))
         log.info(
             "cycle_done",
             extra=kv(

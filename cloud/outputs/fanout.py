@@ -47,6 +47,7 @@ class AlertOutputs:
         self._outputs: dict[str, Callable[[Sequence[Alert]], int]] = {}
         self._closers: list[Callable[[], None]] = []
         self._failing: set[str] = set()  # outputs down: logged when they went, and came back
+        self._mqtt = mqtt
         if influxdb is not None:
             self._outputs["influxdb"] = influxdb.write
             self._closers.append(influxdb.close)
@@ -56,6 +57,11 @@ class AlertOutputs:
         if webhook is not None:
             self._outputs["webhook"] = webhook.send
             self._closers.append(webhook.close)
+
+    @property
+    def pending(self) -> int:
+        """Alerts kept to be sent again (the MQTT publisher's, after an outage)."""
+        return 0 if self._mqtt is None else len(self._mqtt.pending)
 
     def emit(self, alerts: Sequence[Alert]) -> dict[str, OutputReport]:
         """Send ``alerts`` to every output (MQTT also sends what an earlier call left)."""

@@ -132,7 +132,7 @@ def test_revoke_disconnects_the_pi_at_once_and_refuses_its_reconnect(fleet: Flee
     run = fleet.broker_command("revoke", "--agent", PI, "--reason", "stolen")
 
     assert run.code == 0, run.err
-    assert run.out.splitlines() == [
+    assert run.err.splitlines() == [
         f"added [[revoked]] {PI} to {fleet.registry}",
         f"revoked {PI} (stolen): account removed",
         f"wrote {fleet.broker.passwd_dir / 'acl'}: 1 agents (2 device ids), "
@@ -153,7 +153,7 @@ def test_rotate_makes_the_old_password_fail_and_the_new_one_work(fleet: Fleet) -
 
     assert run.code == 0, run.err
     secret = fleet.broker.secrets_dir / f"{PI}.password"
-    assert f"rotated {PI}: password written to {secret}" in run.out.splitlines()
+    assert f"rotated {PI}: password written to {secret}" in run.err.splitlines()
     new = fleet.password(PI)
     assert new != old
     assert new not in run.out + run.err
@@ -175,11 +175,11 @@ def test_add_lets_a_new_pi_in_without_restarting_the_broker(fleet: Fleet) -> Non
     )
 
     assert run.code == 0, run.err
-    assert run.out.splitlines()[:2] == [
+    assert run.err.splitlines()[:2] == [
         f"added [[agent]] {new_pi} to {fleet.registry}",
         f"added {new_pi}: password written to {fleet.broker.secrets_dir / f'{new_pi}.password'}",
     ]
-    assert run.out.splitlines()[-1] == f"reloaded the broker, pid {pid}"
+    assert run.err.splitlines()[-1] == f"reloaded the broker, pid {pid}"
     topic = device_topic("s0002", "s0002-pos1", "payment")
     new = agent(fleet, new_pi)
     assert not new.publish(topic, b"first sale").is_failure
@@ -200,8 +200,8 @@ def test_provision_keeps_the_service_accounts_and_drops_an_agent_left_out(
     run = fleet.broker_command("provision")
 
     assert run.code == 0, run.err
-    assert f"removed {OTHER_PI}: no longer in the registry, account removed" in run.out
-    assert "added s0001-pi9: password written to" in run.out
+    assert f"removed {OTHER_PI}: no longer in the registry, account removed" in run.err
+    assert "added s0001-pi9: password written to" in run.err
     wait_until(lambda: pi2.disconnects >= 1, 10, message="the dropped Pi is still connected")
     assert [line for line in passwd.read_text().splitlines() if line in services] == services
     for name, password in SERVICE_PASSWORDS.items():

@@ -24,7 +24,7 @@ def test_generate_writes_under_the_current_directory_not_into_the_package(
     monkeypatch.chdir(tmp_path)
     assert main(["generate"]) == 0
     out = tmp_path / DEFAULT_OUT
-    assert capsys.readouterr().out == f"wrote {len(artefacts())} files under {out}\n"
+    assert capsys.readouterr().err == f"wrote {len(artefacts())} files under {out}\n"
     assert stale(out) == []
     assert {p: p.stat().st_mtime_ns for p in PACKAGE_DIR.rglob("*") if p.is_file()} == before
 

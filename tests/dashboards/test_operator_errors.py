@@ -17,6 +17,7 @@ import pytest
 
 from runtime.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from testkit.servers import InfluxDB1Server, free_port
+from tests.conftest import SmallDisk
 from tests.operator_errors import (
     TRACEBACK,
     Result,
@@ -144,6 +145,15 @@ def test_generate_into_a_place_it_cannot_write_is_one_line(
     out = blocker if what == "a file" else blocker / "grafana"
     result = tillpulse(capsys, "generate", "--out", str(out))
     assert_one_line(result, EXIT_USAGE, str(blocker), "--out")
+
+
+def test_generate_onto_a_full_disk_names_the_directory_and_the_fix(
+    capsys: pytest.CaptureFixture[str], small_disk: SmallDisk
+) -> None:
+    small_disk.fill()
+    out = small_disk.path / "grafana"
+    result = tillpulse(capsys, "generate", "--out", str(out))
+    assert_one_line(result, EXIT_USAGE, str(out), "No space left on device", "free space")
 
 
 @pytest.mark.parametrize("what", ["exists", "in a missing directory", "a directory"])

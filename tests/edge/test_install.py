@@ -102,8 +102,8 @@ def test_install_unit_runs_this_installations_tillpulse(tmp_path: Path) -> None:
     written = edge("install-unit", "--out", str(tmp_path))
     assert written.returncode == 0, written.stderr
     unit = tmp_path / UNIT_NAME
-    assert written.stdout.splitlines()[0] == f"wrote {unit}"
-    assert "systemctl daemon-reload" in written.stdout
+    assert written.stderr.splitlines()[0] == f"wrote {unit}"
+    assert "systemctl daemon-reload" in written.stderr
     exec_start = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
     assert exec_start == [
         f"ExecStart={sys.prefix}/bin/tillpulse edge run --config /etc/tillpulse/edge.toml"

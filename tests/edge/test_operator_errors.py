@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,10 +22,12 @@ import pytest
 from edge import agent as edge_agent
 from edge.deploy_files import UNIT_NAME
 from runtime.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
+from runtime.lifecycle import lock_directory
 from testkit.servers import MosquittoServer
 from tests.conftest import SmallDisk
 from tests.edge.test_tls import TlsBroker, tls_broker  # noqa: F401 (the fixture)
 from tests.operator_errors import (
+    REPO,
     TRACEBACK,
     Result,
     assert_one_line,
@@ -232,6 +235,120 @@ def test_a_misspelt_environment_override_names_the_variable(
     assert_one_line(result, EXIT_USAGE, "TILLPULSE_EDGE__MQTT__HOTS", "hots")
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        (b"\x00\xff\xfe binary", ("edge.toml", "cannot be read")),
+        (b"", ("edge.toml", "agent")),  # empty
+        (b'{"agent": {}}', ("edge.toml", "not valid TOML")),  # JSON, not TOML
+        (b'[agent]\nsite = "s1"\n# caf\xe9\n', ("edge.toml", "cannot be read")),  # Latin-1
+    ],
+    ids=["binary", "empty", "json", "latin-1"],
+)
+def test_a_config_that_is_not_utf8_toml_names_the_file(
+    edge_cli: Callable[..., Result],
+    tmp_path: Path,
+    command: str,
+    text: bytes,
+    names: tuple[str, ...],
+) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_bytes(text)
+    assert_one_line(edge_cli(command, "--config", str(config)), EXIT_USAGE, *names)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    ("edit", "names"),
+    [
+        (("port = 1\n", 'port = "mqtt"\n'), ("mqtt.port", "int")),
+        (("port = 1\n", "port = 70000\n"), ("mqtt.port", "65535")),
+        (("port = 1\n", "port = 1\nkeepalive_s = 99999999999999999999\n"), ("keepalive_s",)),
+        (('host = "127.0.0.1"', 'host = ""'), ("mqtt.host", "length")),
+        (
+            ("port = 1\n", "port = 1\nreconnect_min_s = 90.0\nreconnect_max_s = 5.0\n"),
+            ("reconnect_min_s", "reconnect_max_s"),
+        ),
+        (('device = "s1-pi1"', 'device = "s1-p\\u0007i"'), ("agent.device",)),  # control char
+        (('device = "s1-pi1"', 'device = "s1-\u03c01"'), ("agent.device",)),  # not ASCII
+        ((SERIAL, SERIAL + SERIAL), ("serial", "/dev/ttyUSB0", "twice")),
+    ],
+    ids=[
+        "port-a-string",
+        "port-out-of-range",
+        "keepalive-huge",
+        "host-empty",
+        "reconnect-min-over-max",
+        "device-control-char",
+        "device-unicode",
+        "serial-port-twice",
+    ],
+)
+def test_a_key_with_a_value_the_agent_cannot_use_is_named(
+    edge_cli: Callable[..., Result],
+    tmp_path: Path,
+    command: str,
+    edit: tuple[str, str],
+    names: tuple[str, ...],
+) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(*edit))
+    assert_one_line(edge_cli(command, "--config", str(config)), EXIT_USAGE, str(config), *names)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_serial_port_that_is_not_a_tty_is_named(
+    edge_cli: Callable[..., Result], tmp_path: Path, command: str
+) -> None:
+    not_a_tty = tmp_path / "ttyUSB0"
+    not_a_tty.write_text("")
+    config = write_config(tmp_path, serial=f'[[serial]]\nport = "{not_a_tty}"\n')
+    assert_one_line(
+        edge_cli(command, "--config", str(config)),
+        EXIT_USAGE,
+        "[[serial]] #1 port",
+        str(not_a_tty),
+        "tty",
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "names"),
+    [
+        ("TILLPULSE_EDGE__MQTT__PORT", "eighty", ("mqtt.port",)),
+        ("TILLPULSE_EDGE__MQTT", "1", ("mqtt",)),  # a table set to a value
+        ("TILLPULSE_EDGE__SERIAL__PORT", "/dev/ttyUSB1", ("serial",)),  # a list of tables
+    ],
+)
+def test_an_override_of_the_wrong_type_names_the_variable(
+    edge_cli: Callable[..., Result],
+    tmp_path: Path,
+    variable: str,
+    value: str,
+    names: tuple[str, ...],
+) -> None:
+    config = write_config(tmp_path)
+    result = edge_cli("check-config", "--config", str(config), env={variable: value})
+    assert_one_line(result, EXIT_USAGE, variable, *names)
+
+
+def test_a_second_agent_on_the_same_state_dir_is_refused(
+    edge_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    config = write_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    running = lock_directory(tmp_path / "state")  # as the agent the unit started holds it
+    assert running is not None
+    try:
+        result = edge_cli("run", "--config", str(config))
+    finally:
+        os.close(running)
+    assert_one_line(
+        result, EXIT_USAGE, "[agent] state_dir", str(tmp_path / "state"), "another edge agent"
+    )
+
+
 # -- the broker: check-config --connect --------------------------------------------------
 
 
@@ -355,6 +472,20 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert result.code != EXIT_OK
 
 
+def test_stdout_onto_a_full_disk_is_one_line_not_an_internal_error() -> None:
+    with open("/dev/full", "w") as full:  # what `> file` on a full disk gives the process
+        done = subprocess.run(
+            [sys.executable, "-m", "tillpulse", "edge", "sample-config"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            check=False,
+        )
+    result = Result(("edge", "sample-config"), done.returncode, "", done.stderr)
+    assert_one_line(result, EXIT_USAGE, "No space left on device", "free space")
+
+
 def test_an_internal_error_is_one_line_pointing_at_debug(
     edge_cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,6 +498,18 @@ def test_an_internal_error_is_one_line_pointing_at_debug(
 
 
 # -- sample-config -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [("sample-config", "--out", "{disk}/edge.toml"), ("install-unit", "--out", "{disk}")]
+)
+def test_writing_onto_a_full_disk_names_the_file_and_the_fix(
+    edge_cli: Callable[..., Result], small_disk: SmallDisk, args: tuple[str, ...]
+) -> None:
+    small_disk.fill()
+    argv = [arg.format(disk=small_disk.path) for arg in args]
+    assert_one_line(edge_cli(*argv), EXIT_USAGE, str(small_disk.path), "disk is full")
+    assert sorted(p.name for p in small_disk.path.iterdir()) == [".filler"]  # no partial file
 
 
 def test_sample_config_does_not_overwrite_and_names_a_missing_dir(

@@ -85,7 +85,8 @@ def test_the_unit_install_unit_writes_passes_systemd_analyze_verify(tmp_path: Pa
         timeout=60,
         check=True,
     )
-    assert written.stderr == ""
+    assert written.stdout == "" and "Traceback" not in written.stderr, written
+    assert f"wrote {tmp_path / UNIT_NAME}" in written.stderr
     verified = subprocess.run(
         ["systemd-analyze", "verify", str(tmp_path / UNIT_NAME)],
         capture_output=True,

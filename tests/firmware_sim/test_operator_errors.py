@@ -18,6 +18,7 @@ from firmware_sim.cli import main
 from firmware_sim.fleet_layout import build_fleet
 from runtime.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from testkit.servers import MosquittoServer, ServerFactory
+from tests.conftest import SmallDisk
 from tests.operator_errors import (
     TRACEBACK,
     Result,
@@ -61,6 +62,11 @@ def closed_port() -> int:
         (("fleet", "--out", "x.jsonl", "--window", "5"), ("--window",)),
         (("fleet",), ("--mqtt", "--out")),
         (("fleet", "--out", "x.jsonl", "--scenario", "nosuch"), ("nosuch", "demo")),
+        (("fleet", "--out", "x.jsonl", "--terminals", "9" * 20), ("--terminals", "at most")),
+        (("fleet", "--out", "x.jsonl", "--status-every", "inf"), ("--status-every", "finite")),
+        (("fleet", "--out", "x.jsonl", "--accel", "nan"), ("--accel", "nan")),
+        (("fleet", "--out", "x.jsonl", "--duration", "0s"), ("--duration", "positive")),
+        (("fleet", "--mqtt", "127.0.0.1:0"), ("--mqtt", "127.0.0.1:0")),
     ],
     ids=[
         "log-level-after",
@@ -72,6 +78,11 @@ def closed_port() -> int:
         "window-renamed",
         "no-target",
         "scenario-missing",
+        "terminals-huge",
+        "status-every-inf",
+        "accel-nan",
+        "duration-0s",
+        "mqtt-port-0",
     ],
 )
 def test_bad_flag_or_value_is_one_line_exit_2(
@@ -111,6 +122,15 @@ def test_unwritable_output_names_the_option_and_the_path(
         target = ()
     result = sim(capsys, command, *SMALL, *target, option, str(path))
     assert_one_line(result, EXIT_USAGE, option, str(path), "a directory you can write")
+
+
+def test_a_disk_that_fills_up_mid_run_is_one_line_naming_the_fix(
+    capsys: pytest.CaptureFixture[str], small_disk: SmallDisk
+) -> None:
+    small_disk.fill(leave_bytes=16 << 10)  # room for the first events only
+    events = small_disk.path / "events.jsonl"
+    result = sim(capsys, "fleet", *SMALL, "--out", str(events))
+    assert_one_line(result, EXIT_USAGE, "No space left on device", "free space")
 
 
 def test_a_run_that_would_inject_nothing_refuses_to_start(

@@ -57,7 +57,10 @@ def test_v1_needs_a_database(tmp_path: Path) -> None:
         (MINIMAL + 'dialect = "v1"\n', "influxdb.database"),
         (MINIMAL + 'dialect = "v3"\norg = "o"\nbucket = "b"\n', "influxdb.dialect"),
         (V2.replace('id = "gw1"', 'id = "gw 1"'), "gateway.id"),
-        ('[gateway]\nid = "gw1"\n[influxdb]\nurl = "u"\norg = "o"\nbucket = "b"\n', "`mqtt`"),
+        (
+            '[gateway]\nid = "gw1"\n[influxdb]\nurl = "http://i"\norg = "o"\nbucket = "b"\n',
+            "`mqtt`",
+        ),
         (V2.replace('host = "b"', 'host = "b"\nreceive_maximum = 0'), "mqtt.receive_maximum"),
         (V2.replace('host = "b"', 'host = "b"\nshared_group = "a/#"'), "mqtt.shared_group"),
         (V2.replace('host = "b"', 'host = "b"\nprot = 1'), "prot"),
@@ -96,15 +99,15 @@ def test_secrets_come_from_files_or_the_environment(
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
-    v2 = InfluxSection(url="u", org="o", bucket="b", token_file=str(token_file))
+    v2 = InfluxSection(url="http://influxdb:8086", org="o", bucket="b", token_file=str(token_file))
     assert v2.token() == "from-file"
     monkeypatch.setenv(INFLUX_TOKEN_ENV, "from-env")
-    assert InfluxSection(url="u", org="o", bucket="b").token() == "from-env"
-    v1 = InfluxSection(url="u", dialect="v1", database="tp", username="gw")
+    assert InfluxSection(url="http://influxdb:8086", org="o", bucket="b").token() == "from-env"
+    v1 = InfluxSection(url="http://influxdb:8086", dialect="v1", database="tp", username="gw")
     monkeypatch.delenv(INFLUX_PASSWORD_ENV, raising=False)
     with pytest.raises(ConfigError, match=INFLUX_PASSWORD_ENV):
         v1.password()
-    assert InfluxSection(url="u", dialect="v1", database="tp").password() is None
+    assert InfluxSection(url="http://influxdb:8086", dialect="v1", database="tp").password() is None
 
 
 def test_a_bad_duration_stops_the_gateway_with_one_line(tmp_path: Path) -> None:

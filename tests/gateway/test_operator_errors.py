@@ -169,6 +169,42 @@ def test_a_bad_override_blames_the_variable_not_the_file(
     assert str(config) not in line
 
 
+@pytest.mark.usefixtures("in_process")
+@pytest.mark.parametrize("command", ["run", "check-config"])
+@pytest.mark.parametrize(
+    ("edits", "names"),
+    [
+        (('url = "http://', 'url = "'), ("influxdb", "url must be http(s)://")),  # no scheme
+        (('url = "http://', 'url = "ftp://'), ("influxdb", "url must be http(s)://")),
+        (('url = "http://127.0.0.1:', 'url = "http://127.0.0.1:9'), ("influxdb", "url")),
+        (('host = "127.0.0.1"', 'host = ""'), ("mqtt.host",)),  # empty
+        (
+            ("reconnect_max_s = 1.0", "reconnect_max_s = 1.0\nreconnect_min_s = 30.0"),
+            ("reconnect_min_s", "reconnect_max_s"),
+        ),
+        (('[http]\nlisten = "127.0.0.1:0"', '[spool]\nfsync = "sometimes"'), ("spool.fsync",)),
+    ],
+    ids=[
+        "url-no-scheme",
+        "url-ftp",
+        "url-port-out-of-range",
+        "mqtt-host-empty",
+        "reconnect-min-over-max",
+        "fsync-unknown",
+    ],
+)
+def test_a_key_the_gateway_cannot_use_is_named_before_it_starts(
+    *,
+    capsys: pytest.CaptureFixture[str],
+    config: Path,
+    command: str,
+    edits: tuple[str, str],
+    names: tuple[str, ...],
+) -> None:
+    edit(config, *edits)
+    assert_one_line(gateway(capsys, command, "-c", str(config)), EXIT_USAGE, str(config), *names)
+
+
 # -- files and directories the config names ----------------------------------------------
 
 
