@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +30,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def iso(ns: int) -> str:
+    """A nanosecond timestamp as ISO 8601 UTC, to the second (what the simulator takes)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // 1_000_000_000))
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def process_rss_bytes(pid: int) -> int | None:
+    """Resident memory of a running process (``/proc``; None once it is gone, or elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def emit(bench: str, figures: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import msgspec
 
-from bench.common import emit, median
+from bench.common import emit, iso, median
 from cloud.detectors.trained_model import TrainedModel
 from cloud.evaluation.scoring import Report, evaluate, targets_check
 from cloud.jobs.cycle import Detection, DetectionSettings
@@ -55,10 +55,6 @@ FIRST_WEEK_NS: Final = 1_791_158_400 * NS_PER_S  # Monday 2026-10-05 00:00 UTC
 TRADING_DAY: Final = (6 * 3600 * NS_PER_S, 21 * 3600 * NS_PER_S)  # replayed part of a day
 SCALE_HOUR_NS: Final = 11 * 3600 * NS_PER_S  # the scale fleet's busy hour starts at 11:00
 SCALE_WINDOWS: Final = 4  # timed cycles (after one that warms the memory up)
-
-
-def iso(ns: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // NS_PER_S))
 
 
 def replay(detection: Detection, day_ns: int) -> list[Alert]:

@@ -11,6 +11,13 @@ boot time without a reboot (uptime going backwards) is a clock step. A
 heartbeat is taken into account once its true time has passed, which keeps
 a replay of stored history from looking ahead.
 
+A window reads each device's newest heartbeat, one row per device, and takes it alone
+when it sums up the heartbeats since the last one taken: the device is known, its
+sequence moved on, no reboot or clock step, the paper is in, and no silence long
+enough to be an outage can have ended in the window (`beats_to_reread` names the
+devices where one of these fails; their raw heartbeats of the lookback are folded one
+by one, as the first cycle of a job folds every device's).
+
 Liveness is state, not lookback: each device's newest connect, clean
 shutdown, last will and heartbeat are carried in the memory
 (`cloud.detectors.carried_state.Liveness`), however long ago they were.
@@ -54,6 +61,10 @@ from wire.timestamps import NS_PER_S, iso
 
 log = logging.getLogger(__name__)
 
+# a boot time implied by a heartbeat within this of the reference is the clock's slow
+# drift or an NTP nudge, followed; beyond it, a clock step
+_DRIFT_TOLERANCE_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class HealthSettings:
@@ -77,8 +88,110 @@ def fold_heartbeats(
     the window end, into memory."""
     settings = settings or HealthSettings()
     fold_states(memory, data.states)
-    _fold(memory, data.statuses, data.end_ns, "terminal", settings)
-    _fold(memory, data.sensors, data.end_ns, "sensor", settings)
+    for device, (row, kind) in _newest(data).items():
+        if device not in data.reread:
+            _take_newest(memory, device, row, kind=kind, end_ns=data.end_ns, settings=settings)
+    _fold(memory, data.statuses, data.end_ns, kind="terminal", settings=settings)
+    _fold(memory, data.sensors, data.end_ns, kind="sensor", settings=settings)
+
+
+def quiet_devices(
+    memory: Memory, data: WindowData, reread: set[str], settings: HealthSettings
+) -> set[str]:
+    """The devices that may be silent long enough by the window's end for a last will or
+    a clean shutdown to matter, however old its point: the window reads their newest
+    connection points. Those whose heartbeats are read again may be (a silence ended,
+    or none in the window); of the others, those whose newest heartbeat is old enough."""
+    quiet_s = min(settings.will_quiet_s, settings.offline_after_s)
+    quiet_from = data.end_ns - int(quiet_s * NS_PER_S)
+    quiet = set(reread)
+    for device, (row, kind) in _newest(data).items():
+        state = memory.devices.get(device)
+        if state is not None and device not in reread and _happened(state, row, kind) <= quiet_from:
+            quiet.add(device)
+    return quiet
+
+
+def beats_to_reread(memory: Memory, data: WindowData, settings: HealthSettings) -> set[str]:
+    """The devices whose newest heartbeat in the window does not sum up their
+    heartbeats since the last one taken (see the module's doc): their raw heartbeats of
+    the lookback must be folded one by one. A known device with none in the window is
+    one of them (silent, or its clock stepped back before the window)."""
+    newest = _newest(data)
+    reread = {device for device in memory.devices if device not in newest}
+    for device, (row, kind) in newest.items():
+        if not _sums_up(memory, device, row, kind=kind, end_ns=data.end_ns, settings=settings):
+            reread.add(device)
+    return reread
+
+
+def _sums_up(
+    memory: Memory,
+    device: str,
+    row: dict[str, Any],
+    *,
+    kind: str,
+    end_ns: int,
+    settings: HealthSettings,
+) -> bool:
+    """Taking only ``row`` leaves the device's memory as folding each heartbeat would."""
+    state = memory.devices.get(device)
+    if state is None or state.seen_ns == 0 or int(row["seq"]) <= state.seq:
+        return False  # new, or its sequence started again
+    beat_ns = _liveness(memory, device).beat_ns
+    if beat_ns == 0 or end_ns - beat_ns >= settings.offline_after_s * NS_PER_S:
+        return False  # a silence long enough to be an outage may end in this window
+    if kind == "sensor":
+        return True
+    uptime = int(row["uptime_s"])
+    if state.boot_ref_ns is None or uptime < state.uptime_s:
+        return False  # a reboot
+    implied_boot = int(row["time"]) - uptime * NS_PER_S
+    return (
+        abs(implied_boot - state.boot_ref_ns) <= _DRIFT_TOLERANCE_S * NS_PER_S  # no clock step
+        and state.boot_ref_ns + uptime * NS_PER_S <= end_ns  # it has happened by the end
+        and float(row["paper_pct"]) > 0.0  # a paper-out streak counts each heartbeat
+    )
+
+
+def _take_newest(
+    memory: Memory,
+    device: str,
+    row: dict[str, Any],
+    *,
+    kind: str,
+    end_ns: int,
+    settings: HealthSettings,
+) -> None:
+    if not _sums_up(memory, device, row, kind=kind, end_ns=end_ns, settings=settings):
+        return  # `beats_to_reread` named it: its raw heartbeats are folded
+    state = memory.devices[device]
+    happened_ns = _happened(state, row, kind)
+    if kind == "terminal":
+        _take_status(state, row)
+    state.seq, state.ts_ns, state.seen_ns = int(row["seq"]), int(row["time"]), end_ns
+    _take_beat(_liveness(memory, device), happened_ns, settings)
+
+
+def _happened(state: DeviceMemory, row: dict[str, Any], kind: str) -> int:
+    """When a heartbeat (true time: see the module's doc) or a sensor sample happened."""
+    return _true_time(state, row) if kind == "terminal" else int(row["time"])
+
+
+def _newest(data: WindowData) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each device's newest heartbeat or sample in the window, and the device's kind."""
+    out = {device: (row, "sensor") for device, row in (data.newest_sensors or {}).items()}
+    out.update((device, (row, "terminal")) for device, row in (data.newest_statuses or {}).items())
+    return out
+
+
+def _rows_by_device(table: Table) -> dict[str, list[dict[str, Any]]]:
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    names = list(table.columns)
+    for values in zip(*table.columns.values(), strict=True):
+        row = dict(zip(names, values, strict=True))
+        rows[row["device"]].append(row)
+    return rows
 
 
 def fold_states(memory: Memory, states: dict[str, DeviceStates]) -> None:
@@ -92,13 +205,11 @@ def fold_states(memory: Memory, states: dict[str, DeviceStates]) -> None:
             live.will_ns = max(live.will_ns, broker.offline_ns)
 
 
-def _fold(memory: Memory, table: Table, end_ns: int, kind: str, settings: HealthSettings) -> None:
-    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    names = list(table.columns)
-    for values in zip(*table.columns.values(), strict=True):
-        row = dict(zip(names, values, strict=True))
-        rows[row["device"]].append(row)
-    for device, read in rows.items():
+def _fold(
+    memory: Memory, table: Table, end_ns: int, *, kind: str, settings: HealthSettings
+) -> None:
+    """Each device's raw heartbeats, in sequence order, from the newest one taken."""
+    for device, read in _rows_by_device(table).items():
         state = memory.devices.get(device)
         if state is None:
             state = memory.devices[device] = DeviceMemory(site=read[0]["site"], kind=kind)
@@ -168,7 +279,9 @@ def _true_time(state: DeviceMemory, beat: dict[str, Any]) -> int:
     return state.boot_ref_ns + uptime * NS_PER_S
 
 
-def _take_status(state: DeviceMemory, beat: dict[str, Any], tolerance_s: float = 5.0) -> None:
+def _take_status(
+    state: DeviceMemory, beat: dict[str, Any], tolerance_s: float = _DRIFT_TOLERANCE_S
+) -> None:
     uptime = int(beat["uptime_s"])
     implied_boot = int(beat["time"]) - uptime * NS_PER_S
     if state.boot_ref_ns is None or uptime < state.uptime_s:  # first sight, or a reboot

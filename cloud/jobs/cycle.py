@@ -32,11 +32,17 @@ from cloud.detectors.fraud_features import group_by_terminal
 from cloud.detectors.kpis import Explained, KpiSettings, kpi_findings
 from cloud.detectors.payments import PaymentSettings, payment_findings
 from cloud.detectors.series_watch import SeriesSettings, SeriesWatch
-from cloud.detectors.terminal_health import HealthSettings, fold_heartbeats, health_findings
+from cloud.detectors.terminal_health import (
+    HealthSettings,
+    beats_to_reread,
+    fold_heartbeats,
+    health_findings,
+    quiet_devices,
+)
 from cloud.detectors.trained_model import TrainedModel
 from cloud.jobs.alert_lifecycle import AlertManager
 from cloud.reading.influxql_reader import InfluxQLReader
-from cloud.reading.window import Shard, WindowData, fetch_window
+from cloud.reading.window import Shard, WindowData, fetch_window, read_changed
 from runtime.logs import kv
 from wire.calendar import Calendar
 from wire.incidents import AlertType
@@ -96,7 +102,7 @@ class Detection:
     def run(self, end_ns: int) -> CycleReport:
         """Detect over ``[end - window, end)`` and return what was found and alerted."""
         started = time.monotonic()
-        data = fetch_window(self.reader, end_ns - self.window_ns, end_ns, shard=self.shard)
+        data = self.fetch(end_ns)
         read_s = time.monotonic() - started
         findings = self.detect(data)
         alerts = self.alerts.step(end_ns, findings)
@@ -120,6 +126,18 @@ class Detection:
             ),
         )
         return report
+
+    def fetch(self, end_ns: int) -> WindowData:
+        """The window's data: with a memory, what changed since (cloud.reading.window)."""
+        health, memory = self.settings.health, self.memory
+        start_ns = end_ns - self.window_ns
+        carried = bool(memory.devices)  # the first cycle of a job reads the lookback once
+        data = fetch_window(self.reader, start_ns, end_ns, shard=self.shard, carried=carried)
+        if carried:
+            reread = beats_to_reread(memory, data, health)
+            quiet = quiet_devices(memory, data, reread, health)
+            read_changed(self.reader, data, beats=reread, states=quiet)
+        return data
 
     def detect(self, data: WindowData) -> list[Finding]:
         """Every detector over one window's data; updates the memory."""
