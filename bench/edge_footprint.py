@@ -19,9 +19,24 @@ agent will use, fsync cost is the disk's) and measures two phases:
 
 RSS is VmRSS (steady, at the end of each phase) and VmHWM (peak) from
 /proc/<pid>/status; CPU is utime + stime from /proc/<pid>/stat over the phase.
-Figures are medians over the rounds.
+Figures are medians over the rounds. ``--agent PATH`` (repeatable; default: this
+checkout) names the agents to measure, their rounds alternating, so a before/after
+is measured side by side on a shared machine: a checkout (``python -m edge run``
+from its source, e.g. ``git worktree add DIR HEAD~1``) or a venv with tillpulse
+installed (``VENV/bin/python -m edge run``, byte-compiled as pip installs it: what
+a Raspberry Pi runs).
+
+``--part page-cache`` measures what the outbox's bounded SQLite page cache costs in
+CPU: process CPU per single put and per drained row over a backlog, at the agent's
+`edge.outbox.PAGE_CACHE_KIB` and at SQLite's default (2,000 KiB), rounds alternating.
+
+``--part imports`` breaks the memory down instead: the VmRSS of a fresh
+interpreter after each group of imports the agent makes (interpreter, msgspec,
+paho, the OpenSSL it loads, pyserial and cobs, sqlite3, our modules).
 
     .venv/bin/python -m bench.edge_footprint [--rounds 3] [--devices 4] [--dir DIR]
+    .venv/bin/python -m bench.edge_footprint --part imports [--agent PATH ...]
+    .venv/bin/python -m bench.edge_footprint --part page-cache [--rounds 5] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -36,8 +51,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
+from bench import outbox as outbox_bench
 from bench.common import emit, median
+from edge.outbox import MIB, PAGE_CACHE_KIB, Outbox
 from edge.status import read_status
 from firmware_sim.event_engine import Emission
 from firmware_sim.serial_link import SerialFleet
@@ -45,6 +63,7 @@ from testkit.factories import payment
 from testkit.mqtt_collector import Collector
 from testkit.servers import MosquittoServer, wait_until
 
+ROOT = Path(__file__).resolve().parents[1]
 SITE = "s0001"
 AGENT_ID = "s0001-pi1"
 AGENT_CORE = 0
@@ -146,7 +165,30 @@ def write_config(state: Path, broker: MosquittoServer, ports: list[str]) -> Path
     return path
 
 
-def one_round(broker: MosquittoServer, args: argparse.Namespace) -> tuple[Phase, Phase, float, int]:
+@dataclass(frozen=True)
+class AgentBuild:
+    """Where the agent under test comes from: a checkout, or a venv it is installed in."""
+
+    path: Path
+
+    @property
+    def installed(self) -> bool:
+        return (self.path / "bin" / "tillpulse").exists()
+
+    def python(self, *args: str, cwd: Path, **popen: Any) -> subprocess.Popen[bytes]:
+        """Its interpreter running ``args``: a checkout's source comes first on sys.path."""
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        if self.installed:
+            return subprocess.Popen(
+                [self.path / "bin" / "python", *args], cwd=cwd, env=env, **popen
+            )
+        env["PYTHONPATH"] = str(self.path)
+        return subprocess.Popen([sys.executable, *args], cwd=self.path, env=env, **popen)
+
+
+def one_round(
+    broker: MosquittoServer, args: argparse.Namespace, build: AgentBuild
+) -> tuple[Phase, Phase, float, int]:
     """(slow phase, max phase, peak RSS MiB, outbox depth at the end) of a fresh agent."""
     state = Path(tempfile.mkdtemp(prefix="edge-footprint-", dir=args.dir))
     fleet = SerialFleet(
@@ -159,8 +201,13 @@ def one_round(broker: MosquittoServer, args: argparse.Namespace) -> tuple[Phase,
         Collector(broker.host, broker.port, "tp/v1/dev/+/+/payment") as collector,
         (state / "agent.log").open("wb") as log,
     ):
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        agent = build.python(
+            "-m",
+            "edge",
+            "run",
+            "--config",
+            str(config),
+            cwd=state,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -195,7 +242,16 @@ def measure_slow(traffic: Traffic, probe: Probe, args: argparse.Namespace) -> Ph
         traffic.send(1)
         next_at += interval
         traffic.fleet.idle_until(next_at)
-    probe.collector.wait_for_count(traffic.sent, timeout=30)
+
+    def all_arrived() -> bool:
+        traffic.service()  # a loaded machine runs late: the last frames may still be unsent
+        return probe.collector.count() >= traffic.sent
+
+    wait_until(
+        all_arrived,
+        30,
+        message=lambda: f"{probe.collector.count()} of {traffic.sent} payments arrived",
+    )
     return phase(start, probe.sample())
 
 
@@ -213,8 +269,133 @@ def measure_max(traffic: Traffic, probe: Probe, args: argparse.Namespace) -> Pha
     return phase(start, probe.sample())
 
 
+# (row, imports, OpenSSL kept out). Each row is a fresh interpreter importing what
+# the rows above it import, and its own; the last row imports what `edge run` imports,
+# in its order (the order alone moves RSS by ~0.5 MB). Keeping OpenSSL out is for
+# measuring only: paho 2.2 imports ssl and hashlib, and needs ssl even without TLS.
+IMPORT_STEPS: Final = (
+    ("interpreter (python -c pass, this venv's site)", (), True),
+    ("+ msgspec", ("msgspec",), True),
+    ("+ paho-mqtt, OpenSSL kept out", ("paho.mqtt.client",), True),
+    ("+ OpenSSL: hashlib and ssl, which paho imports", ("hashlib", "ssl"), False),
+    ("+ pyserial, cobs", ("serial", "cobs.cobs"), False),
+    ("+ sqlite3", ("sqlite3",), False),
+)
+AGENT_IMPORTS: Final = ["edge.cli", "edge.agent"]
+_OPENSSL: Final = ("_hashlib", "_ssl", "ssl")
+_PROBE: Final = """
+import importlib, sys
+for name in sys.argv[2:]:
+    sys.modules[name] = None
+for name in sys.argv[1].split(","):
+    if name:
+        importlib.import_module(name)
+print(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+"""
+
+
+def import_rss_kib(
+    build: AgentBuild, modules: list[str], *, block_openssl: bool, flags: tuple[str, ...] = ()
+) -> int:
+    """VmRSS of a fresh interpreter of ``build`` once it imported ``modules``."""
+    blocked = _OPENSSL if block_openssl else ()
+    with tempfile.TemporaryDirectory() as cwd:
+        probe = build.python(
+            *flags,
+            "-c",
+            _PROBE,
+            ",".join(modules),
+            *blocked,
+            cwd=Path(cwd),
+            stdout=subprocess.PIPE,
+        )
+        out, _ = probe.communicate(timeout=60)
+    if probe.returncode != 0:
+        raise RuntimeError(f"the import probe of {build.path} failed")
+    return int(out)
+
+
+def import_breakdown(args: argparse.Namespace, builds: list[AgentBuild]) -> None:
+    def rss_mib(
+        build: AgentBuild, modules: list[str], block: bool, flags: tuple[str, ...] = ()
+    ) -> float:
+        runs = [
+            import_rss_kib(build, modules, block_openssl=block, flags=flags)
+            for _ in range(args.rounds)
+        ]
+        return round(median(runs) / 1024, 1)
+
+    this = AgentBuild(ROOT)
+    rows = {"interpreter without site (python -S -c pass)": rss_mib(this, [], True, ("-S",))}
+    costs: dict[str, float] = {}
+    imported: list[str] = []
+    previous: float | None = None
+    for label, modules, block in IMPORT_STEPS:
+        imported += modules
+        rows[label] = mib = rss_mib(this, imported, block)
+        if previous is not None:
+            costs[label] = round(mib - previous, 1)
+        previous = mib
+    label = "+ our modules: all that `edge run` imports"
+    rows[label] = mib = rss_mib(this, AGENT_IMPORTS, False)
+    costs[label] = round(mib - (previous or 0.0), 1)
+    emit(
+        "edge_footprint_imports",
+        {
+            "rss_mib_after": rows,
+            "cost_mib": costs,
+            "agent_imports_mib": {
+                str(build.path): rss_mib(build, AGENT_IMPORTS, False) for build in builds
+            },
+            "rounds": args.rounds,
+        },
+    )
+
+
+SQLITE_DEFAULT_CACHE_KIB: Final = 2000
+
+
+def outbox_cpu_us(directory: str | None, cache_kib: int, backlog: int) -> tuple[float, float]:
+    """(CPU us per single high-priority put, per drained row) on top of ``backlog`` rows."""
+    with (
+        tempfile.TemporaryDirectory(prefix="edge-footprint-cache-", dir=directory) as state,
+        Outbox(Path(state) / "outbox.db", max_bytes=4096 * MIB, page_cache_kib=cache_kib) as box,
+    ):
+        for first in range(1, backlog + 1, 500):
+            box.put_many(
+                [outbox_bench.payment(seq) for seq in range(first, min(first + 500, backlog + 1))]
+            )
+        singles = [outbox_bench.payment(seq) for seq in range(backlog + 1, backlog + 2001)]
+        start = time.process_time()
+        for entry in singles:
+            box.put(entry.topic, entry.payload, entry.priority, entry.device, entry.seq)
+        put_us = (time.process_time() - start) / len(singles) * 1e6
+        start, drained = time.process_time(), 0
+        while rows := box.lease(256):
+            drained += box.ack_many([row.row_id for row in rows])
+        return put_us, (time.process_time() - start) / drained * 1e6
+
+
+def page_cache_cost(args: argparse.Namespace) -> None:
+    sizes = {"agent": PAGE_CACHE_KIB, "sqlite_default": SQLITE_DEFAULT_CACHE_KIB}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sizes}
+    for _ in range(args.rounds):
+        for name, kib in sizes.items():
+            runs[name].append(outbox_cpu_us(args.dir, kib, args.cache_backlog))
+    figures: dict[str, object] = {"backlog_rows": args.cache_backlog, "rounds": args.rounds}
+    for name, kib in sizes.items():
+        figures[name] = {
+            "cache_kib": kib,
+            "put_cpu_us": round(median([put for put, _ in runs[name]]), 1),
+            "drain_cpu_us_per_row": round(median([drain for _, drain in runs[name]]), 2),
+            "put_cpu_us_rounds": [round(put, 1) for put, _ in runs[name]],
+        }
+    emit("edge_footprint_page_cache", figures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("run", "imports", "page-cache"), default="run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--devices", type=int, default=4, help="terminals, one pty each")
     parser.add_argument("--queue", type=int, default=500, help="unacked payments per terminal")
@@ -226,42 +407,68 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--max-s", type=float, default=10.0)
     parser.add_argument("--dir", default=None, help="where the agent's state dir goes")
+    parser.add_argument("--cache-backlog", type=int, default=50_000, help="rows (page-cache)")
+    parser.add_argument(
+        "--agent",
+        metavar="PATH",
+        action="append",
+        type=Path,
+        help="a checkout or a venv with tillpulse installed (repeatable; default: this checkout)",
+    )
     args = parser.parse_args()
+    builds = [AgentBuild(path.resolve()) for path in args.agent or [ROOT]]
+    if args.part == "imports":
+        import_breakdown(args, builds)
+        return
+    if args.part == "page-cache":
+        page_cache_cost(args)
+        return
     logging.getLogger("firmware_sim").setLevel(logging.ERROR)  # "store full" is the throttle
 
     others = set(range(os.cpu_count() or 1)) - {AGENT_CORE}
     if others:
         os.sched_setaffinity(0, others)  # terminals, broker, subscriber: off the agent's core
+    rounds: dict[AgentBuild, list[tuple[Phase, Phase, float, int]]] = {b: [] for b in builds}
     with (
         tempfile.TemporaryDirectory(prefix="edge-footprint-mqtt-") as workdir,
         MosquittoServer(Path(workdir)) as broker,
     ):
-        rounds = [one_round(broker, args) for _ in range(args.rounds)]
+        for _ in range(args.rounds):
+            for build in builds:
+                rounds[build].append(one_round(broker, args, build))
 
-    slow = [r[0] for r in rounds]
-    fast = [r[1] for r in rounds]
     emit(
         "edge_footprint",
         {
             "shape": "payment/1 over serial ptys, fsync before LinkAck, agent pinned to 1 core",
             "devices": args.devices,
             "rounds": args.rounds,
-            "max_events_per_s": round(median([p.events_per_s for p in fast])),
-            "max_events_per_s_rounds": [round(p.events_per_s) for p in fast],
-            "max_cpu_ms_per_1000_events": round(median([p.cpu_ms_per_1000 for p in fast]), 1),
-            "max_agent_core_busy": round(median([p.core_busy for p in fast]), 2),
-            "max_rest_busy": round(median([p.rest_busy for p in fast]), 2),
-            "max_rss_mib": round(median([p.rss_mib for p in fast]), 1),
-            "slow_events_per_s": round(median([p.events_per_s for p in slow]), 1),
-            "slow_cpu_ms_per_1000_events": round(median([p.cpu_ms_per_1000 for p in slow]), 1),
-            "slow_agent_core_busy": round(median([p.core_busy for p in slow]), 3),
-            "slow_rss_mib": round(median([p.rss_mib for p in slow]), 1),
-            "peak_rss_mib": round(median([r[2] for r in rounds]), 1),
-            "outbox_depth_at_end": [r[3] for r in rounds],
+            "agents": {str(build.path): summary(rounds[build]) for build in builds},
             "agent_cpus": sorted({AGENT_CORE}),
             "other_cpus": sorted(others),
         },
     )
+
+
+def summary(rounds: list[tuple[Phase, Phase, float, int]]) -> dict[str, object]:
+    """The medians of one agent's rounds."""
+    slow = [r[0] for r in rounds]
+    fast = [r[1] for r in rounds]
+    return {
+        "max_events_per_s": round(median([p.events_per_s for p in fast])),
+        "max_events_per_s_rounds": [round(p.events_per_s) for p in fast],
+        "max_cpu_ms_per_1000_events": round(median([p.cpu_ms_per_1000 for p in fast]), 1),
+        "max_agent_core_busy": round(median([p.core_busy for p in fast]), 2),
+        "max_rest_busy": round(median([p.rest_busy for p in fast]), 2),
+        "max_rss_mib": round(median([p.rss_mib for p in fast]), 1),
+        "max_rss_mib_rounds": [round(p.rss_mib, 1) for p in fast],
+        "slow_events_per_s": round(median([p.events_per_s for p in slow]), 1),
+        "slow_cpu_ms_per_1000_events": round(median([p.cpu_ms_per_1000 for p in slow]), 1),
+        "slow_agent_core_busy": round(median([p.core_busy for p in slow]), 3),
+        "slow_rss_mib": round(median([p.rss_mib for p in slow]), 1),
+        "peak_rss_mib": round(median([r[2] for r in rounds]), 1),
+        "outbox_depth_at_end": [r[3] for r in rounds],
+    }
 
 
 if __name__ == "__main__":

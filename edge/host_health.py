@@ -10,8 +10,6 @@ default, never an error.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +20,7 @@ from wire.messages import HostHealth
 THERMAL_ZONE: Final = Path("/sys/class/thermal/thermal_zone0/temp")
 TIMESYNC_FLAG: Final = Path("/run/systemd/timesync/synchronized")
 _TIME_ERROR: Final = 5  # adjtimex return value: clock not synchronised
+_TIMEX_BYTES: Final = 1024  # more than struct timex (<sys/timex.h>) on every Linux ABI
 
 
 def cpu_temp_c(zone: Path = THERMAL_ZONE) -> float | None:
@@ -53,23 +52,19 @@ def disk_used_pct(path: str | Path) -> float:
     return round(100.0 * usage.used / usage.total, 2) if usage.total else 0.0
 
 
-class _Timex(ctypes.Structure):
-    # struct timex (<sys/timex.h>) with modes = 0 (read only); the buffer is larger
-    # than the real struct on every Linux ABI, and only the return value is used.
-    _fields_ = [("modes", ctypes.c_uint), ("pad", ctypes.c_long * 64)]
-
-
 def clock_synced(flag: Path = TIMESYNC_FLAG) -> bool:
     """True if systemd-timesyncd or the kernel says the clock is synchronised."""
     if flag.exists():
         return True
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
+    # ctypes only here (a Pi running systemd-timesyncd with a synced clock never needs
+    # it), and libc from this process's own symbols: ctypes.util.find_library would
+    # run ldconfig in a subprocess at every sample.
+    import ctypes  # noqa: PLC0415
+
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        timex = _Timex()
-        state = libc.adjtimex(ctypes.byref(timex))
+        libc = ctypes.CDLL(None, use_errno=True)
+        # A zeroed struct timex: modes = 0 reads the state and changes nothing.
+        state = libc.adjtimex(ctypes.create_string_buffer(_TIMEX_BYTES))
     except (OSError, AttributeError):
         return False
     return bool(state not in (-1, _TIME_ERROR))

@@ -91,6 +91,13 @@ Full disk
     index in memory, so an agent starting on a full disk can still deliver
     what is queued (no other process can open the file until it closes).
 
+Memory
+    SQLite's page cache is bounded at ``page_cache_kib`` (`PAGE_CACHE_KIB`, a
+    quarter of SQLite's default): pages that fall out of it are read again
+    from the file or the WAL, and a transaction that outgrows it spills to the
+    WAL, still committed or rolled back as a whole. Durability and the fsync
+    policy are unchanged.
+
 Threads
     One connection guarded by one lock: serial reader threads put, the MQTT
     thread leases and acks, each call is one short critical section (a
@@ -124,6 +131,10 @@ SCHEMA_VERSION: Final = 1
 MIB: Final = 1024 * 1024
 _SQLITE_IOERR: Final = 10
 _SQLITE_FULL: Final = 13
+# SQLite's page cache, per connection (its default: 2,000 KiB). A quarter of that costs
+# ~2% more CPU per put and holds ~0.5 MiB less at the max rate (BENCHMARKS.md, "Edge
+# agent footprint"): on a Raspberry Pi the memory matters more.
+PAGE_CACHE_KIB: Final = 512
 
 _SCHEMA: Final = (
     # AUTOINCREMENT: ids are never reused, so insertion order is id order even
@@ -242,6 +253,7 @@ class Outbox:
         low_priority_ttl_s: float | None = 24 * 3600.0,
         max_in_flight: int = 256,
         fsync_high_priority: bool = True,
+        page_cache_kib: int = PAGE_CACHE_KIB,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = Path(path)
@@ -252,6 +264,8 @@ class Outbox:
         self._fsync_high = fsync_high_priority
         self._clock = clock
         _check_settings(max_bytes, self._hard_max_bytes, low_priority_ttl_s, max_in_flight)
+        if page_cache_kib < 1:
+            raise ValueError(f"page_cache_kib must be at least 1, got {page_cache_kib}")
         self._lock = threading.Lock()
         self._in_flight: set[int] = set()
         self._cursor = 0  # highest id leased; every in-flight id is <= it
@@ -260,6 +274,7 @@ class Outbox:
         self._closed = False
         self.disk_error: str | None = None  # the last refused write, until one commits
         self._conn = _open(self._path)
+        self._conn.execute(f"PRAGMA cache_size = -{int(page_cache_kib)}")  # negative: KiB
         self._reload()
         self._dropped_at_open = self._dropped_total()
         log.info(

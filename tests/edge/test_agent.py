@@ -156,14 +156,15 @@ class Terminal:
 
 
 class AgentProcess:
-    """``python -m edge run --config FILE``, as the systemd unit runs it; stderr to a file."""
+    """``python -m edge run --config FILE``, as the systemd unit runs it; stderr to a file.
+    ``python_flags`` go to the interpreter (e.g. ``-X importtime``, also logged there)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *python_flags: str) -> None:
         self.log_path = config.parent / "agent.log"
         with self.log_path.open("ab") as log:
             self._log_offset = log.tell()  # the log of this run starts here
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(config)],
+                [sys.executable, *python_flags, "-m", "edge", "run", "--config", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -232,11 +233,11 @@ class Rig:
         )
         return load_edge_config(self.config)
 
-    def start_agent(self) -> AgentProcess:
+    def start_agent(self, *python_flags: str) -> AgentProcess:
         """Start the agent process and wait until it opened every port: pyserial flushes
         the line on open, so a sample sent before then is lost (a payment is re-sent)."""
         ports = len(load_edge_config(self.config).serial)
-        agent = AgentProcess(self.config)
+        agent = AgentProcess(self.config, *python_flags)
         self.agents.append(agent)
         wait_until(
             lambda: agent.log().count("event=serial_opened") >= ports,
@@ -782,3 +783,42 @@ def test_an_unexpected_error_in_a_health_sample_is_counted_and_sampling_goes_on(
         assert not running.agent.stop.is_set()  # no worker died
     finally:
         running.close()
+
+
+# Modules `edge run` has no use for: other components' libraries, or machinery nothing
+# on its path needs. Each would cost memory on every Raspberry Pi (BENCHMARKS.md,
+# "Edge agent footprint").
+UNNEEDED_BY_THE_AGENT = frozenset(
+    {
+        *("gateway", "cloud", "firmware_sim", "dashboards", "broker", "testkit"),
+        *("runtime.influx_sinks", "influxdb_client", "urllib3", "rich", "sklearn", "numpy"),
+        *("asyncio", "concurrent.futures", "multiprocessing", "logging.handlers"),
+        # host health reads libc from the process itself: no ldconfig run per sample
+        *("ctypes.util", "subprocess"),
+    }
+)
+
+
+def test_a_running_agent_imports_nothing_it_does_not_use(rig: Rig) -> None:
+    terminal = rig.terminal()
+    rig.configure(terminal.port)
+    with rig.subscribe() as sub:
+        agent = rig.start_agent("-X", "importtime")
+        terminal.payments(1, 1)
+        wait_until(
+            lambda: (
+                arrived(sub, terminal.device, Stream.PAYMENT)
+                and arrived(sub, AGENT_ID, Stream.HEALTH)
+            ),
+            15,
+            message="no payment or no health sample arrived",
+        )
+    assert agent.terminate() == 0
+
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in agent.log().splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"edge.agent", "paho.mqtt.client", "serial", "sqlite3"} <= imported  # what it runs
+    assert not imported & UNNEEDED_BY_THE_AGENT, sorted(imported & UNNEEDED_BY_THE_AGENT)
