@@ -14,6 +14,12 @@ in each round measures side by side:
   The rate is N / (time from the first publish until InfluxQL
   ``SELECT count(txn_id) FROM payment`` reaches N); then
   ``count(distinct(txn_id))`` must equal N as well (no loss, no duplicate).
+  Each also reports the CPU time per event of the gateway process(es), the
+  broker and influxd over that window (``/proc/<pid>/stat``): on a shared
+  machine a steadier figure than a rate.
+- ``baseline1`` with ``--baseline-repo DIR``: one gateway run from another
+  tree (``git archive HEAD | tar -x -C DIR``), in the same rounds, for a
+  before/after ratio.
 
 Then one gateway for ``--soak-s`` seconds at half the median one-gateway rate:
 end-to-end latency (publish -> queryable in InfluxDB) of probe events (every
@@ -199,14 +205,27 @@ def start_servers(workdir: Path) -> tuple[MosquittoServer, InfluxDB1Server]:
     return broker, influxdb
 
 
-def payment_count(influxdb: InfluxDB1Server, db: str, distinct: bool = False) -> int:
-    """count(txn_id) (or of the distinct ones) of measurement payment.
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process used so far (``/proc/<pid>/stat``; 0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def payment_count(
+    influxdb: InfluxDB1Server, db: str, distinct: bool = False, site: str | None = None
+) -> int:
+    """count(txn_id) (or of the distinct ones) of measurement payment (of one site).
 
     Plain urllib with a long timeout: over a soak's millions of points, influxd
     takes longer than the test helper's 10 s.
     """
     what = "count(distinct(txn_id))" if distinct else "count(txn_id)"
-    form = urllib.parse.urlencode({"q": f"SELECT {what} FROM payment", "db": db}).encode()
+    where = f" WHERE site = '{site}'" if site else ""
+    form = urllib.parse.urlencode({"q": f"SELECT {what} FROM payment{where}", "db": db}).encode()
     with urllib.request.urlopen(f"{influxdb.url}/query", data=form, timeout=300) as response:
         result = json.loads(response.read())["results"][0]
     if "error" in result:
@@ -231,6 +250,7 @@ class GatewayChild:
         *,
         shared_group: str | None,
         segment_bytes: int,
+        code: Path = REPO,
     ) -> None:
         self.id = gateway_id
         self.http = f"127.0.0.1:{free_port()}"
@@ -268,7 +288,7 @@ listen = "{self.http}"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*GATEWAY_COMMAND, "--config", str(config), "--log-level", "warning"],
-                cwd=REPO,
+                cwd=code,  # python -m gateway imports the gateway of this tree
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -437,6 +457,7 @@ def gateway_rate(
     tag: str,
     timeout_s: float,
     segment_bytes: int,
+    code: Path = REPO,
 ) -> dict[str, Any]:
     db = f"bench_{tag}"
     influxdb.create_database(db)
@@ -450,14 +471,27 @@ def gateway_rate(
             db,
             shared_group=group,
             segment_bytes=segment_bytes,
+            code=code,
         )
         for n in range(1, gateways + 1)
     ]
     try:
         warm = warm_up(children, broker, influxdb, db)
         expected = warm + count
+        pids: dict[str, list[int | None]] = {
+            "gateway": [g.process.pid for g in children],
+            "broker": [broker.pid],
+            "influxd": [influxdb.pid],
+        }
+        cpu_before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
         publisher = run_publisher(tp_pub, broker, events, client_id=f"tp_pub-{tag}")
         deadline = time.monotonic() + timeout_s
+        # Until the probe terminals' last event is in, count those alone: a count of
+        # every payment scans all of them, and 5 such scans a second cost influxd ~40 us
+        # of CPU per event (measured; storing one costs ~50), taken from the processes
+        # under test. The probes are spread evenly, the last one 200 events from the
+        # end, so only the tail is timed with the full count.
+        probes = len(range(0, count, PROBE_EVERY))
         landed = 0
         while landed < expected:
             if time.monotonic() > deadline:
@@ -465,8 +499,13 @@ def gateway_rate(
             for g in children:
                 g.check_alive()
             time.sleep(COUNT_POLL_S)
-            landed = payment_count(influxdb, db)
+            if payment_count(influxdb, db, site=PROBE_SITE) >= probes:
+                landed = payment_count(influxdb, db)
         done_ns = time.time_ns()
+        cpu_us = {
+            k: round((sum(cpu_seconds(p) for p in v) - cpu_before[k]) / count * 1e6, 1)
+            for k, v in pids.items()
+        }
         published = publisher_result(publisher, 60)
         if published["no_subscribers"]:
             raise BenchError(f"{tag}: {published['no_subscribers']} events found no subscriber")
@@ -483,6 +522,9 @@ def gateway_rate(
         "points": landed - warm,
         "distinct_txn_ids": distinct - warm,
         "received_per_gateway": shares,
+        # CPU per event of the gateway process(es), and of the broker and influxd
+        # beside them: less sensitive to the machine's other load than a rate
+        "cpu_us_per_event": cpu_us,
         "rss_mb_after": [round(r / 2**20) for r in rss],
     }
 
@@ -555,6 +597,9 @@ def latency_and_soak(
         )
         distinct = payment_count(influxdb, db, distinct=True)
         rss.append((time.monotonic() - started, gateway.rss_bytes()))
+        # where a latency tail comes from: InfluxDB's answers (the forwarder's writes,
+        # over its last 1,000 batches) or before them (MQTT, the ingest, the spool)
+        write_p99 = gateway.metric("tillpulse_gateway_forwarder_latency_p99_s")
     finally:
         gateway.stop()
     if distinct != warm + total:
@@ -576,6 +621,9 @@ def latency_and_soak(
         "latency_ms_p50": pct(0.50),
         "latency_ms_p99": pct(0.99),
         "latency_ms_max": round(latencies[-1] / 1e6, 1),
+        "forwarder_write_ms_p99_last_1000_batches": (
+            None if write_p99 is None else round(write_p99 * 1000, 1)
+        ),
         "rss_mb_start": round(in_soak[0] / 2**20, 1),
         "rss_mb_end": round(in_soak[-1] / 2**20, 1),
         "rss_mb_max": round(max(in_soak) / 2**20, 1),
@@ -594,6 +642,12 @@ def latency_and_soak(
 def progress(text: str) -> None:
     sys.stderr.write(f"[gateway_throughput {time.strftime('%H:%M:%S')}] {text}\n")
     sys.stderr.flush()
+
+
+def cpu_medians(checks: list[dict[str, Any]], variant: str) -> dict[str, float]:
+    """Median CPU us per event of each process kind over the rounds of ``variant``."""
+    rounds = [c["cpu_us_per_event"] for c in checks if c["variant"] == variant]
+    return {k: round(median([r[k] for r in rounds]), 1) for k in rounds[0]} if rounds else {}
 
 
 def rounded(values: list[float]) -> list[int]:
@@ -615,6 +669,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--soak-rate", type=float, help="events/s of the soak (default: half the x1 median)"
+    )
+    parser.add_argument("--no-x2", action="store_true", help="skip the two-gateway measure")
+    parser.add_argument(
+        "--baseline-repo",
+        type=Path,
+        help="also measure one gateway run from this tree in every round (before vs after: "
+        "git archive HEAD | tar -x -C DIR)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
@@ -656,11 +717,15 @@ def measure(
 ) -> dict[str, Any]:
     tp_pub, tp_sub = clients
     broker, influxdb = servers
+    # (label, gateway processes, code tree): each measured in every round
+    variants = [("gateway1", 1, REPO)]
+    if not args.no_x2:
+        variants.append(("gateway2", 2, REPO))
+    if args.baseline_repo is not None:
+        variants.append(("baseline1", 1, args.baseline_repo.resolve()))
     pipe: list[float] = []
-    one: list[float] = []
-    two: list[float] = []
-    ratios1: list[float] = []
-    ratios2: list[float] = []
+    rates: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    ratios: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     checks: list[dict[str, Any]] = []
     timeout_s = max(120.0, count / 1000)
     for r in range(1, args.rounds + 1):
@@ -669,7 +734,7 @@ def measure(
             raise BenchError(f"C pipe: {c['received']} of {count} arrived")
         pipe.append(c["events_per_s"])
         progress(f"round {r}: C pipe {c['events_per_s']:,.0f} events/s")
-        for gateways, rates, ratios in ((1, one, ratios1), (2, two, ratios2)):
+        for label, gateways, code in variants:
             g = gateway_rate(
                 workdir,
                 tp_pub,
@@ -678,14 +743,16 @@ def measure(
                 events=events,
                 count=count,
                 gateways=gateways,
-                tag=f"r{r}g{gateways}",
+                tag=f"r{r}{label}",
                 timeout_s=timeout_s,
                 segment_bytes=args.segment_mib << 20,
+                code=code,
             )
-            rates.append(g["events_per_s"])
-            ratios.append(g["events_per_s"] / c["events_per_s"])
-            checks.append({"round": r, "gateways": gateways, **g})
-            progress(f"round {r}: {gateways} gateway(s) {g['events_per_s']:,.0f} events/s {g}")
+            rates[label].append(g["events_per_s"])
+            ratios[label].append(g["events_per_s"] / c["events_per_s"])
+            checks.append({"round": r, "variant": label, "gateways": gateways, **g})
+            progress(f"round {r}: {label} {g['events_per_s']:,.0f} events/s {g}")
+    one = rates["gateway1"]
     if not one and not args.soak_rate:
         raise BenchError("--rounds 0 needs --soak-rate")
     figures: dict[str, Any] = {
@@ -698,20 +765,22 @@ def measure(
         "gateway_receive_maximum": GATEWAY_RECEIVE_MAXIMUM,
         "spool_segment_mib": args.segment_mib,
         "c_pipe_events_per_s": round(median(pipe)) if pipe else None,
-        "gateway1_events_per_s": round(median(one)) if one else None,
-        "gateway2_events_per_s": round(median(two)) if two else None,
-        "ratio1_median": round(median(ratios1), 2) if one else None,
-        "ratio2_median": round(median(ratios2), 2) if two else None,
         "c_pipe_rounds": rounded(pipe),
-        "gateway1_rounds": rounded(one),
-        "gateway2_rounds": rounded(two),
-        "exact_counts": all(
-            c["points"] == count and c["distinct_txn_ids"] == count for c in checks
-        ),
-        "received_per_gateway_x2": [
-            c["received_per_gateway"] for c in checks if c["gateways"] == 2
-        ],
     }
+    for label, _, _ in variants:
+        # gateway1 -> ratio1_median, gateway2 -> ratio2_median, baseline1 -> ratio_baseline1_...
+        ratio_key = label.replace("gateway", "ratio") if "gateway" in label else f"ratio_{label}"
+        measured = bool(rates[label])
+        figures[f"{label}_events_per_s"] = round(median(rates[label])) if measured else None
+        figures[f"{ratio_key}_median"] = round(median(ratios[label]), 2) if measured else None
+        figures[f"{label}_rounds"] = rounded(rates[label])
+        figures[f"{label}_cpu_us_per_event_median"] = cpu_medians(checks, label)
+    figures["exact_counts"] = all(
+        c["points"] == count and c["distinct_txn_ids"] == count for c in checks
+    )
+    figures["received_per_gateway_x2"] = [
+        c["received_per_gateway"] for c in checks if c["gateways"] == 2
+    ]
     if not args.no_soak:
         rate = args.soak_rate or median(one) / 2
         progress(f"soak: one gateway at {rate:,.0f} events/s for {args.soak_s:.0f} s")
