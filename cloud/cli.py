@@ -270,16 +270,10 @@ def _probes(config: CloudConfig) -> list[str]:
         results[f"[influxdb] InfluxDB {config.influxdb.url}"] = probe_influx(config.influxdb)
     if config.mqtt is not None:
         section = config.mqtt
+        # its own id and session (a broker may bind ids to accounts): a running
+        # detect is disconnected once and resumes its session
         results[f"[mqtt] MQTT broker {section.host}:{section.port}"] = probe_mqtt(
-            section.host,
-            section.port,
-            section.username,
-            section.password(),
-            section.tls,
-            # its own id and session (a broker may bind ids to accounts): a running
-            # detect is disconnected once and resumes its session
-            client_id=section.client_id,
-            session_expiry_s=section.session_expiry_s,
+            section, client_id=section.client_id
         )
     for server, problem in results.items():
         if problem is None:

@@ -162,19 +162,10 @@ def _check_config(args: argparse.Namespace) -> int:
         return 0
     from runtime.preflight import probe_mqtt  # noqa: PLC0415
 
-    mqtt = config.mqtt
-    problem = probe_mqtt(
-        mqtt.host,
-        mqtt.port,
-        mqtt.username,
-        mqtt.password(),
-        mqtt.tls,
-        client_id=config.agent.device,
-        session_expiry_s=mqtt.session_expiry_s,
-    )
+    problem = probe_mqtt(config.mqtt, client_id=config.agent.device)
     if problem is not None:
         raise RuntimeFailure(problem)
-    sys.stdout.write(f"mqtt {mqtt.host}:{mqtt.port}: ok\n")
+    sys.stdout.write(f"mqtt {config.mqtt.host}:{config.mqtt.port}: ok\n")
     return 0
 
 

@@ -87,15 +87,7 @@ def _check(args: argparse.Namespace) -> int:
     probes: list[tuple[str, Callable[[], str | None]]] = [
         (
             f"MQTT broker {mqtt.host}:{mqtt.port}",
-            lambda: probe_mqtt(
-                mqtt.host,
-                mqtt.port,
-                mqtt.username,
-                mqtt.password(),
-                mqtt.tls,
-                client_id=config.gateway.id,
-                session_expiry_s=mqtt.session_expiry_s,
-            ),
+            lambda: probe_mqtt(mqtt, client_id=config.gateway.id),
         ),
         (f"InfluxDB {influx.url}", lambda: probe_influx(influx)),
     ]

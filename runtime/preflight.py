@@ -4,7 +4,7 @@ function per component calls these, and both commands call that function.
     check_file(section.password_file, "[mqtt] password_file", source, "write the password there")
     check_dir(config.agent.state_dir, "[agent] state_dir", source)
     check_tls_files(section.tls, source)
-    problem = probe_mqtt(host, port, username, password, tls)   # check-config --connect
+    problem = probe_mqtt(config.mqtt, client_id=agent_id)        # check-config --connect
     problem = probe_influx(config.influxdb)                        # check-config --connect
 
 Each check raises `OperatorError` (exit 2) with one line naming the key, its value,
@@ -33,6 +33,7 @@ from runtime.config_sections import (
     INFLUX_PASSWORD_ENV,
     INFLUX_TOKEN_ENV,
     InfluxSection,
+    MqttSection,
     TlsFiles,
 )
 
@@ -140,21 +141,14 @@ def check_secret(
 
 
 def probe_mqtt(
-    host: str,
-    port: int,
-    username: str | None,
-    password: str | None,
-    tls: TlsFiles | None,
-    *,
-    client_id: str = "",
-    session_expiry_s: int = 0,
-    timeout_s: float = PROBE_TIMEOUT_S,
+    section: MqttSection, *, client_id: str, timeout_s: float = PROBE_TIMEOUT_S
 ) -> str | None:
-    """Connect to the broker as the config would and disconnect: None when it
-    accepted us, else one line naming ``host:port`` (and the key) and the fix.
+    """Connect to the broker as ``section`` says (account, password, TLS) and
+    disconnect: None when it accepted us, else one line naming ``host:port`` (and the
+    key) and the fix.
 
-    The probe resumes the session of ``client_id`` (clean start off) and keeps its
-    ``session_expiry_s``, so probing with a running agent's id (a broker that
+    The probe resumes the session of ``client_id`` (clean start off) and keeps the
+    section's ``session_expiry_s``, so probing with a running agent's id (a broker that
     makes the client id the username does that anyway) never discards the
     messages the broker keeps for it: the agent is only disconnected once and
     reconnects."""
@@ -163,6 +157,7 @@ def probe_mqtt(
     from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
     from paho.mqtt.properties import Properties  # noqa: PLC0415
 
+    host, port, username, tls = section.host, section.port, section.username, section.tls
     address = f"{host}:{port}"
     connack: list[str] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -171,7 +166,7 @@ def probe_mqtt(
         "" if not reason.is_failure else str(reason)
     )
     if username is not None:
-        client.username_pw_set(username, password)
+        client.username_pw_set(username, section.password())
     try:
         if tls is not None:
             client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
@@ -179,7 +174,7 @@ def probe_mqtt(
         return f"MQTT broker {address}: [mqtt.tls] files unusable ({exc}): fix [mqtt.tls]"
     try:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = session_expiry_s
+        properties.SessionExpiryInterval = section.session_expiry_s
         client.connect(host, port, keepalive=30, clean_start=False, properties=properties)
         deadline = time.monotonic() + timeout_s
         while not connack and time.monotonic() < deadline:
