@@ -45,7 +45,8 @@ def load_config(
     """Read ``path``, apply ``TILLPULSE_<COMPONENT>__...`` overrides, validate into ``schema``."""
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark, as some Windows editors write, is not an error
+        document = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} does not exist: write one (tillpulse {component} "
@@ -53,10 +54,21 @@ def load_config(
         ) from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a directory: name the TOML file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read: not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+            f"at offset {exc.start}): save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read: {exc.strerror}: check the file and its "
+            "permissions for this user"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(
+            f"config file {path} is not valid TOML: {exc}: fix it there (tillpulse "
+            f"{component} sample-config shows the format)"
+        ) from None
 
     prefix = f"TILLPULSE_{component.upper()}__"
     overrides = {
@@ -70,7 +82,7 @@ def load_config(
     try:
         return msgspec.convert(document, schema)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(str(exc), schema, path, overrides)) from None
+        raise ConfigError(_explain(str(exc), schema, path, overrides, component)) from None
 
 
 def read_secret(file: str | None, env_var: str, environ: Mapping[str, str] | None = None) -> str:
@@ -110,6 +122,7 @@ def _explain(
     schema: type[msgspec.Struct],
     path: Path,
     overrides: Mapping[tuple[str, ...], tuple[str, str]],
+    component: str,
 ) -> str:
     """msgspec's "<problem> - at `$.mqtt.port`" as a line naming the key, where its
     value came from (the file, or the environment variable that set it) and the fix."""
@@ -119,6 +132,7 @@ def _explain(
     table = [part for part in location.rstrip("`").split(".") if part]
     fields = _fields(schema, table)
     unknown = re.fullmatch(r"Object contains unknown field `(.+)`", problem)
+    missing = re.fullmatch(r"Object missing required field `(.+)`", problem)
     named = re.match(r"(\w+): (.*)", problem)  # a __post_init__ naming its key
     if unknown:
         key = [*table, unknown.group(1)]
@@ -137,7 +151,11 @@ def _explain(
     if variable is not None:
         name, value = variable
         return f"{name}={value}: {where}{problem}: fix or unset the variable"
-    return f"config file {path}: {where}{problem}"
+    if named and named.group(1) in fields:  # a __post_init__ message says its own fix
+        return f"config file {path}: {where}{problem}"
+    fix = "add it" if missing else "fix it there"
+    example = f"tillpulse {component} sample-config shows it"
+    return f"config file {path}: {where}{problem}: {fix} ({example})"
 
 
 def _variable_of(

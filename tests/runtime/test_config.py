@@ -29,7 +29,7 @@ class Sample(msgspec.Struct, forbid_unknown_fields=True):
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "sample.toml"
-    path.write_text(text)
+    path.write_bytes(text.encode("latin-1" if "\xe9" in text else "utf-8"))
     return path
 
 
@@ -38,17 +38,27 @@ def test_valid_file_loads(tmp_path: Path) -> None:
     assert load_config(path, Sample, "x", environ={}) == Sample("s1", Mqtt("broker", 8883))
 
 
+def test_a_byte_order_mark_as_windows_editors_write_it_is_no_error(tmp_path: Path) -> None:
+    path = tmp_path / "sample.toml"
+    path.write_bytes(b'\xef\xbb\xbfsite = "s1"\n[mqtt]\nhost = "broker"\n')
+    assert load_config(path, Sample, "x", environ={}) == Sample("s1", Mqtt("broker"))
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('site = "s1"\n[mqtt]\nhost = "b"\nport = "x"\n', r"mqtt\.port: Expected `int`, got `str`"),
+        (
+            'site = "s1"\n[mqtt]\nhost = "b"\nport = "x"\n',
+            r"mqtt\.port: Expected `int`, got `str`: fix it there \(tillpulse x sample-config",
+        ),
         (
             'site = "s1"\n[mqtt]\nhost = "b"\nprot = 1\n',
             r"no key \[mqtt\] prot \(known: host, port, tls\): fix its spelling",
         ),
         ('site = "s1"\n[mqtt]\nhost = "b"\n[mqtt.tls]\n', r"mqtt\.tls: Expected `bool`"),
-        ('site = "s1"\n', r"missing required field `mqtt`"),
-        ('site = "s1"\n[mqtt\nhost = "b"\n', r"not valid TOML"),
+        ('site = "s1"\n', r"missing required field `mqtt`: add it \(tillpulse x sample-config"),
+        ('site = "s1"\n[mqtt\nhost = "b"\n', r"not valid TOML: .*: fix it there"),
+        ('site = "caf\xe9"\n', r"not UTF-8 text \(byte 0xe9 at offset 11\): save it as UTF-8"),
     ],
 )
 def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, expected: str) -> None:
