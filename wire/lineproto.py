@@ -110,9 +110,14 @@ def tag_value(value: str, key: str = "tag") -> str:
 
 
 def int_field(value: int, key: str = "field") -> str:
+    return f"{int_digits(value, key)}i"
+
+
+def int_digits(value: int, key: str = "field") -> str:
+    """An integer field without its ``i`` suffix; raises LineProtocolError if not an int64."""
     if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
         raise LineProtocolError(f"field {key!r} = {value!r} is not an int64")
-    return f"{value}i"
+    return str(value)
 
 
 def float_field(value: float, key: str = "field") -> str:
@@ -132,7 +137,12 @@ def bool_field(value: bool) -> str:
 
 def string_field(value: str, key: str = "field") -> str:
     """A string field, quoted and escaped."""
-    if type(value) is not str:
+    return f'"{string_content(value, key)}"'
+
+
+def string_content(value: str, key: str = "field") -> str:
+    """A string field escaped, without its quotes (a `enum.StrEnum` member: its value)."""
+    if not isinstance(value, str):
         raise LineProtocolError(f"field {key!r} = {value!r} is not a string")
     if len(value) * 4 > MAX_STRING_FIELD_BYTES and _utf8_len(value, key) > MAX_STRING_FIELD_BYTES:
         raise LineProtocolError(
@@ -141,8 +151,8 @@ def string_field(value: str, key: str = "field") -> str:
     if _SURROGATE.search(value) is not None:
         raise LineProtocolError(f"string field {key!r} is not valid Unicode (lone surrogate)")
     if "\\" in value or '"' in value:
-        value = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{value}"'
+        return value.replace("\\", "\\\\").replace('"', '\\"')
+    return value
 
 
 def _field_value(key: str, value: FieldValue) -> str:

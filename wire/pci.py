@@ -31,6 +31,13 @@ are at most 64 characters). So each chain costs at most 7 Luhn checks per group.
 before anything is decoded, kept or written (invalid UTF-8 tolerated; a bare
 19-digit JSON integer under the key ``ts`` is a nanosecond event time and is
 left out), `mask_pans` replaces what is found (log lines).
+
+Cost: a gateway scans every message, and the regular-expression scan of a
+typical 400-byte payload costs more than decoding it. Most payloads are ASCII
+without a backslash (nothing to normalise) and hold no 12 digits that only
+separators divide, so `payload_contains_pan` first proves that with a few
+byte operations (`_has_no_chain`, a third of the scan's cost) and runs the
+full scan only on the rest.
 """
 
 from __future__ import annotations
@@ -140,6 +147,12 @@ _FRACTION_OR_STRING: Final = re.compile(
     r'"(?:[^"\\]|\\.)*"|(?<=[0-9])(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)'
 )
 _SEPARATORS: Final = str.maketrans("", "", " -")
+# For _has_no_chain: every ASCII digit as "0", every ASCII character that is neither digit
+# nor letter (a separator) dropped.
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"0123456789", b"0" * 10)
+_ASCII_SEPARATORS: Final = bytes(c for c in range(128) if not chr(c).isalnum())
+_SHORTEST_CHAIN: Final = b"0" * PAN_MIN_DIGITS
+_COMPACT_TS_KEY: Final = b'"ts":'
 
 
 def luhn_valid(digits: str) -> bool:
@@ -177,12 +190,41 @@ def payload_contains_pan(data: bytes) -> bool:
     measurement's precision, "41.23456789012345") are left out when the payload
     is valid JSON, where they cannot be told from string content otherwise.
     """
+    return not _has_no_chain(data) and _scan_payload(data)
+
+
+def _scan_payload(data: bytes) -> bool:
+    """`payload_contains_pan` without the shortcut."""
     text = data.decode("utf-8", "replace")
     if not _holds_pan(_normalised(text)):
         return False
     if not _is_json(data):
         return True
     return _holds_pan(_normalised(_FRACTION_OR_STRING.sub(_drop_fraction, text)))
+
+
+def _has_no_chain(data: bytes) -> bool:
+    """True if ``data`` provably holds no chain (a ``"ts":`` value aside); False if unsure.
+
+    Only for ASCII without a backslash, which normalising leaves as it is. There a chain
+    is digits and separators without a letter, so dropping the separators turns it into
+    12 or more digits in a row: none in a row means no chain. The first compact
+    ``"ts":`` value is left out first when the scan would leave it out too (19 digits
+    that its chain ends with); its neighbours are a letter and a chain's end, so taking
+    it out joins no digits.
+    """
+    if not data.isascii() or b"\\" in data:
+        return False
+    key = data.find(_COMPACT_TS_KEY)
+    if key >= 0:
+        start = key + len(_COMPACT_TS_KEY)
+        end = start + PAN_MAX_DIGITS
+        digits = data[start:end]
+        # The chain goes on if a digit follows within MAX_SEPARATOR_CHARS separators.
+        after = data[end : end + MAX_SEPARATOR_CHARS + 1].translate(None, _ASCII_SEPARATORS)
+        if len(digits) == PAN_MAX_DIGITS and digits.isdigit() and not after[:1].isdigit():
+            data = data[:start] + data[end:]
+    return _SHORTEST_CHAIN not in data.translate(_DIGITS_AS_ZERO, _ASCII_SEPARATORS)
 
 
 def _holds_pan(normalised: str) -> bool:

@@ -41,7 +41,7 @@ class Stream(enum.StrEnum):
     HEALTH = "health"
 
 
-class DeviceTopic(msgspec.Struct, frozen=True):
+class DeviceTopic(msgspec.Struct, frozen=True, gc=False):  # strings only: never in a cycle
     site: str
     device: str
     stream: Stream
@@ -105,9 +105,13 @@ def deadletter_topic(gateway: str) -> str:
     return f"{DEADLETTER_PREFIX}/{validate_id(gateway, 'gateway')}"
 
 
+# A dict lookup: calling the enum costs a gateway ~0.4 us on each topic it has not seen.
+_STREAMS: Final = {stream.value: stream for stream in Stream}
+
+
 def _stream(value: Stream | str) -> Stream:
-    try:
-        return Stream(value)
-    except ValueError:
+    stream = _STREAMS.get(value) if isinstance(value, str) else None
+    if stream is None:
         known = ", ".join(s.value for s in Stream)
-        raise TopicError(f"unknown stream {str(value)[:40]!r} (known: {known})") from None
+        raise TopicError(f"unknown stream {str(value)[:40]!r} (known: {known})")
+    return stream

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_sim.cards import BINS, make_pan
+from testkit.factories import next_status, payment
 from tests.wire.pan_spellings import (
     ARABIC_INDIC,
     FULL_WIDTH,
@@ -16,6 +17,8 @@ from tests.wire.pan_spellings import (
     safe_numeric_ids,
     spelled,
 )
+from wire import pci
+from wire.messages import encode
 from wire.pci import (
     MASK,
     TOKEN_PREFIX,
@@ -249,3 +252,37 @@ def test_card_token_refuses_bad_input() -> None:
 def test_separators_of_up_to_three_characters_between_groups(spelling: str) -> None:
     assert contains_pan(spelling)
     assert payload_contains_pan(f'{{"note": {json.dumps(spelling)}}}'.encode())
+
+
+# -- the shortcut that spares most payloads the full scan ----------------------------------------
+
+# Dense in digits and separators, with the letters of a "ts" key: near misses of every kind.
+_NEAR_MISS = st.text(alphabet='0123456789 -.,:+/"{}tsa', max_size=40)
+_TS_LIKE = st.from_regex(r'"ts":[0-9]{17,21}[ ,"}a-z0-9-]{0,5}', fullmatch=True)
+_PAYLOAD_PIECES = st.one_of(
+    _NEAR_MISS,
+    _TS_LIKE,
+    st.integers(min_value=10**18, max_value=9_223_372_036_853_999_999).map(
+        lambda ts: f'"ts":{ts},"'
+    ),
+    pans().flatmap(spelled),
+    pans().map(json_escaped),
+    pans().map(lambda pan: f'"ts":{pan}'),
+)
+
+
+@given(st.lists(_PAYLOAD_PIECES, max_size=6).map(lambda pieces: "".join(pieces).encode()))
+def test_the_shortcut_never_passes_what_the_full_scan_would_refuse(payload: bytes) -> None:
+    assert not (pci._has_no_chain(payload) and pci._scan_payload(payload))
+
+
+def test_the_shortcut_spares_ordinary_payloads_the_full_scan() -> None:
+    assert pci._has_no_chain(encode(payment()))
+    assert pci._has_no_chain(encode(next_status()))
+
+
+def test_a_ts_value_that_a_chain_goes_on_from_is_scanned() -> None:
+    visa19 = "4111111111111111110"
+    assert payload_contains_pan(f'{{"ts":{visa19},"5":1}}'.encode())
+    assert payload_contains_pan(f'{{"ts":{visa19}- 5}}'.encode())
+    assert not payload_contains_pan(f'{{"ts":{visa19}    5}}'.encode())  # 4 separators end it

@@ -1,12 +1,15 @@
+import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from testkit.factories import TS, payment
 from tests import strategies as s
 from wire import messages as m
 from wire.errors import LineProtocolError
-from wire.points import point_time_ns, to_line
+from wire.lineproto import string_content, tag_value
+from wire.pci import payload_contains_pan
+from wire.points import decoded_to_line, point_time_ns, to_line
 
 
 @given(ts=s.nanos, seq=s.seqs)
@@ -26,6 +29,7 @@ def test_distinct_events_of_a_device_never_share_a_point_time(
 
 @given(s.any_messages)
 def test_redelivered_message_encodes_to_the_identical_line(message: m.Message) -> None:
+    assume(not payload_contains_pan(m.encode(message)))  # a ts can spell one: refused
     assert to_line(m.decode(m.encode(message))) == to_line(message)
 
 
@@ -61,3 +65,38 @@ def test_online_and_last_will_at_the_same_instant_are_distinct_points() -> None:
         site="s", device="d", ts=TS, online=False, reason=m.StateReason.LAST_WILL
     )
     assert to_line(online).split(" ")[0] != to_line(offline).split(" ")[0]
+
+
+# -- the decoded path: values as they are -------------------------------------------------------
+
+
+@given(s.any_messages)
+def test_a_decoded_message_gets_the_line_of_the_checked_path(message: m.Message) -> None:
+    assume(not payload_contains_pan(m.encode(message)))  # a ts can spell one: refused
+    decoded = m.decode(m.encode(message))
+    assert decoded_to_line(decoded) == to_line(decoded)
+
+
+_AS_IS_TYPES = (m.PaymentTransaction, m.TerminalStatus, m.SensorReading, m.DeviceState)
+
+
+@given(st.data())
+def test_every_string_the_schema_admits_is_written_as_it_is(data: st.DataObject) -> None:
+    # decoded_to_line writes these values unescaped: their patterns must leave nothing to escape.
+    cls = data.draw(st.sampled_from(_AS_IS_TYPES))
+    for field in msgspec.inspect.type_info(cls).fields:
+        if isinstance(field.type, msgspec.inspect.StrType):
+            assert field.type.pattern is not None, (cls, field.name)
+            value = data.draw(st.from_regex(field.type.pattern, fullmatch=True))
+            assert tag_value(value) == value and string_content(value) == value
+        elif isinstance(field.type, msgspec.inspect.EnumType):
+            for member in field.type.cls:
+                assert tag_value(member.value) == string_content(member.value) == member.value
+        elif isinstance(field.type, msgspec.inspect.IntType):  # within int64
+            assert field.type.ge is not None and field.type.ge >= -(2**63), (cls, field.name)
+            top = field.type.le if field.type.lt is None else field.type.lt - 1
+            assert top is not None and top <= 2**63 - 1, (cls, field.name)
+        elif isinstance(field.type, msgspec.inspect.FloatType):  # finite: never NaN or inf
+            assert None not in (field.type.ge, field.type.le), (cls, field.name)
+        else:
+            assert isinstance(field.type, msgspec.inspect.BoolType), (cls, field.name)
