@@ -21,8 +21,8 @@ import msgspec
 
 from edge.publisher import PublishStatus
 from edge.serial_source import SourceStats
+from runtime.link_state import LinkStatus
 from runtime.logs import kv
-from runtime.mqtt_link import LinkStatus
 from runtime.statefile import write_atomically
 
 log = logging.getLogger(__name__)

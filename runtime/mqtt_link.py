@@ -6,57 +6,39 @@ callbacks run in that thread and their bookkeeping needs no lock.
 
 The session is persistent (clean_start False, a session expiry), so the
 broker keeps QoS 1 messages for us while we are away, and paho re-sends our
-unacknowledged publishes after a reconnect. Reconnects back off exponentially
-from ``reconnect_min_s`` to ``reconnect_max_s`` with jitter
-(`runtime.backoff`). A link never gives up: the loop is bounded in delay,
-not in attempts, and every failure is logged and counted in `LinkStatus`.
-A link that connects more than ``FLAPPING_CONNECTS`` times within
-``FLAPPING_WINDOW_S`` is up but not healthy (a broker dropping us, e.g. for a
-malformed packet, or a client id taken over): `MqttLink.flapping` says why.
-`MqttLink.max_packet_bytes` is the broker's Maximum Packet Size from the last
-CONNACK (None: no limit announced), for `runtime.mqtt_safe.publish`.
+unacknowledged publishes after a reconnect. The bookkeeping every link of
+ours shares (`LinkStatus`, backoff, flapping, the ``broker_*`` log lines) is
+`runtime.link_state.LinkState`: a link never gives up, every failure is
+logged and counted, and `MqttLink.flapping` says why a link that keeps
+reconnecting is not healthy. `MqttLink.max_packet_bytes` is the broker's
+Maximum Packet Size from the last CONNACK (None: no limit announced), for
+`runtime.mqtt_safe.publish`.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import select
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Final
 
-import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from runtime.backoff import Backoff
 from runtime.config_sections import LinkSettings, TlsFiles
-from runtime.logs import kv
-
-log = logging.getLogger(__name__)
+from runtime.link_state import LinkState, LinkStatus
 
 TURN_S = 0.05  # how long one turn waits for network activity
-FLAPPING_WINDOW_S: Final = 60.0
-FLAPPING_CONNECTS: Final = 5  # more connects than this within the window: flapping
 
 
 def configure_tls(client: mqtt.Client, tls: TlsFiles) -> None:
     """TLS (server verified against ``ca_file``; a client certificate for mutual TLS)."""
     client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
-
-
-class LinkStatus(msgspec.Struct, kw_only=True):
-    connected: bool = False
-    connects: int = 0
-    connect_failures: int = 0
-    last_error: str | None = None
 
 
 class MqttLink:
@@ -71,15 +53,13 @@ class MqttLink:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.status = LinkStatus()
+        self.state = LinkState(settings, rng=rng)
         self._on_connected = on_connected
         self._will = will
-        self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng=rng)
         self._connect_started = False
         self._closing = False  # our own DISCONNECT: not a lost link
         self._must_connect = True
         self._connack_deadline = 0.0
-        self._recent_connects: deque[float] = deque(maxlen=FLAPPING_CONNECTS + 1)  # monotonic
         self.max_packet_bytes: int | None = None
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -95,6 +75,10 @@ class MqttLink:
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
 
+    @property
+    def status(self) -> LinkStatus:
+        return self.state.status
+
     def turn(self, stop: threading.Event, read_burst: int = 1) -> bool:
         """Connect if needed (after the backoff delay), then run paho's loop once.
 
@@ -104,7 +88,7 @@ class MqttLink:
         True when the link is up after the turn.
         """
         if self._must_connect and not self._start_connect():
-            stop.wait(self._backoff.next_delay())
+            stop.wait(self.state.next_delay())
             return False
         rc = self.client.loop(timeout=TURN_S)
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and read_burst > 1:
@@ -118,18 +102,12 @@ class MqttLink:
         ):
             self._link_down("no CONNACK in time")
         if self._must_connect:
-            stop.wait(self._backoff.next_delay())
+            stop.wait(self.state.next_delay())
         return self.status.connected
 
     def flapping(self) -> str | None:
         """Why the link is unstable, if it connected too often lately; else None."""
-        recent = self._recent_connects
-        if len(recent) > FLAPPING_CONNECTS and time.monotonic() - recent[0] < FLAPPING_WINDOW_S:
-            return (
-                f"MQTT link flapping: {len(recent)} connects within {FLAPPING_WINDOW_S:.0f}s"
-                f" (last error: {self.status.last_error})"
-            )
-        return None
+        return self.state.flapping()
 
     def _read_waiting(self, limit: int) -> MQTTErrorCode:
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -197,20 +175,8 @@ class MqttLink:
         if reason.is_failure:
             self._link_down(f"CONNACK {reason}")
             return
-        self._backoff.reset()
-        self.status.connected = True
-        self.status.connects += 1
-        self._recent_connects.append(time.monotonic())
         self.max_packet_bytes = getattr(properties, "MaximumPacketSize", None)
-        log.info(
-            "broker_connected",
-            extra=kv(
-                client_id=self.settings.client_id,
-                host=self.settings.host,
-                port=self.settings.port,
-                session_present=flags.session_present,
-            ),
-        )
+        self.state.connected(flags.session_present)
         if self._on_connected is not None:
             self._on_connected(client, flags.session_present)
 
@@ -223,36 +189,16 @@ class MqttLink:
         properties: Properties | None,
     ) -> None:
         if self._closing:
-            self.status.connected = False
             self._must_connect = True
-            log.info("broker_disconnected", extra=kv(client_id=self.settings.client_id))
+            self.state.closed()
         elif not self._must_connect:
             self._connection_lost(f"disconnected: {reason}")
 
     def _connection_lost(self, detail: str) -> None:
-        if self.status.connected:
-            self._link_down(detail)
-        else:
-            self._link_down(
-                "the broker closed the connection before CONNACK (a refused TLS client"
-                f" certificate or protocol; the broker's log has the reason): {detail}"
-            )
+        self._must_connect = True
+        self.state.lost(detail)
 
     def _link_down(self, error: str) -> None:
         """The connection is gone or never came up: reconnect after a backoff delay."""
-        was_connected = self.status.connected
-        self.status.connected = False
         self._must_connect = True
-        self.status.last_error = error
-        if not was_connected:
-            self.status.connect_failures += 1
-        log.warning(
-            "broker_lost" if was_connected else "broker_connect_failed",
-            extra=kv(
-                client_id=self.settings.client_id,
-                host=self.settings.host,
-                port=self.settings.port,
-                username=self.settings.username,  # a refused login: which account
-                error=error,
-            ),
-        )
+        self.state.down(error)

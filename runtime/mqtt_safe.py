@@ -17,12 +17,15 @@ key or value (measured against the real broker, tests/runtime/test_mqtt_safe.py)
 
 `mqtt_text` escapes each refused character as ``\\uXXXX`` (``\\UXXXXXXXX`` past
 U+FFFF), so a reason stays readable and nothing is dropped, and truncates to a
-byte limit on a character boundary. `publish` sends one message with its user
-properties made valid that way. It never rewrites a topic (that would publish
-somewhere else): an invalid topic, a packet larger than the broker's maximum
-packet size, or anything paho refuses (an oversize payload) raises
-`UnpublishableError` for the caller to count and log. Whether the send then
-succeeded (``info.rc``, the PUBACK) stays the caller's to check.
+byte limit on a character boundary. `safe_properties` makes a message's user
+properties valid that way and checks the rest, whatever client will send it:
+it never rewrites a topic (that would publish somewhere else), so an invalid
+topic or a packet larger than the broker's maximum packet size raises
+`UnpublishableError` for the caller to count and log. `publish` sends one
+message that way with paho (the edge, the cloud); the gateway encodes its
+dead letters with the mqtt5 codec (`gateway.broker_link`) after the same
+checks. Whether the send then succeeded (``info.rc``, the PUBACK) stays the
+caller's to check.
 """
 
 from __future__ import annotations
@@ -58,6 +61,29 @@ def mqtt_text(text: str, max_bytes: int = MAX_STRING_BYTES) -> str:
     return encoded[:max_bytes].decode("utf-8", "ignore")  # drops a cut character's head only
 
 
+def safe_properties(
+    topic: str,
+    payload: bytes,
+    *,
+    qos: int,
+    user_properties: Sequence[tuple[str, str]] = (),
+    max_packet_bytes: int | None = None,
+) -> list[tuple[str, str]]:
+    """``user_properties`` made valid; raise `UnpublishableError` if the message is
+    still not one a broker takes (topic, size). ``max_packet_bytes`` is the broker's
+    limit (CONNACK's Maximum Packet Size), if it announced one."""
+    topic_bytes = _checked_topic(topic)
+    properties = [
+        (mqtt_text(key, MAX_PROPERTY_BYTES), mqtt_text(value, MAX_PROPERTY_BYTES))
+        for key, value in user_properties
+    ]
+    size = _packet_bytes(topic_bytes, payload, qos, properties)
+    limit = MAX_PACKET_BYTES if max_packet_bytes is None else max_packet_bytes
+    if size > limit:
+        raise UnpublishableError(f"a {size}-byte packet exceeds the broker's {limit}-byte limit")
+    return properties
+
+
 def publish(
     client: mqtt.Client,
     topic: str,
@@ -67,21 +93,15 @@ def publish(
     user_properties: Sequence[tuple[str, str]] = (),
     max_packet_bytes: int | None = None,
 ) -> mqtt.MQTTMessageInfo:
-    """Publish with valid user properties; raise `UnpublishableError` instead of sending
-    anything a broker would drop the connection for. ``max_packet_bytes`` is the
-    broker's limit (CONNACK's Maximum Packet Size), if it announced one."""
-    topic_bytes = _checked_topic(topic)
+    """Publish with paho after `safe_properties`; raise `UnpublishableError` instead of
+    sending anything a broker would drop the connection for."""
+    valid = safe_properties(
+        topic, payload, qos=qos, user_properties=user_properties, max_packet_bytes=max_packet_bytes
+    )
     properties: Properties | None = None
-    if user_properties:
+    if valid:
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.UserProperty = [
-            (mqtt_text(key, MAX_PROPERTY_BYTES), mqtt_text(value, MAX_PROPERTY_BYTES))
-            for key, value in user_properties
-        ]
-    size = _packet_bytes(topic_bytes, payload, qos, properties)
-    limit = MAX_PACKET_BYTES if max_packet_bytes is None else max_packet_bytes
-    if size > limit:
-        raise UnpublishableError(f"a {size}-byte packet exceeds the broker's {limit}-byte limit")
+        properties.UserProperty = valid
     try:
         return client.publish(topic, payload, qos=qos, properties=properties)
     except ValueError as exc:  # paho's own refusals: payload size, topic, QoS
@@ -107,11 +127,21 @@ def _checked_topic(topic: str) -> bytes:
     return encoded
 
 
-def _packet_bytes(topic: bytes, payload: bytes, qos: int, properties: Properties | None) -> int:
+def _packet_bytes(
+    topic: bytes, payload: bytes, qos: int, user_properties: list[tuple[str, str]]
+) -> int:
     """The size of the PUBLISH packet on the wire (MQTT v5)."""
-    packed = b"\x00" if properties is None else properties.pack()  # type: ignore[no-untyped-call]
-    remaining = 2 + len(topic) + (2 if qos else 0) + len(packed) + len(payload)
-    length_bytes = 1  # the remaining length is a variable byte integer, 7 bits a byte
-    while remaining >> 7 * length_bytes:
-        length_bytes += 1
-    return 1 + length_bytes + remaining
+    properties = sum(  # identifier, then two length-prefixed strings
+        1 + 2 + len(key.encode()) + 2 + len(value.encode()) for key, value in user_properties
+    )
+    remaining = 2 + len(topic) + (2 if qos else 0) + _varint_bytes(properties) + properties
+    remaining += len(payload)
+    return 1 + _varint_bytes(remaining) + remaining
+
+
+def _varint_bytes(value: int) -> int:
+    """Bytes of ``value`` as an MQTT variable byte integer (7 bits a byte)."""
+    length = 1
+    while value >> 7 * length:
+        length += 1
+    return length

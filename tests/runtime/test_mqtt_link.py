@@ -10,7 +10,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from runtime.config_sections import LinkSettings
-from runtime.mqtt_link import FLAPPING_CONNECTS, MqttLink
+from runtime.link_state import FLAPPING_CONNECTS
+from runtime.mqtt_link import MqttLink
 from testkit.servers import MosquittoServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,7 @@ def test_closing_the_link_is_not_reported_as_a_lost_broker(
     link = MqttLink(LinkSettings(host=mosquitto.host, port=mosquitto.port, client_id="gw-close"))
     stop = threading.Event()
     wait_until(lambda: link.turn(stop), 10, message="link connected")
-    with caplog.at_level("INFO", logger="runtime.mqtt_link"):
+    with caplog.at_level("INFO", logger="runtime.link_state"):
         link.close()
     events = [record.getMessage() for record in caplog.records]
     assert "broker_disconnected" in events
