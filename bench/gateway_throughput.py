@@ -21,6 +21,12 @@ in each round measures side by side:
   tree (``git archive HEAD | tar -x -C DIR``), in the same rounds, for a
   before/after ratio.
 
+With ``--drain``, also in every round: the ingest alone (`gateway.ingest.Ingest`
+with the pipeline and a spool, no forwarder, no InfluxDB) of this tree and of
+the baseline, in a child process each, draining the same events queued for it
+in the broker beforehand: its rate and the CPU time per event of its thread
+(``time.thread_time``), the figure the MQTT client and the spool path change.
+
 Then one gateway for ``--soak-s`` seconds at half the median one-gateway rate:
 end-to-end latency (publish -> queryable in InfluxDB) of probe events (every
 ``PROBE_EVERY``-th event comes from a probe terminal; the publisher stamps
@@ -304,6 +310,10 @@ listen = "{self.http}"
                 return float(line.rsplit(" ", 1)[1])
         return None
 
+    def ingested(self) -> float:
+        """Messages the gateway acknowledged so far (0 while /metrics does not answer)."""
+        return self.metric("tillpulse_gateway_ingest_acked_total") or 0
+
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
             for line in status:
@@ -493,12 +503,15 @@ def gateway_rate(
         # end, so only the tail is timed with the full count.
         probes = len(range(0, count, PROBE_EVERY))
         landed = 0
+        ingested_ns: int | None = None  # when the gateways had taken every event
         while landed < expected:
             if time.monotonic() > deadline:
                 raise BenchError(f"{tag}: only {landed - warm} of {count} events in InfluxDB")
             for g in children:
                 g.check_alive()
             time.sleep(COUNT_POLL_S)
+            if ingested_ns is None and sum(g.ingested() for g in children) >= expected:
+                ingested_ns = time.time_ns()
             if payment_count(influxdb, db, site=PROBE_SITE) >= probes:
                 landed = payment_count(influxdb, db)
         done_ns = time.time_ns()
@@ -517,8 +530,13 @@ def gateway_rate(
             g.stop()
     if distinct != expected or landed != expected:
         raise BenchError(f"{tag}: {landed} points, {distinct} distinct, expected {expected}")
+    ingested_ns = ingested_ns or done_ns
     return {
         "events_per_s": count / ((done_ns - published["start_ns"]) / 1e9),
+        # the ingest's own pace (MQTT -> spool, acked): events over the time until the
+        # gateways' /metrics counted them all (refreshed once a second, so a pace
+        # understated by up to a second); the rest is the forwarder and influxd catching up
+        "ingest_events_per_s": round(count / ((ingested_ns - published["start_ns"]) / 1e9)),
         "points": landed - warm,
         "distinct_txn_ids": distinct - warm,
         "received_per_gateway": shares,
@@ -526,6 +544,98 @@ def gateway_rate(
         # beside them: less sensitive to the machine's other load than a rate
         "cpu_us_per_event": cpu_us,
         "rss_mb_after": [round(r / 2**20) for r in rss],
+    }
+
+
+# Run with ``python -c`` in the tree under test (its cwd), so it imports that tree's
+# gateway: argv host port state_dir client_id count. count 0: only create the
+# persistent session and its subscription; else drain ``count`` events from it, print
+# the figures, and drop the session (it would queue every later round's events).
+DRAIN_CHILD: Final = """
+import json, sys, threading, time
+from pathlib import Path
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from gateway.config import TimestampsSection
+from gateway.ingest import Ingest
+from gateway.pipeline import Pipeline
+from gateway.spool import Spool
+from runtime.config_sections import LinkSettings
+from runtime.deadletters import DeadLetters
+from testkit.servers import wait_until
+
+host, port, state, client_id, count = sys.argv[1:6]
+settings = LinkSettings(
+    host=host, port=int(port), client_id=client_id, receive_maximum=RECEIVE_MAXIMUM,
+    session_expiry_s=600,
+)
+pipeline = Pipeline(client_id, time.time_ns(), timestamps=TimestampsSection())
+with Spool(Path(state) / "spool") as spool:
+    ingest = Ingest(
+        settings, password=None, gateway=client_id, shared_group=None, pipeline=pipeline,
+        spool=spool, deadletters=DeadLetters(Path(state) / "deadletters"),
+    )
+    stop, cpu = threading.Event(), []
+    def run():
+        start = time.thread_time()
+        ingest.run(stop)
+        cpu.append(time.thread_time() - start)
+    thread = threading.Thread(target=run)
+    start = time.monotonic()
+    thread.start()
+    wait_until(lambda: ingest.stats.acked >= int(count) and ingest.link.status.connected, 600)
+    wall = time.monotonic() - start
+    stop.set()
+    thread.join()
+if int(count):
+    rejected = sum(pipeline.stats().rejected.values())
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu[0], "rejected": rejected}))
+    drop = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    drop.connect(host, int(port), clean_start=True)  # session expiry 0: gone on disconnect
+    drop.loop_start()
+    wait_until(drop.is_connected, 10)
+    drop.disconnect()
+    drop.loop_stop()
+""".replace("RECEIVE_MAXIMUM", str(GATEWAY_RECEIVE_MAXIMUM))
+
+
+def ingest_drain(
+    workdir: Path,
+    tp_pub: Path,
+    broker: MosquittoServer,
+    *,
+    events: Path,
+    count: int,
+    tag: str,
+    code: Path,
+) -> dict[str, float]:
+    """The ingest of the tree ``code`` draining ``count`` events queued for its session."""
+    state, client_id = workdir / f"drain-{tag}", f"drain-{tag}"
+
+    def child(n: int) -> str:
+        args = [broker.host, str(broker.port), str(state), client_id, str(n)]
+        done = subprocess.run(
+            [sys.executable, "-c", DRAIN_CHILD, *args],
+            cwd=code,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"{tag}: the ingest child failed:\n{done.stderr[-2000:]}")
+        return done.stdout
+
+    child(0)
+    published = publisher_result(run_publisher(tp_pub, broker, events, client_id=f"pub-{tag}"), 600)
+    if published["acked"] != count or published["no_subscribers"]:
+        raise BenchError(f"{tag}: {published} of {count} events for the ingest's session")
+    figures = json.loads(child(count).strip().splitlines()[-1])
+    if figures["rejected"]:
+        raise BenchError(f"{tag}: the pipeline rejected {figures['rejected']} events")
+    return {
+        "events_per_s": round(count / figures["wall_s"]),
+        "ingest_thread_cpu_us_per_event": round(figures["cpu_s"] / count * 1e6, 1),
     }
 
 
@@ -677,6 +787,11 @@ def main() -> None:
         help="also measure one gateway run from this tree in every round (before vs after: "
         "git archive HEAD | tar -x -C DIR)",
     )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="also measure the ingest alone draining a backlog, this tree and the baseline",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
     count: int = args.events
@@ -723,6 +838,9 @@ def measure(
         variants.append(("gateway2", 2, REPO))
     if args.baseline_repo is not None:
         variants.append(("baseline1", 1, args.baseline_repo.resolve()))
+    # the ingest alone, draining a backlog: this tree and the baseline
+    drains = [v for v in variants if v[0] != "gateway2"] if args.drain else []
+    drained: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in drains}
     pipe: list[float] = []
     rates: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     ratios: dict[str, list[float]] = {label: [] for label, _, _ in variants}
@@ -734,7 +852,8 @@ def measure(
             raise BenchError(f"C pipe: {c['received']} of {count} arrived")
         pipe.append(c["events_per_s"])
         progress(f"round {r}: C pipe {c['events_per_s']:,.0f} events/s")
-        for label, gateways, code in variants:
+        # every other round in reverse order: no variant always runs first or last
+        for label, gateways, code in variants if r % 2 else variants[::-1]:
             g = gateway_rate(
                 workdir,
                 tp_pub,
@@ -752,6 +871,12 @@ def measure(
             ratios[label].append(g["events_per_s"] / c["events_per_s"])
             checks.append({"round": r, "variant": label, "gateways": gateways, **g})
             progress(f"round {r}: {label} {g['events_per_s']:,.0f} events/s {g}")
+        for label, _, code in drains if r % 2 else drains[::-1]:
+            d = ingest_drain(
+                workdir, tp_pub, broker, events=events, count=count, tag=f"r{r}{label}", code=code
+            )
+            drained[label].append(d)
+            progress(f"round {r}: ingest alone, {label}: {d}")
     one = rates["gateway1"]
     if not one and not args.soak_rate:
         raise BenchError("--rounds 0 needs --soak-rate")
@@ -775,6 +900,11 @@ def measure(
         figures[f"{ratio_key}_median"] = round(median(ratios[label]), 2) if measured else None
         figures[f"{label}_rounds"] = rounded(rates[label])
         figures[f"{label}_cpu_us_per_event_median"] = cpu_medians(checks, label)
+    for label, runs in drained.items():
+        figures[f"drain_{label}_rounds"] = runs
+        figures[f"drain_{label}_median"] = {
+            key: median([run[key] for run in runs]) for key in runs[0]
+        }
     figures["exact_counts"] = all(
         c["points"] == count and c["distinct_txn_ids"] == count for c in checks
     )

@@ -158,6 +158,7 @@ class Gateway:
                 "acked",
                 "groups",
                 "spool_full",
+                "invalid_packets",
                 "deadletters_published",
                 "deadletters_unpublished",
                 "redelivered_rejections",

@@ -171,12 +171,16 @@ def test_a_redelivered_rejection_is_acked_and_not_kept_or_published_again(
         wait_until(lambda: _turn_without_commit(ingest) == 1, 10, message="poison read")
         assert (ingest.stats.pending, deadletters.kept) == (1, 1)
         mosquitto.restart()
-        # acked twice: the ack held from before the restart, and the redelivery's
-        _run_until(ingest, lambda: ingest.stats.acked == 2)
+        # the redelivery is acked (the ack held from before the restart is never sent
+        # on the new connection: it may have gone to the old socket as it closed)
+        _run_until(
+            ingest,
+            lambda: ingest.stats.redelivered_rejections == 1 and ingest.stats.pending == 0,
+        )
     finally:
         spool.close()
         deadletters.close()
-    assert (ingest.stats.received, ingest.stats.redelivered_rejections) == (2, 1)
+    assert ingest.stats.received == 2 and ingest.stats.acked in (1, 2)
     assert deadletters.kept == 1 and ingest.stats.deadletters_published == 1
     assert ingest.link.status.connects == 2
 
@@ -242,8 +246,8 @@ def _ingest(
 
 
 def _turn_without_commit(ingest: Ingest) -> int:
-    """One turn of the ingest's link alone (so nothing is acked); messages received."""
-    ingest.link.turn(threading.Event(), read_burst=10)
+    """One read of the ingest's link alone (so nothing is acked); messages received."""
+    ingest.receive(threading.Event())
     return ingest.stats.received
 
 

@@ -71,3 +71,16 @@ def test_ordinary_timestamps_seqs_and_ids_are_accepted(ts: int, seq: int) -> Non
     assert outcome.line is not None
     fields = outcome.line.rpartition(" ")[0]  # the last word, the point time, is ts (+ seq)
     assert not pci.contains_pan(fields)
+
+
+@given(pans().flatmap(spelled))
+def test_a_publish_the_mqtt_codec_refused_is_kept_only_without_a_card_number(text: str) -> None:
+    """The ingest keeps such a packet whole: the pipeline decides, as for any rejection."""
+    pipeline = Pipeline("gw-test", TS)
+    clean = b"\x3a\x0b\x00\x04tp/a\x00\x4d\x01\x7f{}"  # a PUBLISH with an unknown property
+    refused = pipeline.reject_unreadable("tp/a", clean, "ValueError: PropertyType")
+    assert (refused.reason, refused.keep_payload) == (RejectReason.NOT_MQTT, True)
+    with_pan = clean + json_escaped(text).encode()
+    outcome = pipeline.reject_unreadable("tp/a", with_pan, "ValueError: PropertyType")
+    assert (outcome.reason, outcome.keep_payload) == (RejectReason.PAN_DETECTED, False)
+    assert not pci.contains_pan(outcome.detail)
