@@ -1,49 +1,37 @@
 """Direct MQTT mode: every simulated device is its own MQTT client, as its agent would be.
 
-One paho-mqtt client per device (MQTT v5, client id = device id, persistent
-session, retained last will ``DeviceState(online=False, reason=last-will)``,
-retained online state after CONNACK, QoS 1), all driven from one thread by a
-selector over their sockets (paho's external-loop API: ``loop_read``,
-``loop_write``, ``loop_misc`` and the socket callbacks): no thread per client.
+One MQTT v5 connection per device (client id = device id, persistent session,
+retained last will ``DeviceState(online=False, reason=last-will)``, retained
+online state after CONNACK, QoS 1), all driven from one thread by a selector
+over non-blocking sockets: no thread per client. The protocol is
+firmware_sim.mqtt_session (sans-I/O, on the `mqtt5` codec); this module owns
+the sockets and the loop. Per turn it reads each readable socket once, in one
+big ``recv`` (all the PUBACKs that arrived), and writes each connection's
+out-buffer with one ``send`` (all the publishes the turn queued), so a QoS 1
+publish costs a few microseconds of codec work instead of paho's three ``recv``
+calls, one ``send`` and the reason-code and properties objects per PUBACK
+(BENCHMARKS.md, simulator scale).
 
 Each device has its own queue and at most ``window`` unacknowledged publishes
-(PUBACKs are counted in ``on_publish``): a paho client holding tens of
-thousands of QoS 1 messages stalls silently (DESIGN.md, traps). The whole
-fleet holds at most ``max_backlog`` queued messages; `handle` services the
-network until there is room again.
-
-Only paho's public API is used: the clients are plain ``paho.mqtt.client.Client``
-objects, no subclass and no private attribute (tests/firmware_sim/test_mqtt_fleet.py
-checks it). What keeps the CPU per QoS 1 publish down (bench/sim_scale.py):
-
-* paho's own in-flight limit is off (``max_inflight_messages_set(0)``): with it,
-  every PUBACK makes paho walk all the client's stored messages looking for a
-  queued one to send. The window is this module's (``_pump`` publishes only
-  while a device has fewer than ``window`` unacknowledged), and paho's queue
-  limit (``max_queued_messages_set(window + 1)``: in ``on_publish`` paho still
-  holds the message just acknowledged) turns a broken window into an error
-  instead of a silent pile-up.
-* Writes are deferred (``on_socket_register_write``) and done in one pass per
-  turn for every client with packets queued, ``SERVICE_EVERY`` events being
-  handed over between two rounds of network I/O.
-
-The price of the public API, measured against the former subclass that
-overrode paho's socket reads and writes and its PUBACK decoding: paho reads
-every packet with three ``recv`` calls, sends every packet with its own
-``send``, and builds a ``ReasonCode`` and a ``Properties`` object per PUBACK
-(BENCHMARKS.md, simulator scale).
+(or the broker's Receive Maximum, if lower); the whole fleet holds at most
+``max_backlog`` queued messages, and `handle` services the network until there
+is room again, within ``drain_timeout_s``.
 
 A "last will" change cuts the device's TCP connection without DISCONNECT, so
 the broker itself publishes the last will; the next "connected" change
-reconnects into the same session. A "shutdown" change publishes the retained
-shutdown state; if the device is powered on again later in the run (a power
-cycle, firmware_sim.context), its client first waits for its publishes to be
-acknowledged and disconnects normally (the broker discards the will), then
-connects anew.
+reconnects into the same session and sends again what was in flight. A
+"shutdown" change publishes the retained shutdown state; if the device is
+powered on again later in the run (a power cycle, firmware_sim.context), it
+first waits for its publishes to be acknowledged and disconnects normally (the
+broker discards the will), then connects anew.
 
 With ``password``, every device logs in as itself (username = its device id)
 with that password, for a broker that binds client ids to usernames
 (``use_username_as_clientid``): then no client can take another's session.
+
+A connection the broker refuses, closes or stops answering ends the run with
+`MqttSimError` naming the device and the broker: a device that silently stops
+publishing would make every later count wrong.
 """
 
 from __future__ import annotations
@@ -53,32 +41,37 @@ import random
 import selectors
 import socket
 import time
-from collections import deque
-from typing import Any, Final
+from typing import Final
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+import mqtt5
 
 from firmware_sim.corruption import mangle_payload
 from firmware_sim.errors import SimError
 from firmware_sim.event_engine import Emission, LinkChange, SimEvent
+from firmware_sim.mqtt_session import (
+    ClosedByBroker,
+    ConnectRefused,
+    Phase,
+    PublisherSession,
+    SessionTimeout,
+    reason_text,
+)
 from firmware_sim.report import RunStats
 from runtime.backoff import Backoff
 from runtime.cli import EXIT_FAILED
 from runtime.logs import kv
+from runtime.mqtt_packets import MqttProtocolError
 from wire.messages import STREAM_FOR_MESSAGE, DeviceState, PaymentTransaction, StateReason, encode
 from wire.topics import Stream, device_topic
 
 log = logging.getLogger(__name__)
 
-MISC_EVERY_S: Final = 1.0
+MISC_EVERY_S: Final = 1.0  # keepalives and CONNACK deadlines are checked this often
 SESSION_EXPIRY_S: Final = 3600
 KEEPALIVE_S: Final = 60
 CONNACK_TIMEOUT_S: Final = 10.0
 SERVICE_EVERY: Final = 4096  # events handed over between two rounds of network I/O
+RECV_BYTES: Final = 65_536  # one read takes every PUBACK that arrived (5 bytes each)
 
 
 class MqttSimError(SimError):
@@ -89,34 +82,22 @@ class MqttSimError(SimError):
 
 
 class _Device:
-    """One device's MQTT client and its own queue of (topic, payload, retain)."""
+    """One device's session, its socket (while connected) and its topics."""
 
-    __slots__ = (
-        "client",
-        "connected",
-        "device",
-        "inflight",
-        "queue",
-        "site",
-        "state_topic",
-        "topics",
-        "watching_write",
-    )
+    __slots__ = ("device", "session", "site", "sock", "state_topic", "topics", "watching_write")
 
-    def __init__(self, client: mqtt.Client, site: str, device: str) -> None:
-        self.client = client
+    def __init__(self, session: PublisherSession, site: str, device: str) -> None:
+        self.session = session
         self.site = site
         self.device = device
         self.state_topic = device_topic(site, device, Stream.STATE)
         self.topics: dict[type, str] = {}  # message type -> topic, built once
-        self.queue: deque[tuple[str, bytes, bool]] = deque()
-        self.inflight = 0
-        self.connected = False
+        self.sock: socket.socket | None = None
         self.watching_write = False
 
 
 class MqttFleet:
-    """A `Sink` that publishes every device's events through the device's own client."""
+    """A `Sink` that publishes every device's events through the device's own connection."""
 
     def __init__(
         self,
@@ -138,14 +119,13 @@ class MqttFleet:
         self.max_backlog = max_backlog
         self.drain_timeout_s = drain_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self._refused: MqttSimError | None = None  # a CONNACK refusal, raised by _service
         self._stats = stats
         self._devices: dict[str, _Device] = {}
         self._selector = selectors.DefaultSelector()
         self._backlog = 0  # queued + in flight, fleet-wide
-        self._dirty: set[_Device] = set()  # clients with packets queued by paho
+        self._dirty: set[_Device] = set()  # connections with bytes to send
         self._handled = 0
-        self._broken = False
+        self._broken = False  # nothing will drain: close() only tears down
         self._next_misc = time.monotonic() + MISC_EVERY_S
         self._rng = random.Random(f"{seed}:mqtt")
 
@@ -163,7 +143,7 @@ class MqttFleet:
             deadline = time.monotonic() + self.drain_timeout_s
             while self._backlog >= self.max_backlog:
                 if time.monotonic() >= deadline:
-                    raise MqttSimError(
+                    raise self._failure(
                         f"the broker acknowledged nothing for {self.drain_timeout_s}s"
                         f" ({self._backlog} publishes waiting): stalled or gone"
                     )
@@ -175,24 +155,31 @@ class MqttFleet:
 
     def close(self) -> None:
         """Wait until every queued message is acknowledged, then disconnect everyone."""
-        if self._broken:  # the broker is not there: nothing will drain
+        try:
+            if not self._broken:  # else the broker is not there: nothing will drain
+                self._drain_and_disconnect()
+        finally:
+            for device in self._devices.values():
+                self._close_socket(device)
             self._selector.close()
-            return
+
+    def _drain_and_disconnect(self) -> None:
         deadline = time.monotonic() + self.drain_timeout_s
         while self._backlog > 0 or self._connecting():
             if time.monotonic() >= deadline:
-                raise MqttSimError(
+                raise self._failure(
                     f"{self._backlog} messages still unacknowledged after {self.drain_timeout_s}s"
                 )
             self._service(0.1)
         for device in self._devices.values():
-            if device.connected:
-                device.client.disconnect()
-        while any(d.client.socket() is not None for d in self._devices.values()):
+            if device.session.phase is Phase.ONLINE:
+                device.session.disconnect()
+                self._dirty.add(device)
+        # the broker closes each connection once it has read the DISCONNECT (and drops the will)
+        while any(d.sock is not None for d in self._devices.values()):
             if time.monotonic() >= deadline:
                 break
             self._service(0.1)
-        self._selector.close()
 
     # -- events -----------------------------------------------------------------------
 
@@ -213,16 +200,22 @@ class MqttFleet:
         self._enqueue(device, topic, payload)
 
     def _enqueue(self, device: _Device, topic: str, payload: bytes, retain: bool = False) -> None:
-        device.queue.append((topic, payload, retain))
+        device.session.queue.append((topic, payload, retain))
         self._backlog += 1
         self._pump(device)
+
+    def _pump(self, device: _Device) -> None:
+        published = device.session.pump()
+        if published:
+            self._stats.published += published
+            self._dirty.add(device)
 
     def _link_change(self, change: LinkChange) -> None:
         device = self._devices.get(change.device)
         if change.reason is StateReason.CONNECTED:
             if device is None:
-                device = self._devices[change.device] = self._new_client(change)
-            elif device.connected:  # powered on after a clean shutdown
+                device = self._devices[change.device] = self._new_device(change)
+            elif device.sock is not None:  # powered on after a clean shutdown
                 self._disconnect(device)
             self._connect(device, change)
         elif device is not None and change.reason is StateReason.LAST_WILL:
@@ -232,25 +225,17 @@ class MqttFleet:
             # disconnects in close()
             self._enqueue(device, device.state_topic, encode(change.state()), retain=True)
 
-    def _new_client(self, change: LinkChange) -> _Device:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=change.device,
-            protocol=mqtt.MQTTv5,
+    def _new_device(self, change: LinkChange) -> _Device:
+        session = PublisherSession(
+            change.device,
+            window=self.window,
+            keepalive_s=KEEPALIVE_S,
+            session_expiry_s=SESSION_EXPIRY_S,
+            connack_timeout_s=CONNACK_TIMEOUT_S,
+            username=None if self._password is None else change.device,
+            password=self._password,
         )
-        if self._password is not None:
-            client.username_pw_set(change.device, self._password)
-        device = _Device(client, change.site, change.device)
-        client.user_data_set(device)
-        client.max_inflight_messages_set(0)  # the window is ours (_pump): see the docstring
-        client.max_queued_messages_set(self.window + 1)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        return device
+        return _Device(session, change.site, change.device)
 
     def _connect(self, device: _Device, change: LinkChange) -> None:
         will = DeviceState(
@@ -260,27 +245,41 @@ class MqttFleet:
             online=False,
             reason=StateReason.LAST_WILL,
         )
-        device.client.will_set(device.state_topic, encode(will), qos=1, retain=True)
         # the online state goes first once CONNACK arrives
-        device.queue.appendleft((device.state_topic, encode(change.state()), True))
+        device.session.queue.appendleft((device.state_topic, encode(change.state()), True))
         self._backlog += 1
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        # a broker still starting (or restarting) is waited for, a bounded time
+        sock = self._open_socket()
+        sock.setblocking(False)
+        # the out-buffer already batches a turn's packets: Nagle would only delay them
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        device.sock = sock
+        device.watching_write = False
+        self._selector.register(sock, selectors.EVENT_READ, device)
+        device.session.connect(
+            mqtt5.Will(
+                device.state_topic, payload=encode(will), qos=mqtt5.QoS.AT_LEAST_ONCE, retain=True
+            ),
+            time.monotonic(),
+        )
+        # CONNECT goes out at once, while the broker accepts the connection: held for
+        # the next turn, thousands reach it in one burst (10,000 connects took 10-18 s
+        # that way instead of 3-5 s)
+        self._dirty.add(device)
+        self._flush()
+
+    def _open_socket(self) -> socket.socket:
+        """A TCP connection to the broker; one still starting (or restarting) is waited
+        for, a bounded time."""
         deadline = time.monotonic() + self.connect_timeout_s
         backoff = Backoff(0.5, 5.0)
         self._broken = True  # until connected: if this never returns, close() has nothing to drain
         while True:
             try:
-                device.client.connect(
-                    self.host,
-                    self.port,
-                    keepalive=KEEPALIVE_S,
-                    clean_start=False,
-                    properties=properties,
+                sock = socket.create_connection(
+                    (self.host, self.port), timeout=min(CONNACK_TIMEOUT_S, self.connect_timeout_s)
                 )
                 self._broken = False
-                return
+                return sock
             except OSError as exc:
                 delay = backoff.next_delay()
                 if time.monotonic() + delay > deadline:
@@ -304,55 +303,43 @@ class MqttFleet:
 
         A will exists only once the broker accepted the connection, so a device
         still waiting for its CONNACK (possible when running as fast as possible)
-        gets it first."""
-        deadline = time.monotonic() + CONNACK_TIMEOUT_S
-        while device.client.socket() is not None and not device.connected:
-            if time.monotonic() >= deadline:
-                raise MqttSimError(f"device {device.device}: no CONNACK in {CONNACK_TIMEOUT_S}s")
-            self._service(0.05)
-        sock = device.client.socket()
-        if not isinstance(sock, socket.socket):
+        gets it first. The PUBACKs that already arrived are counted; what is still
+        in flight is sent again after the reconnect."""
+        while device.session.phase is Phase.CONNECTING:
+            self._service(0.05)  # bounded: the CONNACK deadline raises
+        sock = device.sock
+        if sock is None:
             return
         sock.shutdown(socket.SHUT_RDWR)
-        # paho reads what the socket still holds, then sees the connection gone and closes it
-        while device.client.socket() is not None:
-            device.client.loop_read()
-        device.connected = False
+        while True:
+            try:
+                data = sock.recv(RECV_BYTES)
+            except OSError:  # nothing more (or reset): the connection is gone anyway
+                break
+            if not data:
+                break
+            self._received(device, data)
+        device.session.lost()
+        self._close_socket(device)
         log.info("device_cut_off", extra=kv(device=device.device))
 
     def _disconnect(self, device: _Device) -> None:
         """Once everything the device queued is acknowledged, DISCONNECT normally."""
+        session = device.session
         deadline = time.monotonic() + self.drain_timeout_s
-        while device.queue or device.inflight:
+        while not session.idle or session.phase is Phase.CONNECTING:
             if time.monotonic() >= deadline:
-                raise MqttSimError(
-                    f"device {device.device}: {len(device.queue) + device.inflight} publishes"
+                raise self._failure(
+                    f"device {device.device}: {len(session.queue) + session.inflight} publishes"
                     f" unacknowledged after {self.drain_timeout_s}s"
                 )
             self._service(0.05)
-        device.client.disconnect()
-        while device.client.socket() is not None:
+        session.disconnect()
+        self._dirty.add(device)
+        while device.sock is not None:  # the broker closes it once it has read DISCONNECT
             if time.monotonic() >= deadline:
-                raise MqttSimError(f"device {device.device}: DISCONNECT not done in time")
+                raise self._failure(f"device {device.device}: DISCONNECT not done in time")
             self._service(0.05)
-
-    def _pump(self, device: _Device) -> None:
-        """Publish from the device's queue while its window has room."""
-        if not device.connected:
-            return
-        client = device.client
-        queue = device.queue
-        while queue and device.inflight < self.window:
-            topic, payload, retain = queue.popleft()
-            # QoS 1: paho keeps the message until PUBACK, also across a reconnect
-            info = client.publish(topic, payload, qos=1, retain=retain)
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:  # the window is broken: a bug
-                raise MqttSimError(
-                    f"device {device.device}: paho refused a publish, its queue is full"
-                    f" ({device.inflight} in flight, window {self.window})"
-                )
-            device.inflight += 1
-            self._stats.published += 1
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -361,85 +348,126 @@ class MqttFleet:
         for key, mask in self._selector.select(timeout):
             device: _Device = key.data
             if mask & selectors.EVENT_READ:
-                # up to one packet per message paho holds; more stay readable for next turn
-                device.client.loop_read()
+                self._read(device)
             if mask & selectors.EVENT_WRITE:
                 self._dirty.add(device)
-        if self._refused is not None:
-            self._broken = True
-            raise self._refused
         self._flush()
         now = time.monotonic()
         if now >= self._next_misc:
             self._next_misc = now + MISC_EVERY_S
-            for device in self._devices.values():
-                device.client.loop_misc()
+            self._check_timers(now)
 
-    def _flush(self) -> None:
-        """Write what paho queued for each client; watch for writability only while a
-        socket is full. paho queues instead of writing because ``on_socket_register_write``
-        is set: the writes of a burst of events then go out in one pass."""
-        dirty, self._dirty = self._dirty, set()
-        for device in dirty:
-            client = device.client
-            sock = client.socket()
-            if sock is None:
-                continue
-            client.loop_write()
-            wants = client.want_write()
-            if wants != device.watching_write:
-                device.watching_write = wants
-                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wants else 0)
-                self._selector.modify(sock, events, device)
-        self._dirty.clear()  # only re-registrations by the writes just done
+    def _read(self, device: _Device) -> None:
+        sock = device.sock
+        if sock is None:  # closed earlier in this turn
+            return
+        try:
+            data = sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._closed(device, exc.strerror or str(exc))
+            return
+        if not data:
+            self._closed(device, "connection closed")
+            return
+        self._received(device, data)
+        self._pump(device)
+        if device.session.out:  # also what a CONNACK had sent again, with the window full
+            self._dirty.add(device)
 
-    def _connecting(self) -> bool:
-        return any(
-            d.client.socket() is not None and not d.connected for d in self._devices.values()
-        )
-
-    # -- paho callbacks ---------------------------------------------------------------
-
-    def _on_connect(
-        self, client: mqtt.Client, device: _Device, flags: Any, reason: ReasonCode, props: Any
-    ) -> None:
-        if reason.is_failure:
+    def _received(self, device: _Device, data: bytes) -> None:
+        try:
+            acknowledged, refused = device.session.receive(data)
+        except ConnectRefused as exc:
             # not authorised, banned, a bad client id: retrying cannot help, so the run ends
             who = (
                 f"the login of username {device.device}"
                 if self._password is not None
                 else f"device {device.device} (no username and password given)"
             )
-            self._refused = MqttSimError(
-                f"the broker at {self.host}:{self.port} refused {who}: {reason}:"
+            raise self._failure(
+                f"the broker at {self.host}:{self.port} refused {who}: {reason_text(exc.reason)}:"
                 " check the devices' password and the broker's accounts"
-            )
+            ) from None
+        except ClosedByBroker as exc:
+            raise self._lost(device, f"DISCONNECT {reason_text(exc.reason)}") from None
+        except MqttProtocolError as exc:
+            raise self._failure(
+                f"the broker at {self.host}:{self.port} sent device {device.device} {exc}:"
+                " check that --mqtt names an MQTT v5 broker"
+            ) from None
+        if acknowledged or refused:
+            self._stats.acknowledged += acknowledged
+            self._stats.refused += refused
+            self._backlog -= acknowledged + refused
+
+    def _flush(self) -> None:
+        """One ``send`` per connection with bytes waiting; watch for writability only
+        while a socket is full."""
+        if not self._dirty:
             return
-        device.connected = True
-        self._pump(device)
+        dirty, self._dirty = self._dirty, set()
+        now = time.monotonic()
+        for device in dirty:
+            sock = device.sock
+            out = device.session.out
+            if sock is None or not out:
+                continue
+            try:
+                sent = sock.send(out)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise self._lost(device, exc.strerror or str(exc)) from exc
+            if sent:
+                del out[:sent]
+                device.session.sent(now)
+            wants = bool(out)
+            if wants != device.watching_write:
+                device.watching_write = wants
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wants else 0)
+                self._selector.modify(sock, events, device)
 
-    def _on_disconnect(
-        self, client: mqtt.Client, device: _Device, flags: Any, reason: ReasonCode, props: Any
-    ) -> None:
-        device.connected = False
+    def _check_timers(self, now: float) -> None:
+        for device in self._devices.values():
+            if device.sock is None:
+                continue
+            try:
+                device.session.check_timers(now)
+            except SessionTimeout as exc:
+                raise self._failure(
+                    f"the broker at {self.host}:{self.port} stopped answering device"
+                    f" {device.device} ({exc}): is it overloaded, or at its max_connections?"
+                ) from None
+            if device.session.out:
+                self._dirty.add(device)
 
-    def _on_publish(
-        self, client: mqtt.Client, device: _Device, mid: int, reason: ReasonCode, props: Any
-    ) -> None:
-        device.inflight -= 1
-        self._backlog -= 1
-        if reason.is_failure:
-            self._stats.refused += 1
-        else:
-            self._stats.acknowledged += 1
-        self._pump(device)
+    def _connecting(self) -> bool:
+        return any(d.session.phase is Phase.CONNECTING for d in self._devices.values())
 
-    def _on_socket_open(self, client: mqtt.Client, device: _Device, sock: Any) -> None:
-        device.watching_write = False
-        self._selector.register(sock, selectors.EVENT_READ, device)
+    def _close_socket(self, device: _Device) -> None:
+        if device.sock is None:
+            return
+        self._selector.unregister(device.sock)
+        device.sock.close()
+        device.sock = None
 
-    def _on_socket_close(self, client: mqtt.Client, device: _Device, sock: Any) -> None:
-        self._selector.unregister(sock)
+    def _closed(self, device: _Device, why: str) -> None:
+        """The broker closed the connection: as asked after our DISCONNECT, else a failure."""
+        if device.session.phase is not Phase.OFFLINE:
+            raise self._lost(device, why)
+        self._close_socket(device)
 
-    def _on_register_write(self, client: mqtt.Client, device: _Device, sock: Any) -> None:
-        self._dirty.add(device)  # written in the next _flush, together with the others
+    def _lost(self, device: _Device, why: str) -> MqttSimError:
+        connecting = device.session.phase is Phase.CONNECTING
+        return self._failure(
+            f"the broker at {self.host}:{self.port} dropped the connection of device"
+            f" {device.device}{' before its CONNACK' if connecting else ''} ({why}):"
+            " see the broker's log (max_connections? its client id taken over?)"
+        )
+
+    def _failure(self, text: str) -> MqttSimError:
+        """The run cannot go on: close() will tear down instead of waiting for a drain."""
+        self._broken = True
+        return MqttSimError(text)

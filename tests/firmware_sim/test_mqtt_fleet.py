@@ -1,5 +1,6 @@
 """Direct MQTT mode against a real Mosquitto: every event arrives, last wills fire; and
-the simulator uses paho-mqtt through its public API only."""
+the simulator speaks MQTT through mqtt5's public API only (paho is the tests' own
+subscriber)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ import inspect
 import pkgutil
 import textwrap
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
+import mqtt5
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 import firmware_sim
 from firmware_sim.cli import main
-from firmware_sim.event_engine import Emission
+from firmware_sim.event_engine import Emission, LinkChange
 from firmware_sim.mqtt_fleet import MqttFleet, MqttSimError
 from firmware_sim.report import RunStats
 from firmware_sim.run_loop import run
@@ -147,7 +150,7 @@ def test_every_event_arrives_and_the_broker_fires_the_last_will(
     sent = Counter((e.message.device, e.message.seq) for e in intact)
     offline = next(lb for lb in simulation.labels if lb.type is InjectionType.TERMINAL_OFFLINE)
     # every intact publish arrived, duplicate sends included; a publish in flight when a
-    # connection was cut is sent again by paho after the reconnect: at least once
+    # connection was cut is sent again after the reconnect: at least once
     assert set(received) == set(sent)
     redelivered = received - sent
     assert not sent - received
@@ -277,38 +280,93 @@ def test_each_device_logs_in_as_itself_with_the_password(
     assert stats.acknowledged == 0
 
 
-# -- paho's public API only -------------------------------------------------------------
+@pytest.mark.integration
+def test_a_device_whose_connection_the_broker_takes_away_ends_the_run_at_once(
+    mosquitto: MosquittoServer,
+) -> None:
+    """Another client logs in with a device's client id: Mosquitto hands it the session
+    and closes the device's connection (2.0.11 sends no DISCONNECT). The fleet names
+    the device and the likely cause at once, instead of leaving it silent and every
+    later count wrong."""
+    fleet = MqttFleet(mosquitto.host, mosquitto.port, RunStats())
+    events = build(terminals=1, sensors=0, hours=1).engine.events()
+    connected = next(e for e in events if isinstance(e, LinkChange))
+    fleet.handle(connected)
+    fleet.idle_until(time.monotonic() + 0.2)  # CONNACK, the online state acknowledged
+    thief = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=connected.device, protocol=mqtt.MQTTv5
+    )
+    thief.connect(mosquitto.host, mosquitto.port)
+    thief.loop_start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(MqttSimError) as failure:
+            fleet.idle_until(started + 10)
+        assert time.monotonic() - started < 5
+    finally:
+        thief.disconnect()
+        thief.loop_stop()
+    assert f"dropped the connection of device {connected.device}" in str(failure.value)
+    assert "client id taken over?" in str(failure.value)
+    fleet.close()  # tears down without waiting for a drain
 
-PAHO_CLASSES = (mqtt.Client, mqtt.MQTTMessage, mqtt.MQTTMessageInfo)
+
+# -- MQTT through mqtt5's public API only ------------------------------------------------
+
+PRIVATE_GETTERS = ("getattr", "setattr", "hasattr", "delattr")
+
+
+def mqtt5_public_names() -> frozenset[str]:
+    """What mqtt5 publishes as its API: the names its type stub (mqtt5.pyi) declares."""
+    stub = ast.parse((Path(mqtt5.__file__).parent / "mqtt5.pyi").read_text())
+    names = set()
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return frozenset(names)
 
 
 def _is_private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def paho_private_names() -> frozenset[str]:
-    """Every private name of paho's client objects: class attributes and methods, and
-    the attributes a fresh instance sets in ``__init__`` (``_out_packet``, ``_sock``...)."""
-    names = {n for cls in PAHO_CLASSES for n in dir(cls) if _is_private(n)}
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe", protocol=mqtt.MQTTv5)
-    message = mqtt.MQTTMessage(1, b"t")
-    for instance in (client, message, message.info):
-        names |= {n for n in dir(instance) if _is_private(n)}
-    return frozenset(names)
+def _forbidden_module(name: str) -> bool:
+    """paho at all (the fleet's MQTT is mqtt5's), or the compiled module behind mqtt5."""
+    return name == "paho" or name.startswith(("paho.", "mqtt5."))
 
 
-def private_paho_uses(source: str, private: frozenset[str], *, in_subclass: bool) -> list[str]:
-    """Where ``source`` touches one of paho's private names: ``x._name`` on anything but
-    ``self``/``cls`` (a client, a message...), ``getattr(x, "_name")`` and the like, and,
-    in a paho subclass, ``self._name`` too (an override or paho's own state)."""
+def private_uses(source: str, public: frozenset[str]) -> list[str]:
+    """Where ``source`` reaches past a library's public API: an import of paho or of
+    ``mqtt5.<inner module>``, a name mqtt5 does not declare (``public``), a private
+    attribute ``x._name`` of anything but ``self``/``cls`` (``super()._m`` included),
+    ``getattr(x, "_name")`` and the like, or a class derived from one of mqtt5's."""
     found = []
     for node in ast.walk(ast.parse(textwrap.dedent(source))):
-        if isinstance(node, ast.Attribute) and node.attr in private:
+        where = f"line {getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Import):
+            found += [f"{where}: import {a.name}" for a in node.names if _forbidden_module(a.name)]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if _forbidden_module(module):
+                found.append(f"{where}: from {module} import")
+            elif module == "mqtt5":
+                found += [f"{where}: mqtt5.{a.name}" for a in node.names if a.name not in public]
+        elif isinstance(node, ast.Attribute):
             owner = node.value.id if isinstance(node.value, ast.Name) else None
-            if in_subclass or owner not in ("self", "cls"):
-                found.append(f"line {node.lineno}: .{node.attr}")
-        elif isinstance(node, ast.Constant) and node.value in private:
-            found.append(f"line {node.lineno}: {node.value!r}")
+            if owner == "mqtt5" and node.attr not in public:
+                found.append(f"{where}: mqtt5.{node.attr}")
+            elif _is_private(node.attr) and owner not in ("self", "cls"):
+                found.append(f"{where}: .{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in PRIVATE_GETTERS and len(node.args) > 1:
+                name = node.args[1]
+                if isinstance(name, ast.Constant) and _is_private(str(name.value)):
+                    found.append(f"{where}: {node.func.id}(..., {name.value!r})")
+        elif isinstance(node, ast.ClassDef):
+            bases = [ast.unparse(base) for base in node.bases]
+            found += [f"{where}: class {node.name}({b})" for b in bases if b.startswith("mqtt5.")]
     return found
 
 
@@ -320,41 +378,48 @@ def firmware_sim_modules() -> list[str]:
     ]
 
 
-def test_the_simulator_uses_only_pahos_public_api() -> None:
-    """The project's rule: never override or touch a library's private API. No class in
-    firmware_sim redefines a private paho name in a paho subclass, and no firmware_sim
-    source reads or writes a private attribute of a paho object."""
-    private = paho_private_names()
-    assert {"_sock_recv", "_packet_write", "_handle_pubackcomp", "_out_packet"} <= private
+def test_the_simulator_speaks_mqtt_through_mqtt5s_public_api_only() -> None:
+    """The project's rule: never override or touch a library's private API. No
+    firmware_sim module imports paho (the fleet's MQTT is the mqtt5 codec on its own
+    sockets), takes from mqtt5 a name its stub does not declare, touches a private
+    attribute of anything but itself, or derives a class from mqtt5's."""
+    public = mqtt5_public_names()
+    assert {"read", "PublishPacket", "PubAckPacket", "ConnectPacket"} <= public
     problems: list[str] = []
-    for name in firmware_sim_modules():
-        module = importlib.import_module(name)
-        source = inspect.getsource(module)
-        problems += [f"{name} {p}" for p in private_paho_uses(source, private, in_subclass=False)]
-        for cls in vars(module).values():
-            if not (inspect.isclass(cls) and cls.__module__ == name):
-                continue
-            if not any(base.__module__.startswith("paho.") for base in cls.__mro__[1:]):
-                continue
-            overridden = sorted(n for n in vars(cls) if n in private)
-            problems += [f"{name}.{cls.__qualname__} defines paho's {n}" for n in overridden]
-            inside = private_paho_uses(inspect.getsource(cls), private, in_subclass=True)
-            problems += [f"{name}.{cls.__qualname__} {p}" for p in inside]
-    assert not problems, "paho's private API used:\n" + "\n".join(problems)
+    sources = {
+        name: inspect.getsource(importlib.import_module(name)) for name in firmware_sim_modules()
+    }
+    for name, source in sources.items():
+        problems += [f"{name} {p}" for p in private_uses(source, public)]
+    assert not problems, "a library's private API used:\n" + "\n".join(problems)
+    # the check looked at the code that speaks MQTT
+    assert sum("mqtt5." in source for source in sources.values()) >= 2
 
 
-def test_the_private_api_check_catches_an_override() -> None:
-    """The check above is not vacuous: it flags what the simulator used to do."""
-    private = paho_private_names()
-    subclass = (
-        "class C(mqtt.Client):\n"
+def test_the_private_api_check_catches_what_the_simulator_must_not_do() -> None:
+    """The check above is not vacuous: it flags paho, mqtt5's insides, overrides and
+    private attributes, and passes the public calls the fleet makes."""
+    public = mqtt5_public_names()
+    assert (
+        len(private_uses("import paho.mqtt.client as mqtt\nfrom paho.mqtt import enums\n", public))
+        == 2
+    )
+    insides = "from mqtt5.mqtt5 import read\nimport mqtt5\nmqtt5.mqtt5.read\nmqtt5._codec\n"
+    assert len(private_uses(insides, public)) == 3
+    override = (
+        "class C(Client):\n"
         "    def _sock_recv(self, n):\n"
         "        return super()._sock_recv(n)\n"
-        "    def flush(self):\n"
-        "        return len(self._out_packet)\n"
+        "class P(mqtt5.PublishPacket):\n"
+        "    pass\n"
     )
-    assert len(private_paho_uses(subclass, private, in_subclass=True)) == 2
+    assert len(private_uses(override, public)) == 2
     outside = "def f(client):\n    client._out_messages.clear()\n    getattr(client, '_sock')\n"
-    assert len(private_paho_uses(outside, private, in_subclass=False)) == 2
+    assert len(private_uses(outside, public)) == 2
     own = "class F:\n    def __init__(self):\n        self._password = None\n"
-    assert private_paho_uses(own, private, in_subclass=False) == []
+    fleet_calls = (
+        "import mqtt5\n"
+        "packet, size = mqtt5.read(memoryview(b''))\n"
+        "mqtt5.PublishPacket('t', b'p', qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1).write()\n"
+    )
+    assert private_uses(own, public) == private_uses(fleet_calls, public) == []
