@@ -1,11 +1,15 @@
 """Edge agent footprint: RSS, CPU per 1,000 events, and max sustained events/s on one core.
 
-The real agent (``python -m edge run``) runs as a child process pinned to core 0;
-simulated terminals (`firmware_sim.serial_link.SerialFleet`, one pty each), a real
-Mosquitto and an MQTT subscriber run in this process and its children on the other
-cores. Every event is a payment (high priority: the outbox fsyncs it before the
-terminal gets its LinkAck, the default policy that survives power loss). What counts
-is what arrives on the subscriber, not what was sent.
+The real agent (``tillpulse edge run``, as the systemd unit starts it) runs as a child
+process pinned to core 0; simulated terminals (`firmware_sim.serial_link.SerialFleet`,
+one pty each), a real Mosquitto and an MQTT subscriber run in this process and its
+children on the other cores. Every event is a payment (high priority: the outbox
+fsyncs it before the terminal gets its LinkAck, the default policy that survives
+power loss). What counts is what arrives on the subscriber, not what was sent.
+
+The agent speaks TLS to the broker, as in production (``[mqtt.tls] ca_file``: a
+test CA made with the ``openssl`` command signs the broker's certificate), so the
+OpenSSL a deployed agent carries is in the figures; ``--no-tls`` measures plain TCP.
 
 Each round starts a fresh agent (fresh state dir in ``--dir``: put it on the disk the
 agent will use, fsync cost is the disk's) and measures two phases:
@@ -21,10 +25,10 @@ RSS is VmRSS (steady, at the end of each phase) and VmHWM (peak) from
 /proc/<pid>/status; CPU is utime + stime from /proc/<pid>/stat over the phase.
 Figures are medians over the rounds. ``--agent PATH`` (repeatable; default: this
 checkout) names the agents to measure, their rounds alternating, so a before/after
-is measured side by side on a shared machine: a checkout (``python -m edge run``
-from its source, e.g. ``git worktree add DIR HEAD~1``) or a venv with tillpulse
-installed (``VENV/bin/python -m edge run``, byte-compiled as pip installs it: what
-a Raspberry Pi runs).
+is measured side by side on a shared machine: a checkout (``python -m tillpulse edge
+run`` from its source, e.g. ``git worktree add DIR HEAD~1``) or a venv with tillpulse
+installed (``VENV/bin/tillpulse edge run``, byte-compiled as pip installs it: what a
+Raspberry Pi runs).
 
 ``--part page-cache`` measures what the outbox's bounded SQLite page cache costs in
 CPU: process CPU per single put and per drained row over a backlog, at the agent's
@@ -61,7 +65,7 @@ from firmware_sim.event_engine import Emission
 from firmware_sim.serial_link import SerialFleet
 from testkit.factories import payment
 from testkit.mqtt_collector import Collector
-from testkit.servers import MosquittoServer, wait_until
+from testkit.servers import LOCALHOST, MosquittoServer, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "s0001"
@@ -155,14 +159,43 @@ def phase(start: Sample, end: Sample) -> Phase:
     )
 
 
-def write_config(state: Path, broker: MosquittoServer, ports: list[str]) -> Path:
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the agent connects: the broker's plain listener, or its TLS one."""
+
+    host: str
+    port: int
+    ca_file: Path | None = None  # TLS: the CA that signed the broker's certificate
+
+
+def write_config(state: Path, broker: BrokerAddress, ports: list[str]) -> Path:
     path = state / "edge.toml"
+    tls = "" if broker.ca_file is None else f'[mqtt.tls]\nca_file = "{broker.ca_file}"\n'
     path.write_text(
         f'[agent]\nsite = "{SITE}"\ndevice = "{AGENT_ID}"\nstate_dir = "{state}"\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n{tls}'
         + "".join(f'[[serial]]\nport = "{port}"\n' for port in ports)
     )
     return path
+
+
+def make_pki(directory: Path, host: str) -> tuple[Path, Path, Path]:
+    """(CA certificate, broker certificate, broker key): a throwaway CA, by `openssl`."""
+
+    def openssl(command: str, *more: str) -> None:
+        subprocess.run(
+            ["openssl", *command.split(), *more], cwd=directory, check=True, capture_output=True
+        )
+
+    new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    openssl(f"req -x509 {new_key} -keyout ca.key -out ca.pem -days 2", "-subj", "/CN=test CA")
+    openssl(f"req {new_key} -keyout broker.key -out broker.csr", "-subj", f"/CN={host}")
+    (directory / "san.ext").write_text(f"subjectAltName = IP:{host}\n")
+    openssl(
+        "x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
+        " -extfile san.ext -out broker.pem"
+    )
+    return directory / "ca.pem", directory / "broker.pem", directory / "broker.key"
 
 
 @dataclass(frozen=True)
@@ -185,9 +218,17 @@ class AgentBuild:
         env["PYTHONPATH"] = str(self.path)
         return subprocess.Popen([sys.executable, *args], cwd=self.path, env=env, **popen)
 
+    def tillpulse(self, *args: str, cwd: Path, **popen: Any) -> subprocess.Popen[bytes]:
+        """``tillpulse ARGS`` as the systemd unit runs it: the venv's console script (its
+        command line costs memory too), or ``python -m tillpulse`` in a checkout."""
+        if not self.installed:
+            return self.python("-m", "tillpulse", *args, cwd=cwd, **popen)
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        return subprocess.Popen([self.path / "bin" / "tillpulse", *args], cwd=cwd, env=env, **popen)
+
 
 def one_round(
-    broker: MosquittoServer, args: argparse.Namespace, build: AgentBuild
+    broker: MosquittoServer, address: BrokerAddress, args: argparse.Namespace, build: AgentBuild
 ) -> tuple[Phase, Phase, float, int]:
     """(slow phase, max phase, peak RSS MiB, outbox depth at the end) of a fresh agent."""
     state = Path(tempfile.mkdtemp(prefix="edge-footprint-", dir=args.dir))
@@ -196,13 +237,12 @@ def one_round(
         retransmit_s=30.0,
         queue_limit=args.queue,
     )
-    config = write_config(state, broker, list(fleet.ports().values()))
+    config = write_config(state, address, list(fleet.ports().values()))
     with (
         Collector(broker.host, broker.port, "tp/v1/dev/+/+/payment") as collector,
         (state / "agent.log").open("wb") as log,
     ):
-        agent = build.python(
-            "-m",
+        agent = build.tillpulse(
             "edge",
             "run",
             "--config",
@@ -274,17 +314,29 @@ def measure_max(traffic: Traffic, probe: Probe, args: argparse.Namespace) -> Pha
 # in its order (the order alone moves RSS by ~0.5 MB). Keeping OpenSSL out is for
 # measuring only: paho 2.2 imports ssl and hashlib, and needs ssl even without TLS.
 IMPORT_STEPS: Final = (
-    ("interpreter (python -c pass, this venv's site)", (), True),
+    ("interpreter (python -c pass, with the venv's site)", (), True),
     ("+ msgspec", ("msgspec",), True),
-    ("+ paho-mqtt, OpenSSL kept out", ("paho.mqtt.client",), True),
+    (
+        "+ paho-mqtt (urllib.request deferred where edge run defers it), OpenSSL kept out",
+        ("paho.mqtt.client",),
+        True,
+    ),
     ("+ OpenSSL: hashlib and ssl, which paho imports", ("hashlib", "ssl"), False),
     ("+ pyserial, cobs", ("serial", "cobs.cobs"), False),
     ("+ sqlite3", ("sqlite3",), False),
 )
 AGENT_IMPORTS: Final = ["edge.cli", "edge.agent"]
 _OPENSSL: Final = ("_hashlib", "_ssl", "ssl")
+# As `edge run` does first, where the build has it: paho's unused urllib.request deferred.
 _PROBE: Final = """
 import importlib, sys
+if sys.argv[1]:  # not for the bare interpreter's row
+    try:
+        from edge.unused_imports import load_on_first_use
+    except ImportError:
+        pass
+    else:
+        load_on_first_use()
 for name in sys.argv[2:]:
     sys.modules[name] = None
 for name in sys.argv[1].split(","):
@@ -325,30 +377,25 @@ def import_breakdown(args: argparse.Namespace, builds: list[AgentBuild]) -> None
         ]
         return round(median(runs) / 1024, 1)
 
-    this = AgentBuild(ROOT)
-    rows = {"interpreter without site (python -S -c pass)": rss_mib(this, [], True, ("-S",))}
-    costs: dict[str, float] = {}
-    imported: list[str] = []
-    previous: float | None = None
-    for label, modules, block in IMPORT_STEPS:
-        imported += modules
-        rows[label] = mib = rss_mib(this, imported, block)
-        if previous is not None:
-            costs[label] = round(mib - previous, 1)
-        previous = mib
-    label = "+ our modules: all that `edge run` imports"
-    rows[label] = mib = rss_mib(this, AGENT_IMPORTS, False)
-    costs[label] = round(mib - (previous or 0.0), 1)
+    def breakdown(build: AgentBuild) -> dict[str, dict[str, float]]:
+        rows = {"interpreter without site (python -S -c pass)": rss_mib(build, [], True, ("-S",))}
+        costs: dict[str, float] = {}
+        imported: list[str] = []
+        previous: float | None = None
+        for label, modules, block in IMPORT_STEPS:
+            imported += modules
+            rows[label] = mib = rss_mib(build, imported, block)
+            if previous is not None:
+                costs[label] = round(mib - previous, 1)
+            previous = mib
+        label = "+ our modules: all that `edge run` imports"
+        rows[label] = mib = rss_mib(build, AGENT_IMPORTS, False)
+        costs[label] = round(mib - (previous or 0.0), 1)
+        return {"rss_mib_after": rows, "cost_mib": costs}
+
     emit(
         "edge_footprint_imports",
-        {
-            "rss_mib_after": rows,
-            "cost_mib": costs,
-            "agent_imports_mib": {
-                str(build.path): rss_mib(build, AGENT_IMPORTS, False) for build in builds
-            },
-            "rounds": args.rounds,
-        },
+        {"builds": {str(build.path): breakdown(build) for build in builds}, "rounds": args.rounds},
     )
 
 
@@ -407,6 +454,9 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--max-s", type=float, default=10.0)
     parser.add_argument("--dir", default=None, help="where the agent's state dir goes")
+    parser.add_argument(
+        "--no-tls", dest="tls", action="store_false", help="the agent on plain TCP (default: TLS)"
+    )
     parser.add_argument("--cache-backlog", type=int, default=50_000, help="rows (page-cache)")
     parser.add_argument(
         "--agent",
@@ -429,19 +479,27 @@ def main() -> None:
     if others:
         os.sched_setaffinity(0, others)  # terminals, broker, subscriber: off the agent's core
     rounds: dict[AgentBuild, list[tuple[Phase, Phase, float, int]]] = {b: [] for b in builds}
-    with (
-        tempfile.TemporaryDirectory(prefix="edge-footprint-mqtt-") as workdir,
-        MosquittoServer(Path(workdir)) as broker,
-    ):
-        for _ in range(args.rounds):
-            for build in builds:
-                rounds[build].append(one_round(broker, args, build))
+    with tempfile.TemporaryDirectory(prefix="edge-footprint-mqtt-") as workdir:
+        tls_config, tls_port, ca_file = "", None, None
+        if args.tls:
+            tls_port = free_port()
+            ca_file, cert_file, key_file = make_pki(Path(workdir), LOCALHOST)
+            tls_config = (
+                f"listener {tls_port} {LOCALHOST}\ncafile {ca_file}\n"
+                f"certfile {cert_file}\nkeyfile {key_file}\n"
+            )
+        with MosquittoServer(Path(workdir), extra_config=tls_config) as broker:
+            address = BrokerAddress(broker.host, tls_port or broker.port, ca_file)
+            for _ in range(args.rounds):
+                for build in builds:
+                    rounds[build].append(one_round(broker, address, args, build))
 
     emit(
         "edge_footprint",
         {
             "shape": "payment/1 over serial ptys, fsync before LinkAck, agent pinned to 1 core",
             "devices": args.devices,
+            "tls": args.tls,
             "rounds": args.rounds,
             "agents": {str(build.path): summary(rounds[build]) for build in builds},
             "agent_cpus": sorted({AGENT_CORE}),

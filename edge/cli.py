@@ -115,9 +115,11 @@ def _config(path: str, *, checked: bool = True) -> EdgeConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edge.unused_imports import load_on_first_use  # noqa: PLC0415
     from runtime.lifecycle import ServiceSignals  # noqa: PLC0415
     from runtime.logs import configure_logging  # noqa: PLC0415
 
+    load_on_first_use()  # before paho is imported
     with ServiceSignals("edge agent") as signals:
         config = _config(args.config)
         lock = _own_state_dir(config.agent.state_dir, args.config)

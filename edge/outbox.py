@@ -116,10 +116,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
+
+import msgspec
 
 from edge.errors import OutboxError, OutboxFullError, OutboxOpenError
 from runtime.logs import kv
@@ -190,8 +191,10 @@ class PutOutcome(enum.StrEnum):
 _COUNTERS: Final = ("duplicates", "seq_conflicts", *(f"dropped_{r}" for r in DropReason))
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+# Records are msgspec structs, not dataclasses: msgspec is loaded anyway, and dataclasses
+# would bring inspect and ast into the agent, ~0.7 MiB (BENCHMARKS.md, "Edge agent
+# footprint"). Entry and Row hold only scalars, so the GC need not track them (gc=False).
+class Entry(msgspec.Struct, frozen=True, gc=False):
     """One message to store: what the publisher will publish, and its dedup key."""
 
     topic: str
@@ -201,8 +204,7 @@ class Entry:
     seq: int | None = None  # None: never deduplicated
 
 
-@dataclass(frozen=True, slots=True)
-class PutResult:
+class PutResult(msgspec.Struct, frozen=True, gc=False):
     outcome: PutOutcome
     row_id: int | None  # the stored or already-queued row; None when dropped
 
@@ -212,8 +214,7 @@ class PutResult:
         return self.outcome is not PutOutcome.DROPPED
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(msgspec.Struct, frozen=True, gc=False):
     """A leased row: publish ``payload`` on ``topic``, then `Outbox.ack` ``row_id``."""
 
     row_id: int
@@ -225,8 +226,7 @@ class Row:
     created: float  # wall-clock seconds when it was put
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxStats:
+class OutboxStats(msgspec.Struct, frozen=True):
     depth: dict[Priority, int]  # rows queued, in flight included
     size_bytes: dict[Priority, int]
     in_flight: int

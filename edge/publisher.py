@@ -53,7 +53,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 import msgspec
@@ -125,8 +124,7 @@ class PublishStatus(msgspec.Struct, kw_only=True):
     refusals: dict[str, DeviceRefusals] = {}  # by device: those refused at least once
 
 
-@dataclass(slots=True)
-class _Refused:
+class _Refused(msgspec.Struct):  # a struct, not a dataclass: see edge.outbox.Entry
     """A row the broker refused, until it is delivered or dead-lettered."""
 
     backoff: Backoff  # spaces its retries

@@ -9,6 +9,7 @@ follows (global options, exit codes) are in `runtime.cli`.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import signal
@@ -99,7 +100,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         epilog="Each component: tillpulse COMPONENT --help. Conventions: README.md, "
         '"Command line".',
     )
-    parser.add_argument("--version", action="version", version=f"tillpulse {_version()}")
+    parser.add_argument("--version", action=_ShowVersion, nargs=0, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMPONENT", required=True)
     for name, component in COMPONENTS.items():
         commands.add_parser(name, help=component.help, add_help=False)
@@ -121,6 +122,22 @@ def run_component(name: str, argv: Sequence[str]) -> int:
         return EXIT_USAGE
     entry: Callable[[list[str]], int] = importlib.import_module(f"{component.package}.cli").main
     return entry(list(argv))
+
+
+class _ShowVersion(argparse.Action):
+    """``--version``, the version looked up only when asked: importlib.metadata (with the
+    email, zipfile and csv it imports) would cost every command ~1.6 MiB, the edge agent
+    on a Raspberry Pi among them (BENCHMARKS.md, "Edge agent footprint")."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(f"tillpulse {_version()}\n")
+        parser.exit()
 
 
 def _version() -> str:

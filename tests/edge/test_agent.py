@@ -156,15 +156,17 @@ class Terminal:
 
 
 class AgentProcess:
-    """``python -m edge run --config FILE``, as the systemd unit runs it; stderr to a file.
+    """``tillpulse edge run --config FILE`` as the systemd unit runs it (through
+    ``python -m tillpulse``: the console script's code); stderr to a file.
     ``python_flags`` go to the interpreter (e.g. ``-X importtime``, also logged there)."""
 
     def __init__(self, config: Path, *python_flags: str) -> None:
         self.log_path = config.parent / "agent.log"
+        command = ["tillpulse", "edge", "run", "--config", str(config)]
         with self.log_path.open("ab") as log:
             self._log_offset = log.tell()  # the log of this run starts here
             self.process = subprocess.Popen(
-                [sys.executable, *python_flags, "-m", "edge", "run", "--config", str(config)],
+                [sys.executable, *python_flags, "-m", *command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -795,6 +797,10 @@ UNNEEDED_BY_THE_AGENT = frozenset(
         *("asyncio", "concurrent.futures", "multiprocessing", "logging.handlers"),
         # host health reads libc from the process itself: no ldconfig run per sample
         *("ctypes.util", "subprocess"),
+        # paho's urllib.request (for PySocks only) and what it brings: edge.unused_imports
+        *("urllib.request", "http.client", "email.message", "calendar"),
+        # records are msgspec structs; the version is looked up only for --version
+        *("dataclasses", "importlib.metadata"),
     }
 )
 
