@@ -281,9 +281,6 @@ database = "{db}"
 max_bytes = 1073741824
 segment_bytes = {segment_bytes}
 fsync = "always"
-[forwarder]
-batch_lines = 5000
-linger_ms = 100
 [gaps]
 enabled = {"false" if shared_group else "true"}
 [http]

@@ -114,7 +114,10 @@ class SpoolSection(Section, kw_only=True, frozen=True):
 
 
 class ForwarderSection(Section, kw_only=True, frozen=True):
-    batch_lines: Positive = 5_000
+    # 2,000 lines: influxd 1.6 stores such a batch in ~0.1-0.35 s under load; batches of
+    # 5,000 took twice as long and doubled the p99 publish -> queryable at half the
+    # saturated rate (BENCHMARKS.md "Gateway throughput", 2026-12-06, evening)
+    batch_lines: Positive = 2_000
     batch_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 4 << 20
     linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 100
 
