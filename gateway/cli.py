@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gateway.service import Gateway  # noqa: PLC0415 (paho, influxdb_client: not for --help)
+    from gateway.service import Gateway  # noqa: PLC0415 (mqtt5, influxdb_client: not for --help)
 
     config = load_checked(args.config)
     configure_logging(log_level(args), json_lines=args.log_json)
