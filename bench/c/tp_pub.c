@@ -5,7 +5,8 @@
  *
  *   tp_pub HOST PORT FILE [--window N] [--rate R] [--passes P] [--id CLIENT_ID]
  *
- * --rate R paces publishing at R messages/s (0: as fast as the window allows).
+ * --rate R paces publishing at R messages/s (0: as fast as the window allows),
+ * in bursts of what fell due since the last one, at most 1 ms apart.
  * --passes P publishes the file P times. Markers in a payload are filled in
  * at publish time: 19 '@' -> the current CLOCK_REALTIME in ns (19 digits),
  * 6 '%' -> the pass number, zero-padded (so txn_ids stay distinct across
@@ -192,8 +193,12 @@ int main(int argc, char **argv) {
         }
         int timeout = 1000;
         if (sent < total && inflight < window && rate > 0) {
+            /* Wait at least 1 ms for the next message that is due: what was due went
+             * out above in one burst. A wait rounded down to 0 ms would spin on
+             * select(), which cost 0.6 of a core at 13,500 messages/s, taken from
+             * the processes under test on a shared machine. */
             long long due = start + (long long)(sent * interval) - now_ns();
-            timeout = due > 0 ? (int)(due / 1000000) : 0;
+            timeout = due > 1000000 ? (int)(due / 1000000) : 1;
         }
         int rc = mosquitto_loop(mosq, timeout, 1);
         if (rc != MOSQ_ERR_SUCCESS) {
