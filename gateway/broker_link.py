@@ -124,16 +124,16 @@ class BrokerLink:
         """Why the link is unstable, if it connected too often lately; else None."""
         return self.state.flapping()
 
-    def turn(self, stop: threading.Event) -> list[Delivery]:
+    def turn(self, stop: threading.Event, wait_s: float = TURN_S) -> list[Delivery]:
         """Connect if needed (after the backoff delay), then read what the broker sent
-        within `TURN_S`: the PUBLISHes, in order (control packets are handled here)."""
+        within ``wait_s``: the PUBLISHes, in order (control packets are handled here)."""
         sock = self._sock or self._connect()
         if sock is None:
             stop.wait(self.state.next_delay())
             return []
         deliveries: list[Delivery] = []
         try:
-            deliveries = self._read(sock)
+            deliveries = self._read(sock, wait_s)
             self._keep_alive()
         except (OSError, MqttProtocolError) as exc:  # ssl.SSLError and timeouts are OSErrors
             self._lost(f"{type(exc).__name__}: {exc}")
@@ -200,9 +200,9 @@ class BrokerLink:
         self._ping_sent = None
         return sock
 
-    def _read(self, sock: socket.socket) -> list[Delivery]:
+    def _read(self, sock: socket.socket, wait_s: float) -> list[Delivery]:
         buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-        if not buffered and not select.select([sock], [], [], TURN_S)[0]:
+        if not buffered and not select.select([sock], [], [], wait_s)[0]:
             return []
         data = sock.recv(CHUNK_BYTES)
         if not data:

@@ -14,7 +14,8 @@ group; rejected messages are kept in the dead letters (except payloads
 carrying a card number, which are only counted) and re-published on the
 dead-letter topic. After every turn the group is committed: one
 `Spool.append` (one fsync; a group of more than half a segment in several),
-then the PUBACKs of all its QoS 1 messages in one send. If the spool is
+then the PUBACKs of all its QoS 1 messages in one send. A turn whose group
+is still small reads on for up to `GROUP_LINGER_S` first (group commit). If the spool is
 full, nothing is acknowledged: the group is kept and retried, the broker
 stops sending once ``receive_maximum`` messages are unacknowledged, and
 holds the rest in our session (back-pressure, nothing dropped). The PUBACKs
@@ -56,7 +57,7 @@ from typing import Final
 import mqtt5
 import msgspec
 
-from gateway.broker_link import BrokerLink
+from gateway.broker_link import TURN_S, BrokerLink
 from gateway.errors import SpoolError, SpoolFullError
 from gateway.pipeline import Outcome, Pipeline, PipelineStats, Verdict
 from gateway.rejections import RejectionMemory
@@ -71,6 +72,9 @@ from wire.topics import deadletter_topic, device_subscription
 log = logging.getLogger(__name__)
 
 TICK_EVERY_NS: Final = 1_000_000_000  # aggregate windows are closed once a second
+# Group commit: a group that is still small waits this long for more messages, which
+# then share its fsync and its PUBACK send (`Ingest._fill_group`).
+GROUP_LINGER_S: Final = 0.005
 MAX_GROUP_BYTES: Final = 8 << 20  # a group is appended before it grows past this
 ERROR_PAUSE_S: Final = 1.0  # after an unexpected error in a loop turn
 
@@ -115,6 +119,9 @@ class Ingest:
         self._group_bytes = 0
         self._acks: list[int] = []  # packet ids of the group's QoS 1 messages, in order
         self._acks_connection = 0  # the link connection they came on
+        # a group this large is committed at once: the broker sends at most
+        # receive_maximum unacknowledged messages, so it can go on sending meanwhile
+        self._full_group = max(1, (settings.receive_maximum or 65_535) // 2)
         self._next_tick = 0
         self._broken: str | None = None
         # The pipeline is not thread-safe: its figures are snapshotted here, on the
@@ -144,6 +151,7 @@ class Ingest:
     def _turn(self, stop: threading.Event) -> None:
         """Read what the broker sends, close due aggregate windows, commit the group."""
         self.receive(stop)
+        self._fill_group(stop)
         now = self._now_ns()
         if now >= self._next_tick:
             self._next_tick = now + TICK_EVERY_NS
@@ -151,9 +159,22 @@ class Ingest:
             self.pipeline_stats = self._pipeline.stats()
         self._commit(stop)
 
-    def receive(self, stop: threading.Event) -> None:
-        """One read of the link: its messages go into the group (not committed yet)."""
-        deliveries = self.link.turn(stop)
+    def _fill_group(self, stop: threading.Event) -> None:
+        """Read on for up to `GROUP_LINGER_S` while the group is small: at a moderate
+        rate a read holds a few messages, and each commit costs an fsync, a send and a
+        turn of this loop whatever its size (measured in BENCHMARKS.md, "Gateway
+        throughput"). An event waits at most that long more for its PUBACK."""
+        deadline = time.monotonic() + GROUP_LINGER_S
+        while 0 < self.stats.pending < self._full_group and self.link.status.connected:
+            left = deadline - time.monotonic()
+            if left <= 0 or stop.is_set():
+                return
+            self.receive(stop, wait_s=left)
+
+    def receive(self, stop: threading.Event, wait_s: float = TURN_S) -> None:
+        """One read of the link, waiting up to ``wait_s`` for one: its messages go into
+        the group (not committed yet)."""
+        deliveries = self.link.turn(stop, wait_s)
         if not deliveries:
             return
         if self.link.connection != self._acks_connection:
