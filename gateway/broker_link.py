@@ -187,11 +187,16 @@ class BrokerLink:
                 sock = self._tls.wrap_socket(sock, server_hostname=self.settings.host)
             # a send the broker does not take within this: the link is down
             sock.settimeout(self._keepalive_s or CONNECT_TIMEOUT_S)
-            sock.sendall(self._connect_packet)
         except OSError as exc:
             if sock is not None:
                 sock.close()
             self.state.down(f"{type(exc).__name__}: {exc}")
+            return None
+        try:
+            sock.sendall(self._connect_packet)
+        except OSError as exc:  # TLS 1.3: a refused client certificate can surface here
+            sock.close()
+            self.state.lost(f"{type(exc).__name__}: {exc}")  # "closed before CONNACK"
             return None
         self._sock = sock
         self._reader = PacketReader()
