@@ -31,8 +31,10 @@ Then one gateway for ``--soak-s`` seconds at half the median one-gateway rate:
 end-to-end latency (publish -> queryable in InfluxDB) of probe events (every
 ``PROBE_EVERY``-th event comes from a probe terminal; the publisher stamps
 ``ts`` with the publish time, the bench polls InfluxDB every ``POLL_S`` for new
-probes, so a latency is over-stated by up to one poll interval), and the
-gateway's RSS sampled once a second.
+probes, so a latency is over-stated by up to one poll interval), the
+gateway's RSS sampled once a second, and the CPU time per event of the gateway,
+Mosquitto, influxd and the publisher over the soak (at a moderate rate each costs
+more per event than at full speed, where reads and writes are larger).
 
 The events are realistic ``wire.messages.PaymentTransaction`` payloads from a
 fleet of terminals (5 per site, about 7% declined) on their
@@ -219,6 +221,27 @@ def cpu_seconds(pid: int | None) -> float:
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time of named processes since this was made, from readings taken with
+    `sample` (a process that has exited keeps its last reading)."""
+
+    def __init__(self, **pids: int | None) -> None:
+        self._pids = pids
+        self._start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self._seen = dict(self._start)
+
+    def sample(self) -> None:
+        self._seen = {
+            name: max(self._seen[name], cpu_seconds(pid)) for name, pid in self._pids.items()
+        }
+
+    def us_per_event(self, events: int) -> dict[str, float]:
+        return {
+            name: round((self._seen[name] - self._start[name]) / events * 1e6, 1)
+            for name in self._pids
+        }
 
 
 def payment_count(
@@ -665,6 +688,12 @@ def latency_and_soak(
         )
         started = time.monotonic()
         next_rss = started
+        cpu = CpuMeter(
+            gateway=gateway.process.pid,
+            broker=broker.pid,
+            influxd=influxdb.pid,
+            publisher=publisher.pid,
+        )
         cursor_ns = time.time_ns() - 10**9
         soak_deadline = started + total / rate + 120
         while len(seen) < probes_expected:
@@ -674,6 +703,7 @@ def latency_and_soak(
                 raise BenchError(f"soak: {len(seen)} of {probes_expected} probes landed")
             if now >= next_rss:
                 rss.append((now - started, gateway.rss_bytes()))
+                cpu.sample()
                 next_rss += 1.0
                 if len(rss) % 60 == 0:
                     progress(
@@ -728,6 +758,10 @@ def latency_and_soak(
         "latency_ms_p50": pct(0.50),
         "latency_ms_p99": pct(0.99),
         "latency_ms_max": round(latencies[-1] / 1e6, 1),
+        # the cost of an event at this rate, the load generator's included: every
+        # process shares the machine's 2 cores (read once a second, so the publisher's
+        # last second is left out)
+        "cpu_us_per_event": cpu.us_per_event(total),
         "forwarder_write_ms_p99_last_1000_batches": (
             None if write_p99 is None else round(write_p99 * 1000, 1)
         ),
