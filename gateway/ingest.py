@@ -14,11 +14,12 @@ group; rejected messages are kept in the dead letters (except payloads
 carrying a card number, which are only counted) and re-published on the
 dead-letter topic. After every turn the group is committed: one
 `Spool.append` (one fsync; a group of more than half a segment in several),
-then the PUBACKs of all its QoS 1 messages in one send. A turn whose group
-is still small reads on for up to `GROUP_LINGER_S` first (group commit). If the spool is
-full, nothing is acknowledged: the group is kept and retried, the broker
-stops sending once ``receive_maximum`` messages are unacknowledged, and
-holds the rest in our session (back-pressure, nothing dropped). The PUBACKs
+then the PUBACKs of all its QoS 1 messages in one send; a turn whose group
+is still small reads on for up to `GROUP_LINGER_S` first (group commit).
+If the spool is full, nothing is acknowledged: the group is kept and
+retried, the broker stops sending once ``receive_maximum`` messages are
+unacknowledged, and holds the rest in our session (back-pressure, nothing
+dropped). The PUBACKs
 of a connection that was lost meanwhile are not sent: the broker redelivers
 those messages (dup flag) on the next one, and they are acknowledged then.
 

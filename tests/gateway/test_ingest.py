@@ -330,7 +330,7 @@ def test_messages_a_millisecond_apart_share_a_group_commit(
     deadletters = DeadLetters(tmp_path / "deadletters")
     session = _ingest(mosquitto, spool, deadletters)  # the session and its subscription
     _run_until(session, lambda: session.link.status.connected)
-    ingest = _ingest(mosquitto, spool, deadletters)  # receive_maximum 10: groups of 5 at most
+    ingest = _ingest(mosquitto, spool, deadletters)  # receive_maximum 10: no wait past 5
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     publisher.connect(mosquitto.host, mosquitto.port)
     publisher.loop_start()
